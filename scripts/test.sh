@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test suite: Rust unit + integration tests, then the official OpenAI
+# Python SDK against a real gateway. README's test command; CI runs it too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! python3 -c 'import openai, pytest' 2>/dev/null; then
+    echo "installing the Python test dependencies (openai, pytest)…"
+    python3 -m pip install --quiet --disable-pip-version-check openai pytest
+fi
+
+# Plain `cargo test` rather than nextest: it is on every machine with cargo.
+cargo test --all-targets
+cargo build --bin tollgate
+TOLLGATE_BIN="$PWD/target/debug/tollgate" python3 -m pytest -q tests/python

@@ -1,0 +1,287 @@
+//! ProviderActor: one per deployment on each HTTP worker thread. It owns the
+//! upstream HTTP client (awc, `!Send`, so it cannot be shared across
+//! threads) and its keep-alive pool, and does the I/O around the pure
+//! translation in `providers::`.
+//!
+//! Living on the worker's own thread means the call from the handler is a
+//! same-thread message: no cross-core wake-up on the hottest hop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::http::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::error::{GatewayError, UpstreamError};
+use crate::metrics::ActorMeter;
+use crate::providers::openai::{self, StreamStep};
+use crate::providers::sse::SseDecoder;
+use crate::providers::{is_retryable_status, Endpoint, Usage};
+use crate::topology::DeploymentTarget;
+
+/// Largest non-streaming upstream body we accept.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Chunks buffered between the upstream reader and a slow client.
+const STREAM_BUFFER: usize = 32;
+
+pub struct ProviderActor {
+    target: Arc<DeploymentTarget>,
+    client: awc::Client,
+    meter: ActorMeter,
+}
+
+impl ProviderActor {
+    pub fn new(target: Arc<DeploymentTarget>, meter: ActorMeter) -> Self {
+        let connector = awc::Connector::new()
+            .timeout(Duration::from_secs(5))
+            .limit(0)
+            .conn_keep_alive(Duration::from_secs(30))
+            .conn_lifetime(Duration::from_secs(300));
+        let client = awc::Client::builder()
+            .connector(connector)
+            // The per-request timeout is set on each request.
+            .disable_timeout()
+            .no_default_headers()
+            .finish();
+        ProviderActor {
+            target,
+            client,
+            meter,
+        }
+    }
+}
+
+impl Actor for ProviderActor {
+    type Context = Context<Self>;
+}
+
+/// One upstream attempt.
+#[derive(Message)]
+#[rtype(result = "Result<Reply, CallError>")]
+pub struct Call {
+    pub endpoint: Endpoint,
+    pub body: Bytes,
+    pub stream: bool,
+    pub client_wants_usage: bool,
+}
+
+pub enum Reply {
+    Full {
+        body: Bytes,
+        usage: Option<Usage>,
+    },
+    /// Items arrive as the upstream sends them; the channel closes at the end.
+    Stream(mpsc::Receiver<StreamItem>),
+}
+
+#[derive(Debug)]
+pub enum StreamItem {
+    /// SSE bytes for the client.
+    Data(Bytes),
+    Usage(Usage),
+    /// The final `[DONE]` event.
+    Done(Bytes),
+    /// The upstream failed mid-stream; no more items follow.
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub enum CallError {
+    Status(UpstreamError),
+    Timeout,
+    Connect(String),
+    Protocol(String),
+}
+
+impl CallError {
+    /// Would another attempt (here or elsewhere) plausibly succeed?
+    pub fn retryable(&self) -> bool {
+        match self {
+            CallError::Status(u) => is_retryable_status(u.status),
+            CallError::Timeout | CallError::Connect(_) | CallError::Protocol(_) => true,
+        }
+    }
+
+    pub fn retry_after_secs(&self) -> Option<f64> {
+        match self {
+            CallError::Status(u) => u.retry_after_secs,
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            CallError::Status(u) => u.status,
+            CallError::Timeout => 504,
+            CallError::Connect(_) | CallError::Protocol(_) => 502,
+        }
+    }
+
+    pub fn into_gateway_error(self) -> GatewayError {
+        match self {
+            CallError::Status(u) => GatewayError::Upstream(u),
+            CallError::Timeout => GatewayError::UpstreamTimeout,
+            CallError::Connect(m) => GatewayError::UpstreamUnreachable(m),
+            CallError::Protocol(m) => GatewayError::UpstreamProtocol(m),
+        }
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn send_error(e: awc::error::SendRequestError) -> CallError {
+    use awc::error::SendRequestError as E;
+    match e {
+        E::Timeout => CallError::Timeout,
+        E::Connect(c) => CallError::Connect(c.to_string()),
+        other => CallError::Connect(other.to_string()),
+    }
+}
+
+impl Handler<Call> for ProviderActor {
+    type Result = ResponseFuture<Result<Reply, CallError>>;
+
+    fn handle(&mut self, msg: Call, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.meter.handling();
+        let target = self.target.clone();
+        let mut req = self
+            .client
+            .post(format!("{}{}", target.base_url, msg.endpoint.path()))
+            .timeout(target.timeout)
+            .insert_header((CONTENT_TYPE, "application/json"));
+        if let Some(auth) = &target.auth_header {
+            req = req.insert_header((AUTHORIZATION, auth.clone()));
+        }
+        for (k, v) in &target.extra_headers {
+            req = req.insert_header((k.clone(), v.clone()));
+        }
+        Box::pin(async move {
+            let deadline = Instant::now() + target.timeout;
+            let mut resp = req.send_body(msg.body).await.map_err(send_error)?;
+            let status = resp.status().as_u16();
+            if !(200..300).contains(&status) {
+                let retry_after = openai::retry_after_secs(
+                    header_str(resp.headers(), "retry-after"),
+                    header_str(resp.headers(), "retry-after-ms"),
+                );
+                let body = read_body(&mut resp, deadline, 1024 * 1024).await.unwrap_or_default();
+                return Err(CallError::Status(openai::parse_error(status, retry_after, &body)));
+            }
+            if !msg.stream {
+                let body = read_body(&mut resp, deadline, MAX_RESPONSE_BYTES).await?;
+                let usage = openai::usage_from_body(&body);
+                return Ok(Reply::Full { body, usage });
+            }
+            let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+            actix_rt::spawn(pump_stream(
+                resp,
+                tx,
+                msg.client_wants_usage,
+                target.stream_idle_timeout,
+            ));
+            Ok(Reply::Stream(rx))
+        })
+    }
+}
+
+async fn read_body(
+    resp: &mut awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin>,
+    deadline: Instant,
+    limit: usize,
+) -> Result<Bytes, CallError> {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(remaining, resp.body().limit(limit)).await {
+        Err(_) => Err(CallError::Timeout),
+        Ok(Err(e)) => Err(CallError::Protocol(format!("reading the upstream body failed: {e}"))),
+        Ok(Ok(b)) => Ok(b),
+    }
+}
+
+/// Reads the upstream SSE stream, translates it event by event and feeds
+/// the client's channel. Stops — dropping the upstream connection, which
+/// cancels the generation — as soon as the client's side is gone.
+async fn pump_stream<S>(
+    mut resp: awc::ClientResponse<S>,
+    tx: mpsc::Sender<StreamItem>,
+    client_wants_usage: bool,
+    idle_timeout: Duration,
+) where
+    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let mut decoder = SseDecoder::new();
+    loop {
+        let next = tokio::select! {
+            _ = tx.closed() => return,
+            next = tokio::time::timeout(idle_timeout, resp.next()) => next,
+        };
+        let chunk = match next {
+            Err(_) => {
+                let _ = tx
+                    .send(StreamItem::Failed(format!(
+                        "the upstream sent nothing for {}s",
+                        idle_timeout.as_secs()
+                    )))
+                    .await;
+                return;
+            }
+            Ok(None) => {
+                if let Some(ev) = decoder.finish() {
+                    if let Some(true) = forward(&tx, &ev, client_wants_usage).await {
+                        return;
+                    }
+                }
+                let _ = tx
+                    .send(StreamItem::Failed(
+                        "the upstream closed the stream before it was complete".into(),
+                    ))
+                    .await;
+                return;
+            }
+            Ok(Some(Err(e))) => {
+                let _ = tx
+                    .send(StreamItem::Failed(format!("the upstream stream broke: {e}")))
+                    .await;
+                return;
+            }
+            Ok(Some(Ok(bytes))) => bytes,
+        };
+        decoder.push(&chunk);
+        loop {
+            match decoder.next_event() {
+                Ok(Some(ev)) => match forward(&tx, &ev, client_wants_usage).await {
+                    None => return,          // client gone
+                    Some(true) => return,    // [DONE]
+                    Some(false) => {}
+                },
+                Ok(None) => break,
+                Err(_) => {
+                    let _ = tx
+                        .send(StreamItem::Failed("an upstream stream event was too large".into()))
+                        .await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sends one translated event. `None`: the client is gone; `Some(true)`:
+/// the stream is complete.
+async fn forward(tx: &mpsc::Sender<StreamItem>, event: &[u8], client_wants_usage: bool) -> Option<bool> {
+    match openai::stream_step(event, client_wants_usage) {
+        StreamStep::Forward(bytes) => tx.send(StreamItem::Data(bytes)).await.ok().map(|_| false),
+        StreamStep::Usage { usage, forward } => {
+            tx.send(StreamItem::Usage(usage)).await.ok()?;
+            if let Some(bytes) = forward {
+                tx.send(StreamItem::Data(bytes)).await.ok()?;
+            }
+            Some(false)
+        }
+        StreamStep::Done(bytes) => tx.send(StreamItem::Done(bytes)).await.ok().map(|_| true),
+    }
+}

@@ -1,0 +1,533 @@
+//! `config.toml`: schema, defaults and validation.
+//!
+//! Parsing is two steps: serde (with `deny_unknown_fields`, through
+//! `serde_path_to_error` so a typo is reported with its full path), then
+//! [`Config::validate`], which resolves `env:NAME` secrets and checks values,
+//! again naming the path (`models.gpt-4o.deployments[1].api_base`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("config error at `{path}`: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl ConfigError {
+    fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A secret string. Its `Debug`/`Display` never show the value, so it cannot
+/// leak through logs or error messages by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// Literal or `env:NAME`. Required for the management API; inference
+    /// accepts it too.
+    pub master_key: Option<String>,
+    /// Keys defined in the file (the database-backed keys come on top).
+    pub keys: Vec<StaticKey>,
+    pub limits: LimitsConfig,
+    pub router: RouterConfig,
+    pub logging: LoggingConfig,
+    /// The built-in fake provider, started in-process when a deployment uses
+    /// `provider = "mock"`.
+    pub mock_upstream: MockUpstreamConfig,
+    /// Model groups by public name.
+    pub models: BTreeMap<String, ModelGroup>,
+
+    /// Resolved secrets, filled by `validate`.
+    #[serde(skip)]
+    pub resolved_master_key: Option<Secret>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            master_key: None,
+            keys: Vec::new(),
+            limits: LimitsConfig::default(),
+            router: RouterConfig::default(),
+            logging: LoggingConfig::default(),
+            mock_upstream: MockUpstreamConfig::default(),
+            models: BTreeMap::new(),
+            resolved_master_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long SIGTERM waits for in-flight requests and streams.
+    pub shutdown_grace_secs: u64,
+    pub keep_alive_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 4000,
+            workers: 0,
+            max_body_bytes: 10 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+            keep_alive_secs: 75,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticKey {
+    /// Literal or `env:NAME`.
+    pub key: String,
+    pub alias: Option<String>,
+    /// Model groups this key may call; empty means all. `*` and `prefix/*`
+    /// wildcards are allowed.
+    #[serde(default)]
+    pub models: Vec<String>,
+    pub rpm_limit: Option<u32>,
+    #[serde(skip)]
+    pub resolved: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests per minute across all callers.
+    pub global_rpm: Option<u32>,
+    /// Requests per minute for a key that sets no limit of its own.
+    pub default_key_rpm: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Extra attempts after the first failed one.
+    pub num_retries: u32,
+    /// Base of the exponential backoff between attempts.
+    pub retry_backoff_ms: u64,
+    /// Longest `retry-after` the gateway will wait out itself before retrying.
+    pub max_retry_wait_ms: u64,
+    /// Consecutive failures that put a deployment into cooldown.
+    pub allowed_fails: u32,
+    pub cooldown_secs: u64,
+    /// Default upstream timeout (time to the response head / whole body).
+    pub timeout_secs: u64,
+    /// Longest silence allowed between two chunks of a stream.
+    pub stream_idle_timeout_secs: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            num_retries: 2,
+            retry_backoff_ms: 50,
+            max_retry_wait_ms: 5_000,
+            allowed_fails: 3,
+            cooldown_secs: 30,
+            timeout_secs: 600,
+            stream_idle_timeout_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// tracing filter, e.g. "info" or "tollgate=debug,actix_web=info".
+    pub level: String,
+    /// Where the one-line-per-request JSON log goes: "stdout", "off", or a file path.
+    pub request_log: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            request_log: "stdout".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MockUpstreamConfig {
+    /// Port for the built-in mock; 0 picks a free one.
+    pub port: u16,
+    pub latency_ms: u64,
+    pub chunks: Option<usize>,
+    pub chunk_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelGroup {
+    pub deployments: Vec<Deployment>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// api.openai.com or anything speaking its API.
+    Openai,
+    /// vLLM, Ollama, LM Studio, llama.cpp server, … (same wire format).
+    OpenaiCompatible,
+    /// The built-in fake provider.
+    Mock,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    /// Stable id for headers, logs and metrics; defaults to `<group>-<index>`.
+    pub id: Option<String>,
+    pub provider: Provider,
+    /// The model name the upstream knows.
+    pub model: String,
+    /// Base URL including the version path, e.g. `https://api.openai.com/v1`.
+    pub api_base: Option<String>,
+    /// Literal or `env:NAME`.
+    pub api_key: Option<String>,
+    #[serde(default = "default_weight")]
+    pub weight: f64,
+    pub timeout_secs: Option<u64>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    #[serde(default)]
+    pub input_cost_per_token: f64,
+    #[serde(default)]
+    pub output_cost_per_token: f64,
+    /// Headers added to every upstream request.
+    #[serde(default)]
+    pub extra_headers: BTreeMap<String, String>,
+
+    #[serde(skip)]
+    pub resolved_api_key: Option<Secret>,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+impl Deployment {
+    pub fn timeout(&self, router: &RouterConfig) -> Duration {
+        Duration::from_secs(self.timeout_secs.unwrap_or(router.timeout_secs))
+    }
+}
+
+/// Resolves `env:NAME` to the variable's value; anything else is a literal.
+fn resolve_secret(path: &str, raw: &str) -> Result<Secret, ConfigError> {
+    match raw.strip_prefix("env:") {
+        Some(name) => match std::env::var(name) {
+            Ok(v) if !v.is_empty() => Ok(Secret(v)),
+            Ok(_) => Err(ConfigError::at(
+                path,
+                format!("environment variable {name} is empty"),
+            )),
+            Err(_) => Err(ConfigError::at(
+                path,
+                format!("environment variable {name} is not set"),
+            )),
+        },
+        None if raw.is_empty() => Err(ConfigError::at(path, "must not be empty")),
+        None => Ok(Secret(raw.to_string())),
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        let mut config: Config = serde_path_to_error::deserialize(table).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::at(path, e.inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values and resolves secrets. Called by `from_toml`; call it
+    /// again after changing a config in code.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.server.max_body_bytes < 1024 {
+            return Err(ConfigError::at(
+                "server.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        self.resolved_master_key = match &self.master_key {
+            Some(raw) => {
+                let secret = resolve_secret("master_key", raw)?;
+                if secret.expose().len() < 8 {
+                    return Err(ConfigError::at(
+                        "master_key",
+                        "must be at least 8 characters",
+                    ));
+                }
+                Some(secret)
+            }
+            None => None,
+        };
+        for (i, key) in self.keys.iter_mut().enumerate() {
+            let path = format!("keys[{i}].key");
+            let secret = resolve_secret(&path, &key.key)?;
+            if secret.expose().len() < 8 {
+                return Err(ConfigError::at(path, "must be at least 8 characters"));
+            }
+            key.resolved = Some(secret);
+            if key.rpm_limit == Some(0) {
+                return Err(ConfigError::at(
+                    format!("keys[{i}].rpm_limit"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if self.limits.global_rpm == Some(0) {
+            return Err(ConfigError::at("limits.global_rpm", "must be greater than 0"));
+        }
+        if self.limits.default_key_rpm == Some(0) {
+            return Err(ConfigError::at(
+                "limits.default_key_rpm",
+                "must be greater than 0",
+            ));
+        }
+        if self.router.timeout_secs == 0 {
+            return Err(ConfigError::at("router.timeout_secs", "must be greater than 0"));
+        }
+        if self.router.cooldown_secs == 0 {
+            return Err(ConfigError::at(
+                "router.cooldown_secs",
+                "must be greater than 0",
+            ));
+        }
+        if self.router.allowed_fails == 0 {
+            return Err(ConfigError::at(
+                "router.allowed_fails",
+                "must be greater than 0",
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (name, group) in self.models.iter_mut() {
+            if name.is_empty() {
+                return Err(ConfigError::at("models", "a model name must not be empty"));
+            }
+            if group.deployments.is_empty() {
+                return Err(ConfigError::at(
+                    format!("models.{name}.deployments"),
+                    "needs at least one deployment",
+                ));
+            }
+            for (i, d) in group.deployments.iter_mut().enumerate() {
+                let path = format!("models.{name}.deployments[{i}]");
+                validate_deployment(&path, d)?;
+                let id = d.id.get_or_insert_with(|| format!("{name}-{i}")).clone();
+                if !ids.insert(id.clone()) {
+                    return Err(ConfigError::at(
+                        format!("{path}.id"),
+                        format!("duplicate deployment id `{id}`"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_deployment(path: &str, d: &mut Deployment) -> Result<(), ConfigError> {
+    if d.model.trim().is_empty() {
+        return Err(ConfigError::at(format!("{path}.model"), "must not be empty"));
+    }
+    if !(d.weight.is_finite() && d.weight > 0.0) {
+        return Err(ConfigError::at(
+            format!("{path}.weight"),
+            "must be a positive number",
+        ));
+    }
+    for (field, v) in [
+        ("input_cost_per_token", d.input_cost_per_token),
+        ("output_cost_per_token", d.output_cost_per_token),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(ConfigError::at(
+                format!("{path}.{field}"),
+                "must be a non-negative number",
+            ));
+        }
+    }
+    if d.timeout_secs == Some(0) {
+        return Err(ConfigError::at(
+            format!("{path}.timeout_secs"),
+            "must be greater than 0",
+        ));
+    }
+    match (&d.api_base, d.provider) {
+        (None, Provider::Mock) => {}
+        (None, Provider::Openai) => d.api_base = Some("https://api.openai.com/v1".into()),
+        (None, Provider::OpenaiCompatible) => {
+            return Err(ConfigError::at(
+                format!("{path}.api_base"),
+                "is required for provider `openai_compatible`",
+            ))
+        }
+        (Some(base), _) => {
+            let parsed = url::Url::parse(base).map_err(|e| {
+                ConfigError::at(format!("{path}.api_base"), format!("not a valid URL: {e}"))
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(ConfigError::at(
+                    format!("{path}.api_base"),
+                    "must be an http:// or https:// URL with a host",
+                ));
+            }
+            d.api_base = Some(base.trim_end_matches('/').to_string());
+        }
+    }
+    d.resolved_api_key = match &d.api_key {
+        Some(raw) => Some(resolve_secret(&format!("{path}.api_key"), raw)?),
+        None => None,
+    };
+    for (name, value) in &d.extra_headers {
+        let valid = actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+            && actix_web::http::header::HeaderValue::from_str(value).is_ok();
+        if !valid {
+            return Err(ConfigError::at(
+                format!("{path}.extra_headers.{name}"),
+                "not a valid HTTP header",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_path() {
+        let e = err(r#"
+            [models.gpt-4o]
+            [[models.gpt-4o.deployments]]
+            provider = "openai"
+            model = "gpt-4o"
+            [[models.gpt-4o.deployments]]
+            provider = "openai"
+            model = "gpt-4o"
+            api_bsae = "http://x"
+        "#);
+        assert!(e.contains("models.gpt-4o.deployments[1]"), "{e}");
+        assert!(e.contains("api_bsae"), "{e}");
+    }
+
+    #[test]
+    fn bad_url_names_the_field() {
+        let e = err(r#"
+            [[models.m.deployments]]
+            provider = "openai_compatible"
+            model = "x"
+            api_base = "not a url"
+        "#);
+        assert!(e.contains("models.m.deployments[0].api_base"), "{e}");
+    }
+
+    #[test]
+    fn missing_env_var_is_named() {
+        let e = err(r#"
+            [[models.m.deployments]]
+            provider = "openai"
+            model = "gpt-4o"
+            api_key = "env:TOLLGATE_TEST_SURELY_UNSET_VAR"
+        "#);
+        assert!(e.contains("models.m.deployments[0].api_key"), "{e}");
+        assert!(e.contains("TOLLGATE_TEST_SURELY_UNSET_VAR"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported() {
+        let e = err("[server]\nport = \"eighty\"\n");
+        assert!(e.contains("server.port"), "{e}");
+    }
+
+    #[test]
+    fn defaults_fill_in_and_ids_are_assigned() {
+        let c = Config::from_toml(
+            r#"
+            master_key = "sk-master-123"
+            [[models.m.deployments]]
+            provider = "mock"
+            model = "mock-gpt"
+        "#,
+        )
+        .unwrap();
+        assert_eq!(c.server.port, 4000);
+        assert_eq!(c.models["m"].deployments[0].id.as_deref(), Some("m-0"));
+        assert_eq!(
+            c.resolved_master_key.as_ref().map(|s| s.expose()),
+            Some("sk-master-123")
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let s = Secret::new("sk-very-secret");
+        assert!(!format!("{s:?}").contains("very-secret"));
+    }
+}

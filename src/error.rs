@@ -1,0 +1,283 @@
+//! The one error type of the request path and its mapping to HTTP.
+//!
+//! Every failure a client can see is an OpenAI-shaped body
+//! `{"error":{"message","type","param","code"}}` with the status OpenAI
+//! would use, so the official SDKs raise their own typed exceptions.
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// Rate-limit details carried to the response headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitInfo {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until a request would be admitted again.
+    pub reset_secs: f64,
+}
+
+/// An error an upstream provider returned, kept as close to the original as
+/// we can without passing its raw bytes (which might not be JSON at all).
+#[derive(Debug, Clone)]
+pub struct UpstreamError {
+    pub status: u16,
+    pub message: String,
+    pub error_type: Option<String>,
+    pub param: Option<String>,
+    pub code: Option<String>,
+    pub retry_after_secs: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
+    #[error("Request body too large: the limit is {limit} bytes.")]
+    PayloadTooLarge { limit: usize },
+    #[error("Missing API key. Pass it as `Authorization: Bearer <key>`.")]
+    MissingKey,
+    #[error("Incorrect API key provided.")]
+    InvalidKey,
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    #[error("Not found: {0}")]
+    RouteNotFound(String),
+    #[error("Rate limit exceeded for {scope}: {limit} requests per minute. Retry after {retry_after_secs:.1}s.")]
+    RateLimited {
+        scope: &'static str,
+        limit: u32,
+        retry_after_secs: f64,
+    },
+    #[error("No deployment of `{model}` is available right now: all are cooling down after failures.")]
+    NoHealthyDeployment { model: String, retry_after_secs: f64 },
+    #[error("{}", .0.message)]
+    Upstream(UpstreamError),
+    #[error("The upstream provider did not answer in time.")]
+    UpstreamTimeout,
+    #[error("Could not reach the upstream provider: {0}")]
+    UpstreamUnreachable(String),
+    #[error("The upstream provider sent an invalid response: {0}")]
+    UpstreamProtocol(String),
+    #[error("Service unavailable: {0}")]
+    Unavailable(String),
+    #[error("Internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn invalid(message: impl Into<String>, param: Option<&'static str>) -> Self {
+        GatewayError::InvalidRequest {
+            message: message.into(),
+            param,
+        }
+    }
+
+    /// OpenAI's `error.type` for this failure.
+    pub fn error_type(&self) -> &str {
+        match self {
+            GatewayError::InvalidRequest { .. }
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::ModelNotFound(_)
+            | GatewayError::RouteNotFound(_) => "invalid_request_error",
+            GatewayError::MissingKey | GatewayError::InvalidKey => "invalid_request_error",
+            GatewayError::PermissionDenied(_) => "permission_error",
+            GatewayError::RateLimited { .. } => "rate_limit_error",
+            GatewayError::NoHealthyDeployment { .. } | GatewayError::Unavailable(_) => {
+                "service_unavailable"
+            }
+            GatewayError::Upstream(u) => u.error_type.as_deref().unwrap_or("upstream_error"),
+            GatewayError::UpstreamTimeout => "timeout",
+            GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamProtocol(_) => {
+                "upstream_error"
+            }
+            GatewayError::Internal(_) => "server_error",
+        }
+    }
+
+    fn code(&self) -> Option<&str> {
+        match self {
+            GatewayError::MissingKey | GatewayError::InvalidKey => Some("invalid_api_key"),
+            GatewayError::ModelNotFound(_) => Some("model_not_found"),
+            GatewayError::PayloadTooLarge { .. } => Some("request_too_large"),
+            GatewayError::RateLimited { .. } => Some("rate_limit_exceeded"),
+            GatewayError::Upstream(u) => u.code.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            GatewayError::InvalidRequest { param, .. } => *param,
+            GatewayError::ModelNotFound(_) => Some("model"),
+            GatewayError::Upstream(u) => u.param.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn retry_after_secs(&self) -> Option<f64> {
+        match self {
+            GatewayError::RateLimited {
+                retry_after_secs, ..
+            }
+            | GatewayError::NoHealthyDeployment {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            GatewayError::Upstream(u) => u.retry_after_secs,
+            _ => None,
+        }
+    }
+
+    /// The JSON body a client sees for this error.
+    pub fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                r#type: self.error_type(),
+                param: self.param(),
+                code: self.code(),
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+pub struct ErrorDetail<'a> {
+    pub message: String,
+    pub r#type: &'a str,
+    pub param: Option<&'a str>,
+    pub code: Option<&'a str>,
+}
+
+impl ResponseError for GatewayError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::MissingKey | GatewayError::InvalidKey => StatusCode::UNAUTHORIZED,
+            GatewayError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            GatewayError::ModelNotFound(_) | GatewayError::RouteNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::NoHealthyDeployment { .. } | GatewayError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            GatewayError::Upstream(u) => {
+                StatusCode::from_u16(u.status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamProtocol(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after_secs() {
+            // retry-after is whole seconds; round up so a client never comes back early.
+            let whole = secs.max(0.0).ceil() as u64;
+            resp.insert_header(("retry-after", whole.to_string()));
+            resp.insert_header(("retry-after-ms", ((secs * 1000.0).ceil() as u64).to_string()));
+        }
+        if let GatewayError::RateLimited {
+            limit,
+            retry_after_secs,
+            ..
+        } = self
+        {
+            for (name, value) in rate_limit_headers(&RateLimitInfo {
+                limit: *limit,
+                remaining: 0,
+                reset_secs: *retry_after_secs,
+            }) {
+                resp.insert_header((name, value));
+            }
+        }
+        resp.json(self.body())
+    }
+}
+
+/// `x-ratelimit-*` headers in OpenAI's names.
+pub fn rate_limit_headers(info: &RateLimitInfo) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderValue::from(info.limit),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderValue::from(info.remaining),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+            HeaderValue::from_str(&format!("{:.3}s", info.reset_secs.max(0.0)))
+                .unwrap_or(HeaderValue::from_static("0s")),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn body_json(e: &GatewayError) -> serde_json::Value {
+        let resp = e.error_response();
+        let bytes = resp.into_body().try_into_bytes().unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn unknown_model_is_404_with_openai_code() {
+        let e = GatewayError::ModelNotFound("gpt-9".into());
+        assert_eq!(e.status_code(), StatusCode::NOT_FOUND);
+        let v = body_json(&e);
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["param"], "model");
+        assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after_and_headers() {
+        let e = GatewayError::RateLimited {
+            scope: "key",
+            limit: 10,
+            retry_after_secs: 1.2,
+        };
+        let resp = e.error_response();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers().get("retry-after").unwrap(), "2");
+        assert_eq!(
+            resp.headers().get("x-ratelimit-remaining-requests").unwrap(),
+            "0"
+        );
+    }
+
+    #[test]
+    fn upstream_status_is_kept() {
+        let e = GatewayError::Upstream(UpstreamError {
+            status: 503,
+            message: "overloaded".into(),
+            error_type: Some("server_error".into()),
+            param: None,
+            code: None,
+            retry_after_secs: None,
+        });
+        assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body_json(&e)["error"]["message"], "overloaded");
+    }
+}

@@ -1,0 +1,55 @@
+//! Liveness, readiness, deployment health and Prometheus metrics.
+
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+
+use super::{authenticate, WorkerState};
+use crate::actors::router::GetHealth;
+use crate::error::GatewayError;
+
+/// LiteLLM answers liveliness with this exact string; scripts grep for it.
+pub async fn liveliness() -> HttpResponse {
+    HttpResponse::Ok().json("I'm alive!")
+}
+
+pub async fn readiness(st: web::Data<WorkerState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "status": "healthy",
+        "db": "not configured",
+        "cache": "in-memory",
+        "models": st.gw.topology.groups.len(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// Deployment health as the router sees it (master key only: it names
+/// upstream deployments).
+pub async fn deployments(req: HttpRequest, st: web::Data<WorkerState>) -> HttpResponse {
+    match authenticate(&st.gw, &req).await {
+        Ok(k) if k.is_master => {}
+        Ok(_) => {
+            return GatewayError::PermissionDenied("only the master key may read /health".into())
+                .error_response()
+        }
+        Err(e) => return e.error_response(),
+    }
+    let statuses = match st.gw.router.send(GetHealth).await {
+        Ok(s) => s,
+        Err(_) => {
+            return GatewayError::Unavailable("the router is restarting".into()).error_response()
+        }
+    };
+    let (healthy, unhealthy): (Vec<_>, Vec<_>) = statuses.into_iter().partition(|s| s.healthy);
+    HttpResponse::Ok().json(json!({
+        "healthy_count": healthy.len(),
+        "unhealthy_count": unhealthy.len(),
+        "healthy_endpoints": healthy,
+        "unhealthy_endpoints": unhealthy,
+    }))
+}
+
+pub async fn metrics(st: web::Data<WorkerState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(st.gw.metrics.encode())
+}

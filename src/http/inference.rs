@@ -1,0 +1,415 @@
+//! `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: the hot path.
+//!
+//! authenticate → read + parse body → model access → rate limit →
+//! (route → call)* with retries → respond; everything after the response is
+//! fire-and-forget (`RequestRecord::finish`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+
+use super::stream::SseBody;
+use super::{authenticate, read_body, WorkerState};
+use crate::actors::auth::KeyInfo;
+use crate::actors::logger::RequestLog;
+use crate::actors::provider::{Call, Reply};
+use crate::actors::rate_limit::Acquire;
+use crate::actors::router::{Outcome, OutcomeKind, Route};
+use crate::actors::spend::Settle;
+use crate::error::{rate_limit_headers, GatewayError, RateLimitInfo};
+use crate::metrics::{ModelLabels, RequestLabels};
+use crate::pricing::cost_usd;
+use crate::providers::{openai, Endpoint, Usage};
+use crate::request::InferenceRequest;
+use crate::topology::DeploymentTarget;
+use crate::Gateway;
+
+pub async fn chat_completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<WorkerState>,
+) -> HttpResponse {
+    handle(Endpoint::ChatCompletions, req, payload, st).await
+}
+
+pub async fn completions(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<WorkerState>,
+) -> HttpResponse {
+    handle(Endpoint::Completions, req, payload, st).await
+}
+
+pub async fn embeddings(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<WorkerState>,
+) -> HttpResponse {
+    handle(Endpoint::Embeddings, req, payload, st).await
+}
+
+/// Everything known about a request, carried to its end (which for a
+/// stream is when the last chunk is sent or the client goes away).
+pub struct RequestRecord {
+    pub gw: Arc<Gateway>,
+    pub request_id: String,
+    pub started: Instant,
+    pub endpoint: Endpoint,
+    pub key: Option<Arc<KeyInfo>>,
+    pub model: String,
+    pub deployment: Option<Arc<DeploymentTarget>>,
+    pub attempts: u32,
+    pub upstream: Duration,
+    pub stream: bool,
+}
+
+impl RequestRecord {
+    /// Metrics, spend and the request log: all off the client's clock.
+    pub fn finish(self, status: u16, usage: Option<Usage>, error: Option<String>) {
+        let gw = &self.gw;
+        let total = self.started.elapsed();
+        let overhead = total.saturating_sub(self.upstream);
+        let model_label = if gw.topology.by_name.contains_key(&self.model) {
+            self.model.clone()
+        } else {
+            // Unknown names would let any caller grow the metric families.
+            "unknown".to_string()
+        };
+        gw.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                model: model_label.clone(),
+                endpoint: self.endpoint.label(),
+                status,
+            })
+            .inc();
+        let labels = ModelLabels { model: model_label };
+        gw.metrics
+            .request_duration
+            .get_or_create(&labels)
+            .observe(total.as_secs_f64());
+        if self.deployment.is_some() {
+            gw.metrics
+                .upstream_duration
+                .get_or_create(&labels)
+                .observe(self.upstream.as_secs_f64());
+            gw.metrics
+                .overhead_duration
+                .get_or_create(&labels)
+                .observe(overhead.as_secs_f64());
+        }
+        if self.attempts > 1 {
+            gw.metrics
+                .retries
+                .get_or_create(&labels)
+                .inc_by(u64::from(self.attempts - 1));
+        }
+        let usage = usage.unwrap_or_default();
+        let cost = self
+            .deployment
+            .as_ref()
+            .map(|d| cost_usd(d, &usage))
+            .unwrap_or(0.0);
+        if let (Some(key), Some(d)) = (&self.key, &self.deployment) {
+            if usage != Usage::default() {
+                gw.spend.do_send(Settle {
+                    key_id: key.id.clone(),
+                    model: d.group.clone(),
+                    usage,
+                    cost_usd: cost,
+                });
+            }
+        }
+        let log = RequestLog {
+            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            request_id: self.request_id,
+            key: self
+                .key
+                .as_ref()
+                .map(|k| k.display_name().to_string())
+                .unwrap_or_else(|| "-".into()),
+            endpoint: self.endpoint.label(),
+            model: self.model,
+            deployment: self.deployment.as_ref().map(|d| d.id.clone()),
+            status,
+            stream: self.stream,
+            attempts: self.attempts,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost_usd: cost,
+            latency_ms: total.as_secs_f64() * 1000.0,
+            upstream_ms: self.upstream.as_secs_f64() * 1000.0,
+            overhead_ms: overhead.as_secs_f64() * 1000.0,
+            error,
+        };
+        if !gw.logger.try_send(log) {
+            gw.metrics.log_events_dropped.inc();
+        }
+    }
+}
+
+/// One attempt on one deployment; tells the router how it ended, also when
+/// the handler is dropped mid-call (client gone), so in-flight counts stay
+/// true.
+pub struct Attempt {
+    gw: Arc<Gateway>,
+    deployment: usize,
+    started: Instant,
+    done: bool,
+}
+
+impl Attempt {
+    pub fn finish(mut self, kind: OutcomeKind) {
+        self.report(kind);
+    }
+
+    fn report(&mut self, kind: OutcomeKind) {
+        if !self.done {
+            self.done = true;
+            self.gw.router.do_send(Outcome {
+                deployment: self.deployment,
+                latency: self.started.elapsed(),
+                kind,
+            });
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        self.report(OutcomeKind::Neutral);
+    }
+}
+
+fn request_id(req: &HttpRequest) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+async fn handle(
+    endpoint: Endpoint,
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<WorkerState>,
+) -> HttpResponse {
+    let mut record = RequestRecord {
+        gw: st.gw.clone(),
+        request_id: request_id(&req),
+        started: Instant::now(),
+        endpoint,
+        key: None,
+        model: String::new(),
+        deployment: None,
+        attempts: 0,
+        upstream: Duration::ZERO,
+        stream: false,
+    };
+    match run(&st, &req, payload, &mut record).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            let mut resp = err.error_response();
+            if let Ok(v) = HeaderValue::from_str(&record.request_id) {
+                resp.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+            }
+            if record.attempts > 0 {
+                resp.headers_mut().insert(
+                    HeaderName::from_static("x-tollgate-attempts"),
+                    HeaderValue::from(record.attempts),
+                );
+            }
+            record.finish(resp.status().as_u16(), None, Some(err.to_string()));
+            resp
+        }
+    }
+}
+
+async fn run(
+    st: &WorkerState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    record: &mut RequestRecord,
+) -> Result<HttpResponse, GatewayError> {
+    let gw = &st.gw;
+    let key = authenticate(gw, req).await?;
+    record.key = Some(key.clone());
+
+    let body = read_body(req, payload, gw.config.server.max_body_bytes).await?;
+    let parsed = InferenceRequest::parse(record.endpoint, &body)?;
+    drop(body);
+    record.model = parsed.model.clone();
+    record.stream = parsed.stream;
+
+    let group = match gw.topology.group(&parsed.model) {
+        Some(g) => g,
+        None => return Err(GatewayError::ModelNotFound(parsed.model)),
+    };
+    if !key.may_use(&group.name) {
+        return Err(GatewayError::PermissionDenied(format!(
+            "This key is not allowed to use the model `{}`.",
+            group.name
+        )));
+    }
+
+    let limits = gw
+        .limiter
+        .send(Acquire {
+            key_id: key.id.clone(),
+            key_rpm: key.rpm_limit,
+        })
+        .await
+        .map_err(|_| GatewayError::Unavailable("the rate limiter is restarting".into()))??;
+
+    let router_cfg = &gw.config.router;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_err: Option<crate::actors::provider::CallError> = None;
+    loop {
+        record.attempts += 1;
+        let routed = gw
+            .router
+            .send(Route {
+                group: group.idx,
+                exclude: tried.clone(),
+            })
+            .await
+            .map_err(|_| GatewayError::Unavailable("the router is restarting".into()))?;
+        let idx = match (routed, last_err.take()) {
+            (Ok(idx), _) => idx,
+            // Everything cooled down under our retries: the upstream's own
+            // error says more than "no deployment".
+            (Err(_), Some(prev)) => return Err(prev.into_gateway_error()),
+            (Err(e), None) => return Err(e),
+        };
+        let target = gw.topology.deployments[idx].clone();
+        record.deployment = Some(target.clone());
+        let attempt = Attempt {
+            gw: gw.clone(),
+            deployment: idx,
+            started: Instant::now(),
+            done: false,
+        };
+        let call = Call {
+            endpoint: record.endpoint,
+            body: openai::upstream_body(&parsed, &target.upstream_model),
+            stream: parsed.stream,
+            client_wants_usage: parsed.client_wants_usage,
+        };
+        let result = st.providers[idx]
+            .send(call)
+            .await
+            .map_err(|_| GatewayError::Unavailable("the provider client is restarting".into()))?;
+        record.upstream += attempt.started.elapsed();
+        match result {
+            Ok(Reply::Full { body, usage }) => {
+                attempt.finish(OutcomeKind::Success);
+                let cost = usage.map(|u| cost_usd(&target, &u));
+                let mut resp = HttpResponse::Ok();
+                resp.content_type("application/json");
+                response_headers(&mut resp, record, &target, limits.as_ref(), cost);
+                record_finish_full(record, usage);
+                return Ok(resp.body(body));
+            }
+            Ok(Reply::Stream(rx)) => {
+                let mut resp = HttpResponse::Ok();
+                resp.content_type("text/event-stream")
+                    .insert_header(("cache-control", "no-cache"))
+                    .insert_header(("x-accel-buffering", "no"));
+                response_headers(&mut resp, record, &target, limits.as_ref(), None);
+                let record = take_record(record);
+                return Ok(resp.streaming(SseBody::new(rx, record, attempt)));
+            }
+            Err(err) => {
+                let retryable = err.retryable();
+                attempt.finish(if retryable {
+                    OutcomeKind::Failure {
+                        retry_after_secs: err.retry_after_secs(),
+                    }
+                } else {
+                    OutcomeKind::Neutral
+                });
+                if !retryable || record.attempts > router_cfg.num_retries {
+                    return Err(err.into_gateway_error());
+                }
+                let backoff = Duration::from_millis(
+                    router_cfg
+                        .retry_backoff_ms
+                        .saturating_mul(1 << (record.attempts - 1).min(10)),
+                );
+                let wait = match err.retry_after_secs() {
+                    Some(secs) => {
+                        let asked = Duration::from_secs_f64(secs);
+                        if asked > Duration::from_millis(router_cfg.max_retry_wait_ms)
+                            && group.deployments.len() <= 1
+                        {
+                            // Waiting that long on the client's clock helps no one.
+                            return Err(err.into_gateway_error());
+                        }
+                        if group.deployments.len() > 1 {
+                            backoff
+                        } else {
+                            asked.max(backoff)
+                        }
+                    }
+                    None => backoff,
+                };
+                tracing::debug!(deployment = %target.id, attempt = record.attempts, wait_ms = wait.as_millis() as u64, "retrying upstream call");
+                tried.push(idx);
+                last_err = Some(err);
+                if !wait.is_zero() {
+                    actix_rt::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+fn record_finish_full(record: &mut RequestRecord, usage: Option<Usage>) {
+    take_record(record).finish(200, usage, None);
+}
+
+/// Moves the record out, leaving a husk behind in the handler.
+fn take_record(record: &mut RequestRecord) -> RequestRecord {
+    RequestRecord {
+        gw: record.gw.clone(),
+        request_id: std::mem::take(&mut record.request_id),
+        started: record.started,
+        endpoint: record.endpoint,
+        key: record.key.take(),
+        model: std::mem::take(&mut record.model),
+        deployment: record.deployment.take(),
+        attempts: record.attempts,
+        upstream: record.upstream,
+        stream: record.stream,
+    }
+}
+
+fn response_headers(
+    resp: &mut HttpResponseBuilder,
+    record: &RequestRecord,
+    target: &DeploymentTarget,
+    limits: Option<&RateLimitInfo>,
+    cost: Option<f64>,
+) {
+    let overhead = record.started.elapsed().saturating_sub(record.upstream);
+    resp.insert_header(("x-request-id", record.request_id.as_str()))
+        .insert_header(("x-tollgate-deployment", target.id.as_str()))
+        .insert_header(("x-tollgate-attempts", record.attempts))
+        .insert_header(("x-tollgate-retries", record.attempts.saturating_sub(1)))
+        .insert_header((
+            "x-tollgate-overhead-ms",
+            format!("{:.3}", overhead.as_secs_f64() * 1000.0),
+        ));
+    if let Some(cost) = cost {
+        resp.insert_header(("x-tollgate-response-cost", format!("{cost:.10}")));
+    }
+    if let Some(info) = limits {
+        for (k, v) in rate_limit_headers(info) {
+            resp.insert_header((k, v));
+        }
+    }
+}

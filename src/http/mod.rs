@@ -1,0 +1,124 @@
+//! actix-web handlers. They parse, ask actors, and write back; all state
+//! they touch belongs to an actor.
+
+pub mod health;
+pub mod inference;
+pub mod models;
+pub mod stream;
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::BytesMut;
+use futures_util::StreamExt;
+
+use crate::actors::auth::{hash_key, Authenticate, KeyInfo};
+use crate::actors::provider::ProviderActor;
+use crate::actors::Metered;
+use crate::error::GatewayError;
+use crate::Gateway;
+
+/// What each HTTP worker holds: the shared gateway plus the ProviderActors
+/// that live on this worker's thread (index = deployment index).
+pub struct WorkerState {
+    pub gw: Arc<Gateway>,
+    pub providers: Vec<Metered<ProviderActor>>,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    for prefix in ["/v1", ""] {
+        cfg.route(
+            &format!("{prefix}/chat/completions"),
+            web::post().to(inference::chat_completions),
+        )
+        .route(
+            &format!("{prefix}/completions"),
+            web::post().to(inference::completions),
+        )
+        .route(
+            &format!("{prefix}/embeddings"),
+            web::post().to(inference::embeddings),
+        )
+        .route(&format!("{prefix}/models"), web::get().to(models::list))
+        .route(
+            &format!("{prefix}/models/{{model:.+}}"),
+            web::get().to(models::retrieve),
+        );
+    }
+    cfg.route("/health/liveliness", web::get().to(health::liveliness))
+        .route("/health/liveness", web::get().to(health::liveliness))
+        .route("/health/readiness", web::get().to(health::readiness))
+        .route("/health", web::get().to(health::deployments))
+        .route("/metrics", web::get().to(health::metrics));
+}
+
+/// Unknown paths and methods get an OpenAI-shaped error too.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    GatewayError::RouteNotFound(format!("{} {}", req.method(), req.path())).error_response()
+}
+
+/// The caller's key from `Authorization: Bearer`, `api-key` (Azure style)
+/// or `x-api-key` (Anthropic style).
+pub fn presented_key(req: &HttpRequest) -> Result<&str, GatewayError> {
+    let headers = req.headers();
+    if let Some(v) = headers.get("authorization") {
+        let v = v.to_str().map_err(|_| GatewayError::InvalidKey)?.trim();
+        let token = match v.split_once(' ') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            _ => v,
+        };
+        if token.is_empty() {
+            return Err(GatewayError::MissingKey);
+        }
+        return Ok(token);
+    }
+    for name in ["api-key", "x-api-key"] {
+        if let Some(v) = headers.get(name) {
+            let token = v.to_str().map_err(|_| GatewayError::InvalidKey)?.trim();
+            if !token.is_empty() {
+                return Ok(token);
+            }
+        }
+    }
+    Err(GatewayError::MissingKey)
+}
+
+pub async fn authenticate(gw: &Gateway, req: &HttpRequest) -> Result<Arc<KeyInfo>, GatewayError> {
+    let token = presented_key(req)?;
+    let key_hash = hash_key(token);
+    gw.auth
+        .send(Authenticate { key_hash })
+        .await
+        .map_err(|_| GatewayError::Unavailable("the auth service is restarting".into()))?
+}
+
+/// Reads the body up to `limit` bytes; larger bodies are refused with 413
+/// without buffering them.
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<bytes::Bytes, GatewayError> {
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = declared {
+        if n > limit {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            GatewayError::invalid(format!("could not read the request body: {e}"), None)
+        })?;
+        if buf.len() + chunk.len() > limit {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}

@@ -1,0 +1,258 @@
+//! tollgate: an LLM gateway built as an actor system. See DESIGN.md for the
+//! map; `start` wires the actors and the HTTP server.
+
+pub mod actors;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+//MOCKTMP pub mod mock;
+pub mod pricing;
+pub mod providers;
+pub mod request;
+pub mod telemetry;
+pub mod topology;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpServer};
+
+use crate::actors::auth::AuthActor;
+use crate::actors::logger::{FlushLog, LoggerActor};
+use crate::actors::provider::ProviderActor;
+use crate::actors::rate_limit::RateLimitActor;
+use crate::actors::router::RouterActor;
+use crate::actors::spend::{self, SpendActor};
+use crate::actors::Metered;
+use crate::config::{Config, Provider};
+use crate::metrics::Metrics;
+use crate::topology::Topology;
+
+/// Everything a handler needs, shared read-only by all workers. Mutable
+/// state lives in the actors behind these addresses.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub topology: Arc<Topology>,
+    pub metrics: Arc<Metrics>,
+    pub auth: Metered<AuthActor>,
+    pub limiter: Metered<RateLimitActor>,
+    pub router: Metered<RouterActor>,
+    pub spend: Metered<SpendActor>,
+    pub logger: Metered<LoggerActor>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the request log: {0}")]
+    RequestLog(std::io::Error),
+    #[error("cannot start the built-in mock upstream: {0}")]
+    Mock(std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A started gateway. Dropping it does not stop it; call `stop` or `wait`.
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    handle: actix_web::dev::ServerHandle,
+    server: actix_rt::task::JoinHandle<std::io::Result<()>>,
+    mock: Option<mock::MockServer>,
+    arbiters: Vec<Arbiter>,
+}
+
+impl RunningGateway {
+    /// Base URL for OpenAI clients, e.g. `http://127.0.0.1:4000/v1`.
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The built-in mock upstream, if this config started one.
+    pub fn mock(&self) -> Option<&mock::MockServer> {
+        self.mock.as_ref()
+    }
+
+    /// Stop accepting, let in-flight requests and streams finish (bounded
+    /// by `server.shutdown_grace_secs`), then flush every actor.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        self.wait().await;
+    }
+
+    /// Runs until the server stops (SIGTERM/SIGINT or `stop`), then flushes
+    /// pending work and shuts the actors down.
+    pub async fn wait(self) {
+        if let Ok(Err(e)) = self.server.await {
+            tracing::error!(error = %e, "HTTP server ended with an error");
+        }
+        let _ = self.gateway.spend.addr.send(spend::Flush).await;
+        let _ = self.gateway.logger.addr.send(FlushLog).await;
+        if let Some(mock) = self.mock {
+            mock.stop().await;
+        }
+        for arbiter in self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+fn uses_mock(config: &Config) -> bool {
+    config
+        .models
+        .values()
+        .flat_map(|g| g.deployments.iter())
+        .any(|d| d.provider == Provider::Mock && d.api_base.is_none())
+}
+
+/// Starts the gateway on the current actix System: actors first, then the
+/// HTTP server (port 0 binds a free port; see `RunningGateway::addr`).
+pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
+    // awc's rustls has no crypto backend of its own (CRATES.md gotcha 1).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let mock = if uses_mock(&config) {
+        let opts = mock::MockOptions {
+            host: "127.0.0.1".into(),
+            port: config.mock_upstream.port,
+            workers: 1,
+            behaviour: mock::Behaviour {
+                latency_ms: config.mock_upstream.latency_ms,
+                chunks: config.mock_upstream.chunks,
+                chunk_interval_ms: config.mock_upstream.chunk_interval_ms,
+                ..Default::default()
+            },
+        };
+        Some(mock::start(opts).await.map_err(StartError::Mock)?)
+    } else {
+        None
+    };
+
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new());
+    let topology = Arc::new(Topology::build(
+        &config,
+        mock.as_ref().map(|m| m.url()).as_deref(),
+    ));
+
+    // Control-plane actors share one arbiter (thread); the logger gets its
+    // own so a slow sink never delays a routing decision.
+    let control = Arbiter::new();
+    let log_arbiter = Arbiter::new();
+
+    let auth = {
+        let cfg = config.clone();
+        let meter = metrics.actor("auth");
+        let m2 = meter.clone();
+        Metered::new(
+            Supervisor::start_in_arbiter(&control.handle(), move |_| AuthActor::new(&cfg, m2)),
+            meter,
+        )
+    };
+    let limiter = {
+        let limits = config.limits.clone();
+        let meter = metrics.actor("rate_limit");
+        let m2 = meter.clone();
+        Metered::new(
+            Supervisor::start_in_arbiter(&control.handle(), move |_| {
+                RateLimitActor::new(&limits, m2)
+            }),
+            meter,
+        )
+    };
+    let router = {
+        let topo = topology.clone();
+        let cfg = config.router.clone();
+        let m = metrics.clone();
+        Metered::new(
+            Supervisor::start_in_arbiter(&control.handle(), move |_| RouterActor::new(topo, cfg, m)),
+            metrics.actor("router"),
+        )
+    };
+    let spend = {
+        let m = metrics.clone();
+        Metered::new(
+            Supervisor::start_in_arbiter(&control.handle(), move |_| SpendActor::new(m)),
+            metrics.actor("spend"),
+        )
+    };
+    let logger_actor =
+        LoggerActor::new(&config.logging.request_log, &metrics).map_err(StartError::RequestLog)?;
+    let logger = Metered::new(
+        LoggerActor::start_in_arbiter(&log_arbiter.handle(), move |_| logger_actor),
+        metrics.actor("logger"),
+    );
+
+    let gateway = Arc::new(Gateway {
+        config: config.clone(),
+        topology: topology.clone(),
+        metrics: metrics.clone(),
+        auth,
+        limiter,
+        router,
+        spend,
+        logger,
+    });
+
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let gw = gateway.clone();
+    let server = HttpServer::new(move || {
+        // Runs once per worker thread: each worker gets its own
+        // ProviderActors (and so its own upstream connection pools).
+        let meter = gw.metrics.actor("provider");
+        let providers = gw
+            .topology
+            .deployments
+            .iter()
+            .map(|d| Metered::new(ProviderActor::new(d.clone(), meter.clone()).start(), meter.clone()))
+            .collect();
+        App::new()
+            .app_data(web::Data::new(http::WorkerState {
+                gw: gw.clone(),
+                providers,
+            }))
+            .configure(http::routes)
+            .default_service(web::to(http::not_found))
+    })
+    .workers(workers)
+    .backlog(4096)
+    .max_connection_rate(4096)
+    .keep_alive(Duration::from_secs(config.server.keep_alive_secs))
+    .shutdown_timeout(config.server.shutdown_grace_secs);
+    let bind_addr = format!("{}:{}", config.server.host, config.server.port);
+    let server = server
+        .bind(&bind_addr)
+        .map_err(|source| StartError::Bind {
+            addr: bind_addr.clone(),
+            source,
+        })?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| StartError::Bind {
+            addr: bind_addr,
+            source: std::io::Error::other("no address bound"),
+        })?;
+    let server = server.run();
+    let handle = server.handle();
+    let server = actix_rt::spawn(server);
+
+    tracing::info!(%addr, workers, models = topology.groups.len(), deployments = topology.deployments.len(), "tollgate listening");
+    Ok(RunningGateway {
+        addr,
+        gateway,
+        handle,
+        server,
+        mock,
+        arbiters: vec![control, log_arbiter],
+    })
+}

@@ -1,0 +1,304 @@
+//! OpenAI and OpenAI-compatible upstreams (vLLM, Ollama, …): the body out is
+//! the body in with `model` swapped and, for streams, usage requested.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::Usage;
+use crate::error::UpstreamError;
+use crate::request::InferenceRequest;
+
+/// The upstream body for one attempt: every field of the client's body,
+/// unchanged and in order, except `model` (the deployment's own name) and,
+/// for streams, `stream_options.include_usage = true` so spend can be counted.
+pub fn upstream_body(req: &InferenceRequest, upstream_model: &str) -> Bytes {
+    let fields = &req.body.0;
+    let mut out = Vec::with_capacity(
+        fields
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum::<usize>()
+            + upstream_model.len()
+            + 48,
+    );
+    out.push(b'{');
+    let mut first = true;
+    let mut sep = |out: &mut Vec<u8>| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+    };
+    for (k, v) in fields {
+        match k.as_str() {
+            "model" => continue,
+            "stream_options" if req.stream => continue,
+            _ => {}
+        }
+        sep(&mut out);
+        let _ = serde_json::to_writer(&mut out, k);
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    sep(&mut out);
+    out.extend_from_slice(b"\"model\":");
+    let _ = serde_json::to_writer(&mut out, upstream_model);
+    if req.stream {
+        sep(&mut out);
+        out.extend_from_slice(b"\"stream_options\":");
+        out.extend_from_slice(stream_options_with_usage(req.body.get("stream_options")).as_bytes());
+    }
+    out.push(b'}');
+    Bytes::from(out)
+}
+
+/// The client's `stream_options` with `include_usage` forced on, keeping any
+/// other options it set.
+fn stream_options_with_usage(original: Option<&RawValue>) -> String {
+    let mut map = original
+        .and_then(|v| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(v.get()).ok())
+        .unwrap_or_default();
+    map.insert("include_usage".into(), serde_json::Value::Bool(true));
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Token usage of a complete (non-stream) response body.
+pub fn usage_from_body(body: &[u8]) -> Option<Usage> {
+    #[derive(Deserialize)]
+    struct WithUsage {
+        usage: Option<Usage>,
+    }
+    serde_json::from_slice::<WithUsage>(body).ok()?.usage
+}
+
+/// What to do with one upstream stream event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StreamStep {
+    /// Send these SSE bytes to the client.
+    Forward(Bytes),
+    /// A usage chunk; `forward` holds its bytes if the client asked for it.
+    Usage {
+        usage: Usage,
+        forward: Option<Bytes>,
+    },
+    /// The `[DONE]` sentinel: send it and end the stream.
+    Done(Bytes),
+}
+
+pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
+
+pub fn sse_frame(data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// Translates one upstream `data:` payload. The usage chunk (empty
+/// `choices`, non-null `usage`) is passed on only if the client asked for it:
+/// the gateway asks for usage on every stream to count spend.
+pub fn stream_step(data: &[u8], client_wants_usage: bool) -> StreamStep {
+    if data == b"[DONE]" {
+        return StreamStep::Done(Bytes::from_static(DONE_EVENT));
+    }
+    // Cheap pre-check: only chunks mentioning usage are parsed.
+    if memchr::memmem::find(data, b"\"usage\"").is_some() {
+        #[derive(Deserialize)]
+        struct Chunk<'a> {
+            usage: Option<Usage>,
+            #[serde(borrow)]
+            choices: Option<&'a RawValue>,
+        }
+        if let Ok(Chunk {
+            usage: Some(usage),
+            choices,
+        }) = serde_json::from_slice::<Chunk>(data)
+        {
+            let usage_only = choices.is_none_or(|c| {
+                let s = c.get().as_bytes();
+                s.len() >= 2 && s[1..s.len() - 1].iter().all(u8::is_ascii_whitespace)
+            });
+            let forward = if client_wants_usage || !usage_only {
+                Some(sse_frame(data))
+            } else {
+                None
+            };
+            return StreamStep::Usage { usage, forward };
+        }
+    }
+    StreamStep::Forward(sse_frame(data))
+}
+
+/// Maps an upstream error response to the error the client sees: the
+/// upstream's status and message, in OpenAI's shape.
+pub fn parse_error(status: u16, retry_after_secs: Option<f64>, body: &[u8]) -> UpstreamError {
+    #[derive(Deserialize)]
+    struct Detail {
+        message: Option<serde_json::Value>,
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        param: Option<serde_json::Value>,
+        code: Option<serde_json::Value>,
+    }
+    #[derive(Deserialize)]
+    struct Wrapped {
+        error: Detail,
+    }
+    fn text(v: Option<serde_json::Value>) -> Option<String> {
+        match v? {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s),
+            other => Some(other.to_string()),
+        }
+    }
+    // OpenAI wraps in {"error":{…}}; vLLM and others answer the detail bare.
+    let detail = serde_json::from_slice::<Wrapped>(body)
+        .map(|w| w.error)
+        .or_else(|_| serde_json::from_slice::<Detail>(body));
+    match detail {
+        Ok(d) if d.message.is_some() => UpstreamError {
+            status,
+            message: text(d.message).unwrap_or_default(),
+            error_type: d.kind,
+            param: text(d.param),
+            code: text(d.code),
+            retry_after_secs,
+        },
+        _ => {
+            let raw = String::from_utf8_lossy(body);
+            let snippet: String = raw.trim().chars().take(500).collect();
+            UpstreamError {
+                status,
+                message: if snippet.is_empty() {
+                    format!("upstream returned HTTP {status}")
+                } else {
+                    format!("upstream returned HTTP {status}: {snippet}")
+                },
+                error_type: None,
+                param: None,
+                code: None,
+                retry_after_secs,
+            }
+        }
+    }
+}
+
+/// `retry-after` (seconds or HTTP date is rare upstream; seconds only) and
+/// OpenAI's `retry-after-ms`.
+pub fn retry_after_secs(retry_after: Option<&str>, retry_after_ms: Option<&str>) -> Option<f64> {
+    if let Some(ms) = retry_after_ms.and_then(|v| v.trim().parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some(ms / 1000.0);
+        }
+    }
+    retry_after
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::Endpoint;
+
+    fn req(body: &str) -> InferenceRequest {
+        InferenceRequest::parse(Endpoint::ChatCompletions, body.as_bytes()).unwrap()
+    }
+
+    fn json(b: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn swaps_model_and_keeps_everything_else() {
+        let r = req(r#"{"model":"public","messages":[{"role":"user","content":"hi"}],"seed":7,"tools":[{"type":"function"}]}"#);
+        let out = json(&upstream_body(&r, "gpt-4o-2024-08-06"));
+        assert_eq!(out["model"], "gpt-4o-2024-08-06");
+        assert_eq!(out["seed"], 7);
+        assert_eq!(out["tools"][0]["type"], "function");
+        assert!(out.get("stream_options").is_none());
+    }
+
+    #[test]
+    fn streams_always_ask_for_usage_and_keep_other_stream_options() {
+        let r = req(r#"{"model":"m","messages":[{}],"stream":true,"stream_options":{"include_obfuscation":false}}"#);
+        let out = json(&upstream_body(&r, "x"));
+        assert_eq!(out["stream_options"]["include_usage"], true);
+        assert_eq!(out["stream_options"]["include_obfuscation"], false);
+        assert!(!r.client_wants_usage);
+    }
+
+    #[test]
+    fn usage_of_a_documented_chat_completion() {
+        // Shape from OpenAI's API reference for POST /v1/chat/completions.
+        let body = br#"{"id":"chatcmpl-123","object":"chat.completion","created":1677652288,"model":"gpt-4o-mini","system_fingerprint":"fp_44709d6fcb","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how may I assist you today?"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21,"completion_tokens_details":{"reasoning_tokens":0}}}"#;
+        assert_eq!(
+            usage_from_body(body),
+            Some(Usage {
+                prompt_tokens: 9,
+                completion_tokens: 12,
+                total_tokens: 21
+            })
+        );
+    }
+
+    #[test]
+    fn documented_stream_chunk_by_chunk() {
+        // OpenAI's streaming example with stream_options.include_usage.
+        let chunks = [
+            r#"{"id":"chatcmpl-123","object":"chat.completion.chunk","created":1694268190,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+            r#"{"id":"chatcmpl-123","object":"chat.completion.chunk","created":1694268190,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hello"},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+            r#"{"id":"chatcmpl-123","object":"chat.completion.chunk","created":1694268190,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}"#,
+            r#"{"id":"chatcmpl-123","object":"chat.completion.chunk","created":1694268190,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}"#,
+            "[DONE]",
+        ];
+        let usage = Usage {
+            prompt_tokens: 9,
+            completion_tokens: 1,
+            total_tokens: 10,
+        };
+        for wants in [false, true] {
+            let steps: Vec<_> = chunks.iter().map(|c| stream_step(c.as_bytes(), wants)).collect();
+            for (i, s) in steps.iter().take(3).enumerate() {
+                assert_eq!(*s, StreamStep::Forward(sse_frame(chunks[i].as_bytes())));
+            }
+            let expected_forward = wants.then(|| sse_frame(chunks[3].as_bytes()));
+            assert_eq!(
+                steps[3],
+                StreamStep::Usage {
+                    usage,
+                    forward: expected_forward
+                }
+            );
+            assert_eq!(steps[4], StreamStep::Done(Bytes::from_static(DONE_EVENT)));
+        }
+    }
+
+    #[test]
+    fn openai_error_body_is_kept() {
+        let body = br#"{"error":{"message":"Rate limit reached for gpt-4o","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
+        let e = parse_error(429, Some(2.0), body);
+        assert_eq!(e.status, 429);
+        assert_eq!(e.message, "Rate limit reached for gpt-4o");
+        assert_eq!(e.code.as_deref(), Some("rate_limit_exceeded"));
+        assert_eq!(e.retry_after_secs, Some(2.0));
+    }
+
+    #[test]
+    fn bare_vllm_error_and_plain_text_are_understood() {
+        let e = parse_error(400, None, br#"{"object":"error","message":"max_tokens too large","type":"BadRequestError","param":null,"code":400}"#);
+        assert_eq!(e.message, "max_tokens too large");
+        assert_eq!(e.code.as_deref(), Some("400"));
+        let e = parse_error(502, None, b"<html>Bad Gateway</html>");
+        assert!(e.message.contains("502") && e.message.contains("Bad Gateway"));
+    }
+
+    #[test]
+    fn retry_after_prefers_milliseconds() {
+        assert_eq!(retry_after_secs(Some("3"), Some("1500")), Some(1.5));
+        assert_eq!(retry_after_secs(Some("3"), None), Some(3.0));
+        assert_eq!(retry_after_secs(Some("soon"), None), None);
+    }
+}

@@ -1,0 +1,314 @@
+//! Parsing an inference request once: read the few fields the gateway acts
+//! on, keep every other top-level field as raw JSON, and rebuild the body for
+//! an upstream with at most `model` and `stream_options` changed.
+
+use std::fmt;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::GatewayError;
+use crate::providers::Endpoint;
+
+/// A JSON object whose values stay unparsed, in their original order.
+#[derive(Debug, Default)]
+pub struct RawObject(pub Vec<(String, Box<RawValue>)>);
+
+impl RawObject {
+    pub fn get(&self, key: &str) -> Option<&RawValue> {
+        // Last one wins, as in most JSON parsers.
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Replaces every occurrence of `key` (or appends it).
+    pub fn set(&mut self, key: &str, value: Box<RawValue>) {
+        self.0.retain(|(k, _)| k != key);
+        self.0.push((key.to_string(), value));
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let len = self.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2;
+        let mut out = Vec::with_capacity(len);
+        out.push(b'{');
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, k);
+            out.push(b':');
+            out.extend_from_slice(v.get().as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawObject;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawObject, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((k, v)) = map.next_entry::<String, Box<RawValue>>()? {
+                    fields.push((k, v));
+                }
+                Ok(RawObject(fields))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsonKind {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+fn kind(v: &RawValue) -> JsonKind {
+    match v.get().as_bytes().first() {
+        Some(b'n') => JsonKind::Null,
+        Some(b't' | b'f') => JsonKind::Bool,
+        Some(b'"') => JsonKind::String,
+        Some(b'[') => JsonKind::Array,
+        Some(b'{') => JsonKind::Object,
+        _ => JsonKind::Number,
+    }
+}
+
+/// An inference request, validated for its endpoint.
+#[derive(Debug)]
+pub struct InferenceRequest {
+    pub endpoint: Endpoint,
+    pub model: String,
+    pub stream: bool,
+    /// The client itself asked for the usage chunk at the end of a stream.
+    pub client_wants_usage: bool,
+    pub user: Option<String>,
+    pub body: RawObject,
+}
+
+fn invalid(message: impl Into<String>, param: &'static str) -> GatewayError {
+    GatewayError::invalid(message, Some(param))
+}
+
+impl InferenceRequest {
+    pub fn parse(endpoint: Endpoint, bytes: &[u8]) -> Result<Self, GatewayError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(GatewayError::invalid(
+                "The request body is empty; expected a JSON object.",
+                None,
+            ));
+        }
+        let body: RawObject = serde_json::from_slice(bytes).map_err(|e| {
+            GatewayError::invalid(
+                format!("The request body is not valid JSON: {e}"),
+                None,
+            )
+        })?;
+
+        let model = match body.get("model") {
+            None => return Err(invalid("you must provide a model parameter", "model")),
+            Some(v) if kind(v) == JsonKind::String => {
+                let s: String = serde_json::from_str(v.get())
+                    .map_err(|_| invalid("`model` must be a string", "model"))?;
+                if s.trim().is_empty() {
+                    return Err(invalid("`model` must not be empty", "model"));
+                }
+                s
+            }
+            Some(_) => return Err(invalid("`model` must be a string", "model")),
+        };
+
+        let stream = match body.get("stream") {
+            None => false,
+            Some(v) => match kind(v) {
+                JsonKind::Null => false,
+                JsonKind::Bool => v.get() == "true",
+                _ => return Err(invalid("`stream` must be a boolean", "stream")),
+            },
+        };
+        if stream && !endpoint.can_stream() {
+            return Err(invalid("this endpoint does not support streaming", "stream"));
+        }
+
+        let client_wants_usage = match body.get("stream_options") {
+            None => false,
+            Some(v) => match kind(v) {
+                JsonKind::Null => false,
+                JsonKind::Object => {
+                    #[derive(Deserialize)]
+                    struct StreamOptions {
+                        include_usage: Option<bool>,
+                    }
+                    let o: StreamOptions = serde_json::from_str(v.get()).map_err(|_| {
+                        invalid(
+                            "`stream_options.include_usage` must be a boolean",
+                            "stream_options",
+                        )
+                    })?;
+                    o.include_usage.unwrap_or(false)
+                }
+                _ => return Err(invalid("`stream_options` must be an object", "stream_options")),
+            },
+        };
+
+        for (field, param) in [
+            ("max_tokens", "max_tokens"),
+            ("max_completion_tokens", "max_completion_tokens"),
+            ("n", "n"),
+        ] {
+            if let Some(v) = body.get(field) {
+                if !matches!(kind(v), JsonKind::Null | JsonKind::Number) {
+                    return Err(invalid(format!("`{field}` must be an integer"), param));
+                }
+            }
+        }
+
+        let user = match body.get("user") {
+            None => None,
+            Some(v) if kind(v) == JsonKind::Null => None,
+            Some(v) if kind(v) == JsonKind::String => serde_json::from_str(v.get()).ok(),
+            Some(_) => return Err(invalid("`user` must be a string", "user")),
+        };
+
+        match endpoint {
+            Endpoint::ChatCompletions => match body.get("messages") {
+                None => return Err(invalid("you must provide a messages parameter", "messages")),
+                Some(v) if kind(v) != JsonKind::Array => {
+                    return Err(invalid("`messages` must be an array", "messages"))
+                }
+                Some(v) if is_empty_array(v) => {
+                    return Err(invalid("`messages` must contain at least one message", "messages"))
+                }
+                Some(_) => {}
+            },
+            Endpoint::Completions => match body.get("prompt") {
+                None => return Err(invalid("you must provide a prompt parameter", "prompt")),
+                Some(v) if !matches!(kind(v), JsonKind::String | JsonKind::Array) => {
+                    return Err(invalid("`prompt` must be a string or an array", "prompt"))
+                }
+                Some(_) => {}
+            },
+            Endpoint::Embeddings => match body.get("input") {
+                None => return Err(invalid("you must provide an input parameter", "input")),
+                Some(v) if !matches!(kind(v), JsonKind::String | JsonKind::Array) => {
+                    return Err(invalid("`input` must be a string or an array", "input"))
+                }
+                Some(v) if is_empty_array(v) => {
+                    return Err(invalid("`input` must not be empty", "input"))
+                }
+                Some(_) => {}
+            },
+        }
+
+        Ok(InferenceRequest {
+            endpoint,
+            model,
+            stream,
+            client_wants_usage,
+            user,
+            body,
+        })
+    }
+}
+
+fn is_empty_array(v: &RawValue) -> bool {
+    let s = v.get().as_bytes();
+    s.len() >= 2 && s[1..s.len() - 1].iter().all(u8::is_ascii_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(endpoint: Endpoint, s: &str) -> Result<InferenceRequest, GatewayError> {
+        InferenceRequest::parse(endpoint, s.as_bytes())
+    }
+
+    fn param_of(e: GatewayError) -> Option<&'static str> {
+        match e {
+            GatewayError::InvalidRequest { param, .. } => param,
+            other => panic!("expected InvalidRequest, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_gateway_fields_and_keeps_the_rest_raw() {
+        let r = parse(
+            Endpoint::ChatCompletions,
+            r#"{"model":"gpt","messages":[{"role":"user","content":"hi"}],"stream":true,
+                "stream_options":{"include_usage":true},"temperature":0.2,"x_vendor":{"a":[1,2]}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.model, "gpt");
+        assert!(r.stream && r.client_wants_usage);
+        assert_eq!(r.body.get("x_vendor").unwrap().get(), r#"{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn round_trips_unknown_fields_byte_for_byte() {
+        let src = r#"{"model":"m","messages":[{"role":"user","content":"h\u00e9\"q"}],"logit_bias":{"50256":-100}}"#;
+        let r = parse(Endpoint::ChatCompletions, src).unwrap();
+        assert_eq!(String::from_utf8(r.body.to_bytes()).unwrap(), src);
+    }
+
+    #[test]
+    fn bad_inputs_name_the_parameter() {
+        let cases = [
+            (r#"{"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (r#"{"model":3,"messages":[]}"#, Some("model")),
+            (r#"{"model":"m","messages":"hi"}"#, Some("messages")),
+            (r#"{"model":"m","messages":[]}"#, Some("messages")),
+            (r#"{"model":"m","messages":[{}],"stream":"yes"}"#, Some("stream")),
+            (r#"{"model":"m","messages":[{}],"max_tokens":"10"}"#, Some("max_tokens")),
+            (r#"{"model":"m","messages":[{}],"user":5}"#, Some("user")),
+            (r#"{"model":"m""#, None),
+            (r#"[1,2]"#, None),
+            ("", None),
+        ];
+        for (body, param) in cases {
+            let e = parse(Endpoint::ChatCompletions, body).unwrap_err();
+            assert_eq!(param_of(e), param, "{body}");
+        }
+    }
+
+    #[test]
+    fn embeddings_need_input_and_cannot_stream() {
+        assert_eq!(
+            param_of(parse(Endpoint::Embeddings, r#"{"model":"e"}"#).unwrap_err()),
+            Some("input")
+        );
+        assert_eq!(
+            param_of(
+                parse(Endpoint::Embeddings, r#"{"model":"e","input":"x","stream":true}"#)
+                    .unwrap_err()
+            ),
+            Some("stream")
+        );
+        assert!(parse(Endpoint::Embeddings, r#"{"model":"e","input":["a","b"]}"#).is_ok());
+    }
+
+    #[test]
+    fn completions_need_a_prompt() {
+        assert!(parse(Endpoint::Completions, r#"{"model":"m","prompt":"once"}"#).is_ok());
+        assert_eq!(
+            param_of(parse(Endpoint::Completions, r#"{"model":"m"}"#).unwrap_err()),
+            Some("prompt")
+        );
+    }
+}
