@@ -54,7 +54,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -75,22 +75,6 @@ pub struct Config {
     /// Resolved secrets, filled by `validate`.
     #[serde(skip)]
     pub resolved_master_key: Option<Secret>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            master_key: None,
-            keys: Vec::new(),
-            limits: LimitsConfig::default(),
-            router: RouterConfig::default(),
-            logging: LoggingConfig::default(),
-            mock_upstream: MockUpstreamConfig::default(),
-            models: BTreeMap::new(),
-            resolved_master_key: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

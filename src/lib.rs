@@ -6,7 +6,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
-//MOCKTMP pub mod mock;
+pub mod mock;
 pub mod pricing;
 pub mod providers;
 pub mod request;

@@ -45,7 +45,7 @@ pub async fn spawn_gateway(fragment: &str) -> RunningGateway {
 pub fn model(name: &str, mock: &MockServer) -> String {
     format!(
         r#"
-[[models.{name}.deployments]]
+[[models."{name}".deployments]]
 provider = "openai_compatible"
 model = "mock-gpt"
 api_base = "{}"
