@@ -321,7 +321,10 @@ impl Config {
             }
         }
         if self.limits.global_rpm == Some(0) {
-            return Err(ConfigError::at("limits.global_rpm", "must be greater than 0"));
+            return Err(ConfigError::at(
+                "limits.global_rpm",
+                "must be greater than 0",
+            ));
         }
         if self.limits.default_key_rpm == Some(0) {
             return Err(ConfigError::at(
@@ -330,7 +333,10 @@ impl Config {
             ));
         }
         if self.router.timeout_secs == 0 {
-            return Err(ConfigError::at("router.timeout_secs", "must be greater than 0"));
+            return Err(ConfigError::at(
+                "router.timeout_secs",
+                "must be greater than 0",
+            ));
         }
         if self.router.cooldown_secs == 0 {
             return Err(ConfigError::at(
@@ -373,7 +379,10 @@ impl Config {
 
 fn validate_deployment(path: &str, d: &mut Deployment) -> Result<(), ConfigError> {
     if d.model.trim().is_empty() {
-        return Err(ConfigError::at(format!("{path}.model"), "must not be empty"));
+        return Err(ConfigError::at(
+            format!("{path}.model"),
+            "must not be empty",
+        ));
     }
     if !(d.weight.is_finite() && d.weight > 0.0) {
         return Err(ConfigError::at(

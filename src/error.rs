@@ -55,8 +55,13 @@ pub enum GatewayError {
         limit: u32,
         retry_after_secs: f64,
     },
-    #[error("No deployment of `{model}` is available right now: all are cooling down after failures.")]
-    NoHealthyDeployment { model: String, retry_after_secs: f64 },
+    #[error(
+        "No deployment of `{model}` is available right now: all are cooling down after failures."
+    )]
+    NoHealthyDeployment {
+        model: String,
+        retry_after_secs: f64,
+    },
     #[error("{}", .0.message)]
     Upstream(UpstreamError),
     #[error("The upstream provider did not answer in time.")]
@@ -191,7 +196,10 @@ impl ResponseError for GatewayError {
             // retry-after is whole seconds; round up so a client never comes back early.
             let whole = secs.max(0.0).ceil() as u64;
             resp.insert_header(("retry-after", whole.to_string()));
-            resp.insert_header(("retry-after-ms", ((secs * 1000.0).ceil() as u64).to_string()));
+            resp.insert_header((
+                "retry-after-ms",
+                ((secs * 1000.0).ceil() as u64).to_string(),
+            ));
         }
         if let GatewayError::RateLimited {
             limit,
@@ -262,7 +270,9 @@ mod tests {
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(resp.headers().get("retry-after").unwrap(), "2");
         assert_eq!(
-            resp.headers().get("x-ratelimit-remaining-requests").unwrap(),
+            resp.headers()
+                .get("x-ratelimit-remaining-requests")
+                .unwrap(),
             "0"
         );
     }

@@ -170,7 +170,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         let cfg = config.router.clone();
         let m = metrics.clone();
         Metered::new(
-            Supervisor::start_in_arbiter(&control.handle(), move |_| RouterActor::new(topo, cfg, m)),
+            Supervisor::start_in_arbiter(&control.handle(), move |_| {
+                RouterActor::new(topo, cfg, m)
+            }),
             metrics.actor("router"),
         )
     };
@@ -203,6 +205,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
+    // A tracing span per request costs a few µs; only pay it when debugging.
+    let trace_requests = tracing::enabled!(tracing::Level::DEBUG);
     let gw = gateway.clone();
     let server = HttpServer::new(move || {
         // Runs once per worker thread: each worker gets its own
@@ -212,13 +216,22 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             .topology
             .deployments
             .iter()
-            .map(|d| Metered::new(ProviderActor::new(d.clone(), meter.clone()).start(), meter.clone()))
+            .map(|d| {
+                Metered::new(
+                    ProviderActor::new(d.clone(), meter.clone()).start(),
+                    meter.clone(),
+                )
+            })
             .collect();
         App::new()
             .app_data(web::Data::new(http::WorkerState {
                 gw: gw.clone(),
                 providers,
             }))
+            .wrap(actix_web::middleware::Condition::new(
+                trace_requests,
+                tracing_actix_web::TracingLogger::default(),
+            ))
             .configure(http::routes)
             .default_service(web::to(http::not_found))
     })
@@ -228,12 +241,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     .keep_alive(Duration::from_secs(config.server.keep_alive_secs))
     .shutdown_timeout(config.server.shutdown_grace_secs);
     let bind_addr = format!("{}:{}", config.server.host, config.server.port);
-    let server = server
-        .bind(&bind_addr)
-        .map_err(|source| StartError::Bind {
-            addr: bind_addr.clone(),
-            source,
-        })?;
+    let server = server.bind(&bind_addr).map_err(|source| StartError::Bind {
+        addr: bind_addr.clone(),
+        source,
+    })?;
     let addr = server
         .addrs()
         .first()

@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use tollgate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "A fast LLM gateway with an OpenAI-compatible API")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "A fast LLM gateway with an OpenAI-compatible API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,7 +74,10 @@ fn main() -> ExitCode {
                     "{}: ok ({} model groups, {} deployments)",
                     config.display(),
                     c.models.len(),
-                    c.models.values().map(|g| g.deployments.len()).sum::<usize>()
+                    c.models
+                        .values()
+                        .map(|g| g.deployments.len())
+                        .sum::<usize>()
                 );
                 ExitCode::SUCCESS
             }

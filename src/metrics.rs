@@ -183,7 +183,9 @@ impl Metrics {
             duration: self
                 .message_duration
                 .get_or_create_owned(&ActorLabels { actor }),
-            restarts: self.actor_restarts.get_or_create_owned(&ActorLabels { actor }),
+            restarts: self
+                .actor_restarts
+                .get_or_create_owned(&ActorLabels { actor }),
         }
     }
 }
@@ -251,7 +253,15 @@ mod tests {
         meter.sent();
         drop(meter.handling());
         let text = m.encode();
-        assert!(text.contains("tollgate_requests_total{model=\"gpt\",endpoint=\"chat\",status=\"200\"} 1"), "{text}");
-        assert!(text.contains("tollgate_actor_mailbox_depth{actor=\"router\"} 0"), "{text}");
+        assert!(
+            text.contains(
+                "tollgate_requests_total{model=\"gpt\",endpoint=\"chat\",status=\"200\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("tollgate_actor_mailbox_depth{actor=\"router\"} 0"),
+            "{text}"
+        );
     }
 }

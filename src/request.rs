@@ -32,7 +32,12 @@ impl RawObject {
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let len = self.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + 2;
+        let len = self
+            .0
+            .iter()
+            .map(|(k, v)| k.len() + v.get().len() + 4)
+            .sum::<usize>()
+            + 2;
         let mut out = Vec::with_capacity(len);
         out.push(b'{');
         for (i, (k, v)) in self.0.iter().enumerate() {
@@ -115,10 +120,7 @@ impl InferenceRequest {
             ));
         }
         let body: RawObject = serde_json::from_slice(bytes).map_err(|e| {
-            GatewayError::invalid(
-                format!("The request body is not valid JSON: {e}"),
-                None,
-            )
+            GatewayError::invalid(format!("The request body is not valid JSON: {e}"), None)
         })?;
 
         let model = match body.get("model") {
@@ -143,7 +145,10 @@ impl InferenceRequest {
             },
         };
         if stream && !endpoint.can_stream() {
-            return Err(invalid("this endpoint does not support streaming", "stream"));
+            return Err(invalid(
+                "this endpoint does not support streaming",
+                "stream",
+            ));
         }
 
         let client_wants_usage = match body.get("stream_options") {
@@ -163,7 +168,12 @@ impl InferenceRequest {
                     })?;
                     o.include_usage.unwrap_or(false)
                 }
-                _ => return Err(invalid("`stream_options` must be an object", "stream_options")),
+                _ => {
+                    return Err(invalid(
+                        "`stream_options` must be an object",
+                        "stream_options",
+                    ))
+                }
             },
         };
 
@@ -193,7 +203,10 @@ impl InferenceRequest {
                     return Err(invalid("`messages` must be an array", "messages"))
                 }
                 Some(v) if is_empty_array(v) => {
-                    return Err(invalid("`messages` must contain at least one message", "messages"))
+                    return Err(invalid(
+                        "`messages` must contain at least one message",
+                        "messages",
+                    ))
                 }
                 Some(_) => {}
             },
@@ -270,12 +283,21 @@ mod tests {
     #[test]
     fn bad_inputs_name_the_parameter() {
         let cases = [
-            (r#"{"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+            (
+                r#"{"messages":[{"role":"user","content":"x"}]}"#,
+                Some("model"),
+            ),
             (r#"{"model":3,"messages":[]}"#, Some("model")),
             (r#"{"model":"m","messages":"hi"}"#, Some("messages")),
             (r#"{"model":"m","messages":[]}"#, Some("messages")),
-            (r#"{"model":"m","messages":[{}],"stream":"yes"}"#, Some("stream")),
-            (r#"{"model":"m","messages":[{}],"max_tokens":"10"}"#, Some("max_tokens")),
+            (
+                r#"{"model":"m","messages":[{}],"stream":"yes"}"#,
+                Some("stream"),
+            ),
+            (
+                r#"{"model":"m","messages":[{}],"max_tokens":"10"}"#,
+                Some("max_tokens"),
+            ),
             (r#"{"model":"m","messages":[{}],"user":5}"#, Some("user")),
             (r#"{"model":"m""#, None),
             (r#"[1,2]"#, None),
@@ -295,8 +317,11 @@ mod tests {
         );
         assert_eq!(
             param_of(
-                parse(Endpoint::Embeddings, r#"{"model":"e","input":"x","stream":true}"#)
-                    .unwrap_err()
+                parse(
+                    Endpoint::Embeddings,
+                    r#"{"model":"e","input":"x","stream":true}"#
+                )
+                .unwrap_err()
             ),
             Some("stream")
         );

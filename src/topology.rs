@@ -56,7 +56,9 @@ impl Topology {
                 let idx = t.deployments.len();
                 let base_url = match (d.provider, &d.api_base) {
                     (_, Some(base)) => base.clone(),
-                    (Provider::Mock, None) => mock_url.unwrap_or("http://127.0.0.1:1/v1").to_string(),
+                    (Provider::Mock, None) => {
+                        mock_url.unwrap_or("http://127.0.0.1:1/v1").to_string()
+                    }
                     (_, None) => "https://api.openai.com/v1".to_string(),
                 };
                 let auth_header = d.resolved_api_key.as_ref().and_then(|k| {
@@ -84,7 +86,9 @@ impl Topology {
                     auth_header,
                     extra_headers,
                     timeout: d.timeout(&config.router),
-                    stream_idle_timeout: Duration::from_secs(config.router.stream_idle_timeout_secs.max(1)),
+                    stream_idle_timeout: Duration::from_secs(
+                        config.router.stream_idle_timeout_secs.max(1),
+                    ),
                     weight: d.weight,
                     input_cost_per_token: d.input_cost_per_token,
                     output_cost_per_token: d.output_cost_per_token,

@@ -24,9 +24,18 @@ async fn keys_missing_wrong_or_in_other_headers() {
     let v = assert_openai_error(&r, 401);
     assert_eq!(v["error"]["code"], "invalid_api_key");
 
-    let r = post(&gw, "/v1/chat/completions", Some("sk-not-a-real-key"), &chat_body("m")).await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some("sk-not-a-real-key"),
+        &chat_body("m"),
+    )
+    .await;
     let v = assert_openai_error(&r, 401);
-    assert!(!v.to_string().contains("sk-not-a-real-key"), "the key must not be echoed");
+    assert!(
+        !v.to_string().contains("sk-not-a-real-key"),
+        "the key must not be echoed"
+    );
 
     // Azure-style and Anthropic-style headers work too.
     for header in ["api-key", "x-api-key"] {
@@ -49,26 +58,48 @@ async fn malformed_bodies_are_400_with_the_parameter_named() {
         (b"{not json", None),
         (b"", None),
         (b"[]", None),
-        (br#"{"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
-        (br#"{"model":42,"messages":[{"role":"user","content":"x"}]}"#, Some("model")),
+        (
+            br#"{"messages":[{"role":"user","content":"x"}]}"#,
+            Some("model"),
+        ),
+        (
+            br#"{"model":42,"messages":[{"role":"user","content":"x"}]}"#,
+            Some("model"),
+        ),
         (br#"{"model":"m","messages":"hello"}"#, Some("messages")),
         (br#"{"model":"m","messages":[]}"#, Some("messages")),
-        (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, Some("stream")),
+        (
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+            Some("stream"),
+        ),
     ];
     for (body, param) in cases {
         let r = post_raw(&gw, "/v1/chat/completions", Some(MASTER), body.to_vec()).await;
         let v = assert_openai_error(&r, 400);
-        assert_eq!(v["error"]["param"].as_str(), param, "{}", String::from_utf8_lossy(body));
+        assert_eq!(
+            v["error"]["param"].as_str(),
+            param,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
         assert_eq!(v["error"]["type"], "invalid_request_error");
     }
-    assert_eq!(mock.stats().requests, 0, "nothing invalid reached the upstream");
+    assert_eq!(
+        mock.stats().requests,
+        0,
+        "nothing invalid reached the upstream"
+    );
     gw.stop().await;
 }
 
 #[actix_rt::test]
 async fn bodies_over_the_limit_are_413() {
     let mock = spawn_mock().await;
-    let gw = spawn_gateway(&format!("[server]\nmax_body_bytes = 4096\n{}", model("m", &mock))).await;
+    let gw = spawn_gateway(&format!(
+        "[server]\nmax_body_bytes = 4096\n{}",
+        model("m", &mock)
+    ))
+    .await;
     let big = "x".repeat(10_000);
     let r = post(
         &gw,
@@ -80,7 +111,12 @@ async fn bodies_over_the_limit_are_413() {
     let v = assert_openai_error(&r, 413);
     assert_eq!(v["error"]["code"], "request_too_large");
     // The gateway is still fine afterwards.
-    assert_eq!(post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m")).await.status, 200);
+    assert_eq!(
+        post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m"))
+            .await
+            .status,
+        200
+    );
     gw.stop().await;
 }
 
@@ -88,7 +124,13 @@ async fn bodies_over_the_limit_are_413() {
 async fn unknown_model_is_404_and_unknown_route_is_404_json() {
     let mock = spawn_mock().await;
     let gw = spawn_gateway(&model("m", &mock)).await;
-    let r = post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("gpt-nope")).await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some(MASTER),
+        &chat_body("gpt-nope"),
+    )
+    .await;
     let v = assert_openai_error(&r, 404);
     assert_eq!(v["error"]["code"], "model_not_found");
     let r = get(&gw, "/v1/nothing-here", Some(MASTER)).await;
@@ -116,22 +158,62 @@ async fn key_rate_limit_gives_429_with_retry_after_and_ratelimit_headers() {
         model("m", &mock)
     ))
     .await;
-    let ok = post(&gw, "/v1/chat/completions", Some("sk-limited-key-1"), &chat_body("m")).await;
+    let ok = post(
+        &gw,
+        "/v1/chat/completions",
+        Some("sk-limited-key-1"),
+        &chat_body("m"),
+    )
+    .await;
     assert_eq!(ok.status, 200);
-    assert_eq!(ok.header("x-ratelimit-limit-requests").as_deref(), Some("2"));
-    assert_eq!(ok.header("x-ratelimit-remaining-requests").as_deref(), Some("1"));
-    assert_eq!(post(&gw, "/v1/chat/completions", Some("sk-limited-key-1"), &chat_body("m")).await.status, 200);
+    assert_eq!(
+        ok.header("x-ratelimit-limit-requests").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        ok.header("x-ratelimit-remaining-requests").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        post(
+            &gw,
+            "/v1/chat/completions",
+            Some("sk-limited-key-1"),
+            &chat_body("m")
+        )
+        .await
+        .status,
+        200
+    );
 
-    let r = post(&gw, "/v1/chat/completions", Some("sk-limited-key-1"), &chat_body("m")).await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some("sk-limited-key-1"),
+        &chat_body("m"),
+    )
+    .await;
     let v = assert_openai_error(&r, 429);
     assert_eq!(v["error"]["type"], "rate_limit_error");
     let retry_after: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=30).contains(&retry_after), "{retry_after}");
-    assert_eq!(r.header("x-ratelimit-remaining-requests").as_deref(), Some("0"));
-    assert_eq!(mock.stats().chat, 2, "the refused request never reached the upstream");
+    assert_eq!(
+        r.header("x-ratelimit-remaining-requests").as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        mock.stats().chat,
+        2,
+        "the refused request never reached the upstream"
+    );
 
     // Other keys are not affected.
-    assert_eq!(post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m")).await.status, 200);
+    assert_eq!(
+        post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m"))
+            .await
+            .status,
+        200
+    );
     gw.stop().await;
 }
 
@@ -141,7 +223,11 @@ async fn global_rate_limit_applies_to_everyone() {
     let gw = spawn_gateway(&format!("[limits]\nglobal_rpm = 3\n{}", model("m", &mock))).await;
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        statuses.push(post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m")).await.status);
+        statuses.push(
+            post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m"))
+                .await
+                .status,
+        );
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
     gw.stop().await;
@@ -165,7 +251,10 @@ fn invalid_config_stops_the_binary_with_the_path_named() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{cmd}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("models.gpt-4o.deployments[1].api_base"), "{err}");
+        assert!(
+            err.contains("models.gpt-4o.deployments[1].api_base"),
+            "{err}"
+        );
     }
     std::fs::write(&path, "[server]\nprot = 80\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))

@@ -10,19 +10,41 @@ async fn chat_completion_passes_through_with_usage_cost_and_headers() {
     let mock = spawn_mock().await;
     let gw = spawn_gateway(&model("gpt-test", &mock)).await;
 
-    let r = post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("gpt-test")).await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some(MASTER),
+        &chat_body("gpt-test"),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["object"], "chat.completion");
-    assert!(v["choices"][0]["message"]["content"].as_str().unwrap().len() > 3);
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .len()
+            > 3
+    );
 
     let p = v["usage"]["prompt_tokens"].as_u64().unwrap();
     let c = v["usage"]["completion_tokens"].as_u64().unwrap();
     let expected_cost = p as f64 * 0.000001 + c as f64 * 0.000002;
-    let cost: f64 = r.header("x-tollgate-response-cost").unwrap().parse().unwrap();
-    assert!((cost - expected_cost).abs() < 1e-12, "{cost} vs {expected_cost}");
+    let cost: f64 = r
+        .header("x-tollgate-response-cost")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (cost - expected_cost).abs() < 1e-12,
+        "{cost} vs {expected_cost}"
+    );
 
-    assert_eq!(r.header("x-tollgate-deployment").as_deref(), Some("gpt-test-0"));
+    assert_eq!(
+        r.header("x-tollgate-deployment").as_deref(),
+        Some("gpt-test-0")
+    );
     assert_eq!(r.header("x-tollgate-attempts").as_deref(), Some("1"));
     assert!(r.header("x-request-id").is_some());
     let overhead: f64 = r.header("x-tollgate-overhead-ms").unwrap().parse().unwrap();
@@ -56,11 +78,23 @@ async fn completions_embeddings_and_paths_without_v1() {
     let mock = spawn_mock().await;
     let gw = spawn_gateway(&model("m", &mock)).await;
 
-    let r = post(&gw, "/v1/completions", Some(MASTER), &json!({"model": "m", "prompt": "Once upon"})).await;
+    let r = post(
+        &gw,
+        "/v1/completions",
+        Some(MASTER),
+        &json!({"model": "m", "prompt": "Once upon"}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["object"], "text_completion");
 
-    let r = post(&gw, "/embeddings", Some(MASTER), &json!({"model": "m", "input": ["a", "b"], "dimensions": 4})).await;
+    let r = post(
+        &gw,
+        "/embeddings",
+        Some(MASTER),
+        &json!({"model": "m", "input": ["a", "b"], "dimensions": 4}),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["data"].as_array().unwrap().len(), 2);
@@ -106,10 +140,22 @@ models = [\"team/*\"]
         .collect();
     assert_eq!(ids, ["team/beta", "team/gamma"]);
 
-    let r = post(&gw, "/v1/chat/completions", Some("sk-narrow-key-1"), &chat_body("alpha")).await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some("sk-narrow-key-1"),
+        &chat_body("alpha"),
+    )
+    .await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.json()["error"]["type"], "permission_error");
-    let r = post(&gw, "/v1/chat/completions", Some("sk-narrow-key-1"), &chat_body("team/beta")).await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some("sk-narrow-key-1"),
+        &chat_body("team/beta"),
+    )
+    .await;
     assert_eq!(r.status, 200);
 
     let one = get(&gw, "/v1/models/team/beta", Some(MASTER)).await;
@@ -122,19 +168,52 @@ async fn metrics_count_requests_tokens_and_actor_mailboxes() {
     let mock = spawn_mock().await;
     let gw = spawn_gateway(&model("m", &mock)).await;
     for _ in 0..3 {
-        assert_eq!(post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m")).await.status, 200);
+        assert_eq!(
+            post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m"))
+                .await
+                .status,
+            200
+        );
     }
-    assert_eq!(post(&gw, "/v1/chat/completions", Some("sk-wrong-key-000"), &chat_body("m")).await.status, 401);
+    assert_eq!(
+        post(
+            &gw,
+            "/v1/chat/completions",
+            Some("sk-wrong-key-000"),
+            &chat_body("m")
+        )
+        .await
+        .status,
+        401
+    );
     // Spend and logs are settled off the request path: give them a moment.
     actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
     let text = get(&gw, "/metrics", None).await.text();
-    assert!(text.contains(r#"tollgate_requests_total{model="m",endpoint="chat",status="200"} 3"#), "{text}");
+    assert!(
+        text.contains(r#"tollgate_requests_total{model="m",endpoint="chat",status="200"} 3"#),
+        "{text}"
+    );
     assert!(text.contains(r#"status="401"} 1"#), "{text}");
-    assert!(text.contains(r#"tollgate_tokens_total{model="m",kind="completion"}"#), "{text}");
-    assert!(text.contains(r#"tollgate_actor_mailbox_depth{actor="router"} 0"#), "{text}");
-    assert!(text.contains(r#"tollgate_actor_message_duration_seconds_count{actor="auth"}"#), "{text}");
-    assert!(text.contains(r#"tollgate_deployment_healthy{model="m",deployment="m-0"} 1"#), "{text}");
-    assert!(text.contains("tollgate_overhead_duration_seconds_bucket"), "{text}");
+    assert!(
+        text.contains(r#"tollgate_tokens_total{model="m",kind="completion"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tollgate_actor_mailbox_depth{actor="router"} 0"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tollgate_actor_message_duration_seconds_count{actor="auth"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"tollgate_deployment_healthy{model="m",deployment="m-0"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("tollgate_overhead_duration_seconds_bucket"),
+        "{text}"
+    );
     gw.stop().await;
 }
 
@@ -169,7 +248,13 @@ async fn request_log_lines_name_the_alias_never_the_key() {
     config.server.port = 0;
     config.server.workers = 1;
     let gw = tollgate::start(config).await.unwrap();
-    let r = post(&gw, "/v1/chat/completions", Some("sk-app-secret-999"), &chat_body("m")).await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some("sk-app-secret-999"),
+        &chat_body("m"),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let rid = r.header("x-request-id").unwrap();
     gw.stop().await;

@@ -24,7 +24,11 @@ api_base = "{}"
 
 #[actix_rt::test]
 async fn a_failing_deployment_is_retried_on_the_healthy_one() {
-    let broken = spawn_mock_with(Behaviour { status: Some(500), ..Default::default() }).await;
+    let broken = spawn_mock_with(Behaviour {
+        status: Some(500),
+        ..Default::default()
+    })
+    .await;
     let healthy = spawn_mock().await;
     let gw = spawn_gateway(&format!(
         "[router]\nallowed_fails = 1000\nretry_backoff_ms = 1\n{}{}",
@@ -36,20 +40,34 @@ async fn a_failing_deployment_is_retried_on_the_healthy_one() {
     for _ in 0..20 {
         let r = post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m")).await;
         assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(r.header("x-tollgate-deployment").as_deref(), Some("healthy"));
+        assert_eq!(
+            r.header("x-tollgate-deployment").as_deref(),
+            Some("healthy")
+        );
         if r.header("x-tollgate-attempts").as_deref() == Some("2") {
             retried += 1;
         }
     }
-    assert_eq!(broken.stats().chat, retried, "every broken attempt was retried once");
+    assert_eq!(
+        broken.stats().chat,
+        retried,
+        "every broken attempt was retried once"
+    );
     assert_eq!(healthy.stats().chat, 20);
-    assert!(retried > 0, "weighted random choice never picked the broken deployment in 20 tries");
+    assert!(
+        retried > 0,
+        "weighted random choice never picked the broken deployment in 20 tries"
+    );
     gw.stop().await;
 }
 
 #[actix_rt::test]
 async fn a_deployment_that_keeps_failing_cools_down_and_then_recovers() {
-    let flaky = spawn_mock_with(Behaviour { status: Some(503), ..Default::default() }).await;
+    let flaky = spawn_mock_with(Behaviour {
+        status: Some(503),
+        ..Default::default()
+    })
+    .await;
     let steady = spawn_mock().await;
     let gw = spawn_gateway(&format!(
         "[router]\nallowed_fails = 2\ncooldown_secs = 1\nretry_backoff_ms = 1\n{}{}",
@@ -68,7 +86,14 @@ async fn a_deployment_that_keeps_failing_cools_down_and_then_recovers() {
     let health = get(&gw, "/health", Some(MASTER)).await.json();
     assert_eq!(health["unhealthy_count"], 1, "{health}");
     assert_eq!(health["unhealthy_endpoints"][0]["id"], "flaky");
-    assert_eq!(metric(&gw, r#"tollgate_deployment_healthy{model="m",deployment="flaky"}"#).await, 0.0);
+    assert_eq!(
+        metric(
+            &gw,
+            r#"tollgate_deployment_healthy{model="m",deployment="flaky"}"#
+        )
+        .await,
+        0.0
+    );
 
     // While cooling down it gets no traffic at all.
     for _ in 0..10 {
@@ -86,14 +111,24 @@ async fn a_deployment_that_keeps_failing_cools_down_and_then_recovers() {
             break;
         }
     }
-    assert!(flaky.stats().chat > 2, "recovered deployment never chosen again");
-    assert_eq!(get(&gw, "/health", Some(MASTER)).await.json()["healthy_count"], 2);
+    assert!(
+        flaky.stats().chat > 2,
+        "recovered deployment never chosen again"
+    );
+    assert_eq!(
+        get(&gw, "/health", Some(MASTER)).await.json()["healthy_count"],
+        2
+    );
     gw.stop().await;
 }
 
 #[actix_rt::test]
 async fn when_every_deployment_cools_down_the_client_gets_503_with_retry_after() {
-    let broken = spawn_mock_with(Behaviour { status: Some(500), ..Default::default() }).await;
+    let broken = spawn_mock_with(Behaviour {
+        status: Some(500),
+        ..Default::default()
+    })
+    .await;
     let gw = spawn_gateway(&format!(
         "[router]\nallowed_fails = 1\ncooldown_secs = 30\nnum_retries = 0\n{}",
         deployment("m", "only", &broken, "")
@@ -110,7 +145,11 @@ async fn when_every_deployment_cools_down_the_client_gets_503_with_retry_after()
 
 #[actix_rt::test]
 async fn a_hanging_upstream_times_out_with_504() {
-    let hanging = spawn_mock_with(Behaviour { fault: Some(Fault::Hang), ..Default::default() }).await;
+    let hanging = spawn_mock_with(Behaviour {
+        fault: Some(Fault::Hang),
+        ..Default::default()
+    })
+    .await;
     let gw = spawn_gateway(&format!(
         "[router]\nnum_retries = 1\nretry_backoff_ms = 1\n{}",
         deployment("m", "slow", &hanging, "timeout_secs = 1")
@@ -121,14 +160,21 @@ async fn a_hanging_upstream_times_out_with_504() {
     let took = t0.elapsed();
     assert_eq!(r.status, 504, "{}", r.text());
     assert_eq!(r.json()["error"]["type"], "timeout");
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
     assert_eq!(r.header("x-tollgate-attempts").as_deref(), Some("2"));
     gw.stop().await;
 }
 
 #[actix_rt::test]
 async fn a_dropped_connection_is_retried_elsewhere() {
-    let dropping = spawn_mock_with(Behaviour { fault: Some(Fault::Drop), ..Default::default() }).await;
+    let dropping = spawn_mock_with(Behaviour {
+        fault: Some(Fault::Drop),
+        ..Default::default()
+    })
+    .await;
     let healthy = spawn_mock().await;
     let gw = spawn_gateway(&format!(
         "[router]\nretry_backoff_ms = 1\nallowed_fails = 1000\n{}{}",
@@ -138,7 +184,10 @@ async fn a_dropped_connection_is_retried_elsewhere() {
     .await;
     let r = post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m")).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("x-tollgate-deployment").as_deref(), Some("healthy"));
+    assert_eq!(
+        r.header("x-tollgate-deployment").as_deref(),
+        Some("healthy")
+    );
     gw.stop().await;
 }
 
@@ -157,13 +206,21 @@ async fn an_upstream_retry_after_is_waited_out_before_retrying() {
     .await;
     let t0 = Instant::now();
     let r = post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m")).await;
-    assert!(t0.elapsed() >= Duration::from_millis(950), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        t0.elapsed()
+    );
     assert_eq!(r.status, 429, "the upstream's status is kept");
     assert_eq!(r.header("retry-after").as_deref(), Some("1"));
     assert_eq!(limited.stats().chat, 2);
 
     // Past the gateway's patience, it answers at once instead of waiting.
-    limited.set_behaviour(Behaviour { status: Some(429), retry_after: Some(60), ..Default::default() });
+    limited.set_behaviour(Behaviour {
+        status: Some(429),
+        retry_after: Some(60),
+        ..Default::default()
+    });
     let t0 = Instant::now();
     let r = post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m")).await;
     assert!(t0.elapsed() < Duration::from_millis(900));

@@ -6,14 +6,20 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_until_up(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.write_all(b"GET /health/liveliness HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(
+                b"GET /health/liveliness HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
             let mut out = String::new();
             let _ = s.read_to_string(&mut out);
             if out.starts_with("HTTP/1.1 200") {
@@ -78,7 +84,10 @@ model = "mock-gpt"
     // Wait for the first data event, so the stream is really in flight.
     loop {
         line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "stream ended early");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended early"
+        );
         if line.contains("data: ") {
             break;
         }
@@ -91,14 +100,20 @@ model = "mock-gpt"
 
     let mut rest = String::new();
     let _ = reader.read_to_string(&mut rest);
-    assert!(rest.contains("data: [DONE]"), "the in-flight stream was cut: {rest}");
+    assert!(
+        rest.contains("data: [DONE]"),
+        "the in-flight stream was cut: {rest}"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(15);
     let code = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status.code();
         }
-        assert!(Instant::now() < deadline, "gateway did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "gateway did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(code, Some(0));

@@ -19,11 +19,24 @@ fn stream_body(model: &str, include_usage: bool) -> serde_json::Value {
 
 #[actix_rt::test]
 async fn chunks_arrive_in_order_and_end_with_done() {
-    let mock = spawn_mock_with(Behaviour { chunks: Some(6), ..Default::default() }).await;
+    let mock = spawn_mock_with(Behaviour {
+        chunks: Some(6),
+        ..Default::default()
+    })
+    .await;
     let gw = spawn_gateway(&model("m", &mock)).await;
-    let r = post(&gw, "/v1/chat/completions", Some(MASTER), &stream_body("m", false)).await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some(MASTER),
+        &stream_body("m", false),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.header("content-type").unwrap().starts_with("text/event-stream"));
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
     let events = sse_events(&r.body);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     let chunks: Vec<serde_json::Value> = events[..events.len() - 1]
@@ -35,29 +48,58 @@ async fn chunks_arrive_in_order_and_end_with_done() {
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
-    let whole = post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m")).await.json();
-    assert_eq!(text, whole["choices"][0]["message"]["content"].as_str().unwrap());
+    let whole = post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m"))
+        .await
+        .json();
+    assert_eq!(
+        text,
+        whole["choices"][0]["message"]["content"].as_str().unwrap()
+    );
     assert!(
-        chunks.iter().all(|c| !c["choices"].as_array().unwrap().is_empty()),
+        chunks
+            .iter()
+            .all(|c| !c["choices"].as_array().unwrap().is_empty()),
         "the usage chunk the gateway asked for must not reach a client that did not ask"
     );
-    assert_eq!(chunks.iter().filter(|c| c["choices"][0]["finish_reason"] == "stop").count(), 1);
+    assert_eq!(
+        chunks
+            .iter()
+            .filter(|c| c["choices"][0]["finish_reason"] == "stop")
+            .count(),
+        1
+    );
     gw.stop().await;
 }
 
 #[actix_rt::test]
 async fn include_usage_returns_the_usage_chunk_and_spend_is_counted_either_way() {
-    let mock = spawn_mock_with(Behaviour { chunks: Some(4), ..Default::default() }).await;
+    let mock = spawn_mock_with(Behaviour {
+        chunks: Some(4),
+        ..Default::default()
+    })
+    .await;
     let gw = spawn_gateway(&model("m", &mock)).await;
 
-    let r = post(&gw, "/v1/chat/completions", Some(MASTER), &stream_body("m", true)).await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some(MASTER),
+        &stream_body("m", true),
+    )
+    .await;
     let events = sse_events(&r.body);
     let usage_chunk: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(usage_chunk["choices"], json!([]));
     assert_eq!(usage_chunk["usage"]["completion_tokens"], 4);
 
     // Without include_usage the client sees no usage, yet tokens are counted.
-    let r = post(&gw, "/v1/chat/completions", Some(MASTER), &stream_body("m", false)).await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some(MASTER),
+        &stream_body("m", false),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let mut counted = 0.0;
     for _ in 0..100 {
@@ -67,7 +109,10 @@ async fn include_usage_returns_the_usage_chunk_and_spend_is_counted_either_way()
         }
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(counted, 8.0, "completion tokens of both streams are counted");
+    assert_eq!(
+        counted, 8.0,
+        "completion tokens of both streams are counted"
+    );
     gw.stop().await;
 }
 
@@ -92,7 +137,9 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_request() {
     drop(resp);
 
     assert!(
-        eventually(Duration::from_secs(3), || mock.stats().streams_cancelled == 1).await,
+        eventually(Duration::from_secs(3), || mock.stats().streams_cancelled
+            == 1)
+        .await,
         "upstream never saw the cancel: {:?}",
         mock.stats()
     );
@@ -100,7 +147,9 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_request() {
     // The router's in-flight count went back to zero.
     let mut in_flight = json!(null);
     for _ in 0..100 {
-        in_flight = get(&gw, "/health", Some(MASTER)).await.json()["healthy_endpoints"][0]["in_flight"].clone();
+        in_flight = get(&gw, "/health", Some(MASTER)).await.json()["healthy_endpoints"][0]
+            ["in_flight"]
+            .clone();
         if in_flight == 0 {
             break;
         }
@@ -112,7 +161,11 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_request() {
 
 #[actix_rt::test]
 async fn an_upstream_stream_cut_midway_ends_with_an_error_event_not_done() {
-    let mock = spawn_mock_with(Behaviour { chunks: Some(10), ..Default::default() }).await;
+    let mock = spawn_mock_with(Behaviour {
+        chunks: Some(10),
+        ..Default::default()
+    })
+    .await;
     let gw = spawn_gateway(&model("m", &mock)).await;
     let mut body = stream_body("m", false);
     body["mock"] = json!({"fault": "cut"});

@@ -36,7 +36,10 @@ impl KeyInfo {
     pub fn may_use(&self, model: &str) -> bool {
         self.is_master
             || self.models.is_empty()
-            || self.models.iter().any(|pattern| model_matches(pattern, model))
+            || self
+                .models
+                .iter()
+                .any(|pattern| model_matches(pattern, model))
     }
 
     /// Name to show in logs: the alias, or the non-secret id.

@@ -169,8 +169,14 @@ impl Handler<Call> for ProviderActor {
                     header_str(resp.headers(), "retry-after"),
                     header_str(resp.headers(), "retry-after-ms"),
                 );
-                let body = read_body(&mut resp, deadline, 1024 * 1024).await.unwrap_or_default();
-                return Err(CallError::Status(openai::parse_error(status, retry_after, &body)));
+                let body = read_body(&mut resp, deadline, 1024 * 1024)
+                    .await
+                    .unwrap_or_default();
+                return Err(CallError::Status(openai::parse_error(
+                    status,
+                    retry_after,
+                    &body,
+                )));
             }
             if !msg.stream {
                 let body = read_body(&mut resp, deadline, MAX_RESPONSE_BYTES).await?;
@@ -190,14 +196,18 @@ impl Handler<Call> for ProviderActor {
 }
 
 async fn read_body(
-    resp: &mut awc::ClientResponse<impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin>,
+    resp: &mut awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+    >,
     deadline: Instant,
     limit: usize,
 ) -> Result<Bytes, CallError> {
     let remaining = deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout(remaining, resp.body().limit(limit)).await {
         Err(_) => Err(CallError::Timeout),
-        Ok(Err(e)) => Err(CallError::Protocol(format!("reading the upstream body failed: {e}"))),
+        Ok(Err(e)) => Err(CallError::Protocol(format!(
+            "reading the upstream body failed: {e}"
+        ))),
         Ok(Ok(b)) => Ok(b),
     }
 }
@@ -244,7 +254,9 @@ async fn pump_stream<S>(
             }
             Ok(Some(Err(e))) => {
                 let _ = tx
-                    .send(StreamItem::Failed(format!("the upstream stream broke: {e}")))
+                    .send(StreamItem::Failed(format!(
+                        "the upstream stream broke: {e}"
+                    )))
                     .await;
                 return;
             }
@@ -254,14 +266,16 @@ async fn pump_stream<S>(
         loop {
             match decoder.next_event() {
                 Ok(Some(ev)) => match forward(&tx, &ev, client_wants_usage).await {
-                    None => return,          // client gone
-                    Some(true) => return,    // [DONE]
+                    None => return,       // client gone
+                    Some(true) => return, // [DONE]
                     Some(false) => {}
                 },
                 Ok(None) => break,
                 Err(_) => {
                     let _ = tx
-                        .send(StreamItem::Failed("an upstream stream event was too large".into()))
+                        .send(StreamItem::Failed(
+                            "an upstream stream event was too large".into(),
+                        ))
                         .await;
                     return;
                 }
@@ -272,7 +286,11 @@ async fn pump_stream<S>(
 
 /// Sends one translated event. `None`: the client is gone; `Some(true)`:
 /// the stream is complete.
-async fn forward(tx: &mpsc::Sender<StreamItem>, event: &[u8], client_wants_usage: bool) -> Option<bool> {
+async fn forward(
+    tx: &mpsc::Sender<StreamItem>,
+    event: &[u8],
+    client_wants_usage: bool,
+) -> Option<bool> {
     match openai::stream_step(event, client_wants_usage) {
         StreamStep::Forward(bytes) => tx.send(StreamItem::Data(bytes)).await.ok().map(|_| false),
         StreamStep::Usage { usage, forward } => {

@@ -93,14 +93,11 @@ impl Handler<Acquire> for RateLimitActor {
         let mut info = None;
         if let Some(rpm) = msg.key_rpm.or(self.default_key_rpm) {
             let clock = &self.clock;
-            let entry = self
-                .keys
-                .entry(msg.key_id)
-                .or_insert_with(|| KeyLimiter {
-                    rpm,
-                    limiter: per_minute(rpm, clock),
-                    last_used: Instant::now(),
-                });
+            let entry = self.keys.entry(msg.key_id).or_insert_with(|| KeyLimiter {
+                rpm,
+                limiter: per_minute(rpm, clock),
+                last_used: Instant::now(),
+            });
             if entry.rpm != rpm {
                 // The key's limit changed: start it fresh at the new rate.
                 entry.rpm = rpm;
@@ -119,9 +116,7 @@ impl Handler<Acquire> for RateLimitActor {
                     return Err(GatewayError::RateLimited {
                         scope: "key",
                         limit: rpm,
-                        retry_after_secs: not_until
-                            .wait_time_from(self.clock.now())
-                            .as_secs_f64(),
+                        retry_after_secs: not_until.wait_time_from(self.clock.now()).as_secs_f64(),
                     })
                 }
             }

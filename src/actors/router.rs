@@ -163,7 +163,9 @@ pub enum OutcomeKind {
     Success,
     /// A failure that says something about the deployment's health
     /// (connect error, timeout, 429, 5xx).
-    Failure { retry_after_secs: Option<f64> },
+    Failure {
+        retry_after_secs: Option<f64>,
+    },
     /// Finished without telling us anything about health (client error,
     /// client went away).
     Neutral,
@@ -209,8 +211,8 @@ impl Handler<Outcome> for RouterActor {
                     .inc();
                 h.consecutive_fails += 1;
                 if h.consecutive_fails >= self.config.allowed_fails && h.cooldown_until.is_none() {
-                    let secs = (self.config.cooldown_secs as f64)
-                        .max(retry_after_secs.unwrap_or(0.0));
+                    let secs =
+                        (self.config.cooldown_secs as f64).max(retry_after_secs.unwrap_or(0.0));
                     let cooldown = Duration::from_secs_f64(secs);
                     h.cooldown_until = Some(Instant::now() + cooldown);
                     h.consecutive_fails = 0;

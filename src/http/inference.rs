@@ -215,7 +215,8 @@ async fn handle(
         Err(err) => {
             let mut resp = err.error_response();
             if let Ok(v) = HeaderValue::from_str(&record.request_id) {
-                resp.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+                resp.headers_mut()
+                    .insert(HeaderName::from_static("x-request-id"), v);
             }
             if record.attempts > 0 {
                 resp.headers_mut().insert(
@@ -256,14 +257,21 @@ async fn run(
         )));
     }
 
-    let limits = gw
-        .limiter
-        .send(Acquire {
-            key_id: key.id.clone(),
-            key_rpm: key.rpm_limit,
-        })
-        .await
-        .map_err(|_| GatewayError::Unavailable("the rate limiter is restarting".into()))??;
+    // No limit can apply: skip the round trip rather than ask.
+    let limited = key.rpm_limit.is_some()
+        || gw.config.limits.default_key_rpm.is_some()
+        || gw.config.limits.global_rpm.is_some();
+    let limits = if limited {
+        gw.limiter
+            .send(Acquire {
+                key_id: key.id.clone(),
+                key_rpm: key.rpm_limit,
+            })
+            .await
+            .map_err(|_| GatewayError::Unavailable("the rate limiter is restarting".into()))??
+    } else {
+        None
+    };
 
     let router_cfg = &gw.config.router;
     let mut tried: Vec<usize> = Vec::new();

@@ -112,11 +112,11 @@ async fn gate(
 }
 
 /// The model as a JSON string literal, or a 400.
-fn model_json(model: Option<&RawValue>) -> Result<&str, HttpResponse> {
+fn model_json(model: Option<&RawValue>) -> Result<&str, &'static str> {
     match model.map(RawValue::get) {
         Some(m) if m.starts_with('"') && m.len() > 2 => Ok(m),
-        Some(_) => Err(invalid("`model` must be a non-empty string")),
-        None => Err(invalid("you must provide a model parameter")),
+        Some(_) => Err("`model` must be a non-empty string"),
+        None => Err("you must provide a model parameter"),
     }
 }
 
@@ -166,12 +166,12 @@ struct PartLite<'a> {
 }
 
 /// Characters of every message's content (string, or `text` of its parts).
-fn message_chars(messages: &RawValue) -> Result<usize, HttpResponse> {
+fn message_chars(messages: &RawValue) -> Result<usize, &'static str> {
     if !messages.get().starts_with('[') {
-        return Err(invalid("`messages` must be an array"));
+        return Err("`messages` must be an array");
     }
     let msgs: Vec<MsgLite<'_>> = serde_json::from_str(messages.get())
-        .map_err(|_| invalid("`messages` must be an array of message objects"))?;
+        .map_err(|_| "`messages` must be an array of message objects")?;
     let mut chars = 0;
     for content in msgs.iter().filter_map(|m| m.content) {
         if content.get().starts_with('[') {
@@ -198,12 +198,12 @@ async fn chat(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> Http
     };
     let model = match model_json(parsed.model) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(m) => return invalid(m),
     };
     let chars = match parsed.messages {
         Some(m) => match message_chars(m) {
             Ok(c) => c,
-            Err(r) => return r,
+            Err(m) => return invalid(m),
         },
         None => return invalid("you must provide a messages parameter"),
     };
@@ -287,13 +287,13 @@ struct CompletionReq<'a> {
 
 /// Prompt tokens of a string, array of strings, token array or array of
 /// token arrays.
-fn prompt_tokens(prompt: Option<&RawValue>) -> Result<u64, HttpResponse> {
+fn prompt_tokens(prompt: Option<&RawValue>) -> Result<u64, &'static str> {
     let Some(raw) = prompt else { return Ok(1) };
     let text = raw.get();
     if text.starts_with('"') {
         return Ok(tokens_for_chars(raw_str_chars(raw)));
     }
-    let bad = || invalid("`prompt` must be a string, an array of strings or token arrays");
+    let bad = || "`prompt` must be a string, an array of strings or token arrays";
     if !text.starts_with('[') {
         return Err(bad());
     }
@@ -324,11 +324,11 @@ async fn completions(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) 
     };
     let model = match model_json(parsed.model) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(m) => return invalid(m),
     };
     let prompt = match prompt_tokens(parsed.prompt) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(m) => return invalid(m),
     };
     let streaming = parsed.stream.unwrap_or(false);
     let eff = match gate(&req, &st, parsed.mock.as_ref(), streaming).await {
@@ -397,13 +397,13 @@ struct EmbeddingReq<'a> {
 }
 
 /// One input: the seed of its vector and its token count.
-fn embedding_inputs(input: Option<&RawValue>) -> Result<Vec<(u64, u64)>, HttpResponse> {
-    let bad = || invalid("`input` must be a string, an array of strings or token arrays");
+fn embedding_inputs(input: Option<&RawValue>) -> Result<Vec<(u64, u64)>, &'static str> {
+    let bad = || "`input` must be a string, an array of strings or token arrays";
     let Some(raw) = input else {
-        return Err(invalid("you must provide an input parameter"));
+        return Err("you must provide an input parameter");
     };
     let text = raw.get();
-    let one = |item: &RawValue| -> Result<(u64, u64), HttpResponse> {
+    let one = |item: &RawValue| -> Result<(u64, u64), &'static str> {
         let t = item.get();
         if t.starts_with('"') {
             Ok((
@@ -425,7 +425,7 @@ fn embedding_inputs(input: Option<&RawValue>) -> Result<Vec<(u64, u64)>, HttpRes
     }
     let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| bad())?;
     match items.first().map(|i| i.get()) {
-        None => Err(invalid("`input` must not be empty")),
+        None => Err("`input` must not be empty"),
         // A single token array.
         Some(first) if first.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => {
             Ok(vec![one(raw)?])
@@ -443,11 +443,11 @@ async fn embeddings(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -
     };
     let model = match model_json(parsed.model) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(m) => return invalid(m),
     };
     let inputs = match embedding_inputs(parsed.input) {
         Ok(i) => i,
-        Err(r) => return r,
+        Err(m) => return invalid(m),
     };
     let dims = parsed.dimensions.unwrap_or(DEFAULT_DIMENSIONS);
     if dims == 0 || dims > MAX_DIMENSIONS {

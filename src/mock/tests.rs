@@ -565,3 +565,22 @@ async fn models_and_control_routes() {
     );
     m.stop().await;
 }
+
+#[actix_rt::test]
+async fn hang_never_answers() {
+    let m = mock().await;
+    let body = chat_body(json!({"mock": {"fault": "hang"}}));
+    let mut s = send(m.addr, "POST", "/v1/chat/completions", &[], &body);
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let err = s
+        .read(&mut buf)
+        .expect_err("a hung request must not answer");
+    assert!(matches!(
+        err.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ));
+    drop(s);
+    m.stop().await;
+}

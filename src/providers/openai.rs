@@ -57,7 +57,9 @@ pub fn upstream_body(req: &InferenceRequest, upstream_model: &str) -> Bytes {
 /// other options it set.
 fn stream_options_with_usage(original: Option<&RawValue>) -> String {
     let mut map = original
-        .and_then(|v| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(v.get()).ok())
+        .and_then(|v| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(v.get()).ok()
+        })
         .unwrap_or_default();
     map.insert("include_usage".into(), serde_json::Value::Bool(true));
     serde_json::Value::Object(map).to_string()
@@ -213,7 +215,9 @@ mod tests {
 
     #[test]
     fn swaps_model_and_keeps_everything_else() {
-        let r = req(r#"{"model":"public","messages":[{"role":"user","content":"hi"}],"seed":7,"tools":[{"type":"function"}]}"#);
+        let r = req(
+            r#"{"model":"public","messages":[{"role":"user","content":"hi"}],"seed":7,"tools":[{"type":"function"}]}"#,
+        );
         let out = json(&upstream_body(&r, "gpt-4o-2024-08-06"));
         assert_eq!(out["model"], "gpt-4o-2024-08-06");
         assert_eq!(out["seed"], 7);
@@ -223,7 +227,9 @@ mod tests {
 
     #[test]
     fn streams_always_ask_for_usage_and_keep_other_stream_options() {
-        let r = req(r#"{"model":"m","messages":[{}],"stream":true,"stream_options":{"include_obfuscation":false}}"#);
+        let r = req(
+            r#"{"model":"m","messages":[{}],"stream":true,"stream_options":{"include_obfuscation":false}}"#,
+        );
         let out = json(&upstream_body(&r, "x"));
         assert_eq!(out["stream_options"]["include_usage"], true);
         assert_eq!(out["stream_options"]["include_obfuscation"], false);
@@ -260,7 +266,10 @@ mod tests {
             total_tokens: 10,
         };
         for wants in [false, true] {
-            let steps: Vec<_> = chunks.iter().map(|c| stream_step(c.as_bytes(), wants)).collect();
+            let steps: Vec<_> = chunks
+                .iter()
+                .map(|c| stream_step(c.as_bytes(), wants))
+                .collect();
             for (i, s) in steps.iter().take(3).enumerate() {
                 assert_eq!(*s, StreamStep::Forward(sse_frame(chunks[i].as_bytes())));
             }

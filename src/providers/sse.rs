@@ -92,7 +92,8 @@ mod tests {
 
     #[test]
     fn events_split_at_any_byte_are_reassembled() {
-        let stream = "data: {\"a\":1}\n\ndata: {\"b\":\"é\"}\r\n\r\n: keep-alive\n\ndata: [DONE]\n\n";
+        let stream =
+            "data: {\"a\":1}\n\ndata: {\"b\":\"é\"}\r\n\r\n: keep-alive\n\ndata: [DONE]\n\n";
         for cut in 0..stream.len() {
             let mut d = SseDecoder::new();
             let mut got = Vec::new();
@@ -100,7 +101,11 @@ mod tests {
             got.extend(all(&mut d));
             d.push(&stream.as_bytes()[cut..]);
             got.extend(all(&mut d));
-            assert_eq!(got, vec!["{\"a\":1}", "{\"b\":\"é\"}", "[DONE]"], "cut at {cut}");
+            assert_eq!(
+                got,
+                vec!["{\"a\":1}", "{\"b\":\"é\"}", "[DONE]"],
+                "cut at {cut}"
+            );
         }
     }
 

@@ -29,9 +29,7 @@ pub async fn spawn_mock_with(behaviour: Behaviour) -> MockServer {
 /// Starts a gateway from a TOML fragment holding `[models…]`, `[router]`,
 /// `[[keys]]` and the like. Server, master key and logging are filled in.
 pub async fn spawn_gateway(fragment: &str) -> RunningGateway {
-    let text = format!(
-        "master_key = \"{MASTER}\"\n{fragment}\n",
-    );
+    let text = format!("master_key = \"{MASTER}\"\n{fragment}\n",);
     let mut config = Config::from_toml(&text).expect("test config is valid");
     config.server.host = "127.0.0.1".into();
     config.server.port = 0;
@@ -101,7 +99,11 @@ pub async fn post_raw(gw: &RunningGateway, path: &str, key: Option<&str>, body: 
         req = req.insert_header(("authorization", format!("Bearer {k}")));
     }
     let mut resp = req.send_body(body).await.expect("request sent");
-    let body = resp.body().limit(64 * 1024 * 1024).await.expect("body read");
+    let body = resp
+        .body()
+        .limit(64 * 1024 * 1024)
+        .await
+        .expect("body read");
     Resp {
         status: resp.status().as_u16(),
         headers: resp.headers().clone(),
@@ -119,7 +121,11 @@ pub async fn get(gw: &RunningGateway, path: &str, key: Option<&str>) -> Resp {
         req = req.insert_header(("authorization", format!("Bearer {k}")));
     }
     let mut resp = req.send().await.expect("request sent");
-    let body = resp.body().limit(64 * 1024 * 1024).await.expect("body read");
+    let body = resp
+        .body()
+        .limit(64 * 1024 * 1024)
+        .await
+        .expect("body read");
     Resp {
         status: resp.status().as_u16(),
         headers: resp.headers().clone(),
