@@ -180,7 +180,7 @@ impl Handler<Call> for ProviderActor {
             }
             if !msg.stream {
                 let body = read_body(&mut resp, deadline, MAX_RESPONSE_BYTES).await?;
-                let usage = openai::usage_from_body(&body);
+                let usage = openai::usage_from_body(&body).map_err(CallError::Protocol)?;
                 return Ok(Reply::Full { body, usage });
             }
             let (tx, rx) = mpsc::channel(STREAM_BUFFER);

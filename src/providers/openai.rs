@@ -65,13 +65,17 @@ fn stream_options_with_usage(original: Option<&RawValue>) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
-/// Token usage of a complete (non-stream) response body.
-pub fn usage_from_body(body: &[u8]) -> Option<Usage> {
+/// Token usage of a complete (non-stream) response body. The parse doubles
+/// as validation: a truncated or non-JSON 2xx body (a dropped connection
+/// can look like an empty success) is an error, not an answer.
+pub fn usage_from_body(body: &[u8]) -> Result<Option<Usage>, String> {
     #[derive(Deserialize)]
     struct WithUsage {
         usage: Option<Usage>,
     }
-    serde_json::from_slice::<WithUsage>(body).ok()?.usage
+    serde_json::from_slice::<WithUsage>(body)
+        .map(|w| w.usage)
+        .map_err(|e| format!("the upstream sent an invalid JSON body: {e}"))
 }
 
 /// What to do with one upstream stream event.
@@ -241,13 +245,20 @@ mod tests {
         // Shape from OpenAI's API reference for POST /v1/chat/completions.
         let body = br#"{"id":"chatcmpl-123","object":"chat.completion","created":1677652288,"model":"gpt-4o-mini","system_fingerprint":"fp_44709d6fcb","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how may I assist you today?"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21,"completion_tokens_details":{"reasoning_tokens":0}}}"#;
         assert_eq!(
-            usage_from_body(body),
+            usage_from_body(body).unwrap(),
             Some(Usage {
                 prompt_tokens: 9,
                 completion_tokens: 12,
                 total_tokens: 21
             })
         );
+    }
+
+    #[test]
+    fn truncated_or_empty_bodies_are_errors() {
+        assert!(usage_from_body(b"").is_err());
+        assert!(usage_from_body(br#"{"id":"x","choices":[{"#).is_err());
+        assert_eq!(usage_from_body(br#"{"id":"x"}"#), Ok(None));
     }
 
     #[test]
