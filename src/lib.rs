@@ -37,11 +37,14 @@ pub struct Gateway {
     pub config: Arc<Config>,
     pub topology: Arc<Topology>,
     pub metrics: Arc<Metrics>,
-    pub auth: Metered<AuthActor>,
     pub limiter: Metered<RateLimitActor>,
     pub router: Metered<RouterActor>,
     pub spend: Metered<SpendActor>,
     pub logger: Metered<LoggerActor>,
+    /// Metric handles per model group (index = group index).
+    pub group_meters: Vec<metrics::GroupMeters>,
+    /// False when `logging.request_log = "off"`: nothing is sent at all.
+    pub request_log_enabled: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,19 +144,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     ));
 
     // Control-plane actors share one arbiter (thread); the logger gets its
-    // own so a slow sink never delays a routing decision.
+    // own so a slow sink never delays a routing decision. AuthActor and the
+    // ProviderActors live on each HTTP worker (see the server factory).
     let control = Arbiter::new();
     let log_arbiter = Arbiter::new();
 
-    let auth = {
-        let cfg = config.clone();
-        let meter = metrics.actor("auth");
-        let m2 = meter.clone();
-        Metered::new(
-            Supervisor::start_in_arbiter(&control.handle(), move |_| AuthActor::new(&cfg, m2)),
-            meter,
-        )
-    };
     let limiter = {
         let limits = config.limits.clone();
         let meter = metrics.actor("rate_limit");
@@ -194,11 +189,16 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         config: config.clone(),
         topology: topology.clone(),
         metrics: metrics.clone(),
-        auth,
         limiter,
         router,
         spend,
         logger,
+        group_meters: topology
+            .groups
+            .iter()
+            .map(|g| metrics.group(&g.name))
+            .collect(),
+        request_log_enabled: !matches!(config.logging.request_log.as_str(), "off" | ""),
     });
 
     let workers = match config.server.workers {
@@ -211,6 +211,15 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let server = HttpServer::new(move || {
         // Runs once per worker thread: each worker gets its own
         // ProviderActors (and so its own upstream connection pools).
+        let auth_meter = gw.metrics.actor("auth");
+        let auth = {
+            let config = gw.config.clone();
+            let meter = auth_meter.clone();
+            Metered::new(
+                Supervisor::start(move |_| AuthActor::new(&config, meter)),
+                auth_meter,
+            )
+        };
         let meter = gw.metrics.actor("provider");
         let providers = gw
             .topology
@@ -226,6 +235,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         App::new()
             .app_data(web::Data::new(http::WorkerState {
                 gw: gw.clone(),
+                auth,
                 providers,
             }))
             .wrap(actix_web::middleware::Condition::new(

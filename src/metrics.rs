@@ -190,6 +190,42 @@ impl Metrics {
     }
 }
 
+/// Metric handles for one model group, made once at start-up so the hot
+/// path records without hashing label sets.
+#[derive(Clone)]
+pub struct GroupMeters {
+    pub request_duration: Histogram,
+    pub upstream_duration: Histogram,
+    pub overhead_duration: Histogram,
+    pub time_to_first_chunk: Histogram,
+    pub retries: Counter,
+    /// `requests{status="200"}` by `Endpoint::index`.
+    pub ok: [Counter; 3],
+}
+
+impl Metrics {
+    pub fn group(&self, model: &str) -> GroupMeters {
+        let labels = ModelLabels {
+            model: model.to_string(),
+        };
+        let ok = |endpoint: &'static str| {
+            self.requests.get_or_create_owned(&RequestLabels {
+                model: model.to_string(),
+                endpoint,
+                status: 200,
+            })
+        };
+        GroupMeters {
+            request_duration: self.request_duration.get_or_create_owned(&labels),
+            upstream_duration: self.upstream_duration.get_or_create_owned(&labels),
+            overhead_duration: self.overhead_duration.get_or_create_owned(&labels),
+            time_to_first_chunk: self.time_to_first_chunk.get_or_create_owned(&labels),
+            retries: self.retries.get_or_create_owned(&labels),
+            ok: [ok("chat"), ok("completions"), ok("embeddings")],
+        }
+    }
+}
+
 /// Per-actor mailbox and handling-time meters. actix does not expose mailbox
 /// length, so senders call [`ActorMeter::sent`] and handlers hold a
 /// [`HandlingTimer`], which together keep the depth gauge exact.

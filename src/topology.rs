@@ -8,6 +8,7 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderName, HeaderValue};
 
 use crate::config::{Config, Provider};
+use crate::providers::Endpoint;
 
 /// One upstream deployment, ready to call.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct DeploymentTarget {
     pub upstream_model: String,
     /// Base URL including the version path, without a trailing slash.
     pub base_url: String,
+    /// Full URL per endpoint (`Endpoint::index`), built once.
+    pub urls: [String; 3],
     /// `Authorization: Bearer …`, marked sensitive so it is never logged.
     pub auth_header: Option<HeaderValue>,
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
@@ -76,7 +79,14 @@ impl Topology {
                         ))
                     })
                     .collect();
+                let urls = [
+                    Endpoint::ChatCompletions,
+                    Endpoint::Completions,
+                    Endpoint::Embeddings,
+                ]
+                .map(|e| format!("{base_url}{}", e.path()));
                 t.deployments.push(Arc::new(DeploymentTarget {
+                    urls,
                     idx,
                     id: d.id.clone().unwrap_or_else(|| format!("{name}-{i}")),
                     group: group_name.clone(),

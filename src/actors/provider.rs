@@ -151,7 +151,7 @@ impl Handler<Call> for ProviderActor {
         let target = self.target.clone();
         let mut req = self
             .client
-            .post(format!("{}{}", target.base_url, msg.endpoint.path()))
+            .post(target.urls[msg.endpoint.index()].as_str())
             .timeout(target.timeout)
             .insert_header((CONTENT_TYPE, "application/json"));
         if let Some(auth) = &target.auth_header {

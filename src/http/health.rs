@@ -25,7 +25,7 @@ pub async fn readiness(st: web::Data<WorkerState>) -> HttpResponse {
 /// Deployment health as the router sees it (master key only: it names
 /// upstream deployments).
 pub async fn deployments(req: HttpRequest, st: web::Data<WorkerState>) -> HttpResponse {
-    match authenticate(&st.gw, &req).await {
+    match authenticate(&st, &req).await {
         Ok(k) if k.is_master => {}
         Ok(_) => {
             return GatewayError::PermissionDenied("only the master key may read /health".into())

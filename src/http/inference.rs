@@ -59,6 +59,8 @@ pub struct RequestRecord {
     pub endpoint: Endpoint,
     pub key: Option<Arc<KeyInfo>>,
     pub model: String,
+    /// Index of the model group, once the model name resolved to one.
+    pub group: Option<usize>,
     pub deployment: Option<Arc<DeploymentTarget>>,
     pub attempts: u32,
     pub upstream: Duration,
@@ -71,40 +73,46 @@ impl RequestRecord {
         let gw = &self.gw;
         let total = self.started.elapsed();
         let overhead = total.saturating_sub(self.upstream);
-        let model_label = if gw.topology.by_name.contains_key(&self.model) {
-            self.model.clone()
-        } else {
-            // Unknown names would let any caller grow the metric families.
-            "unknown".to_string()
-        };
-        gw.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                model: model_label.clone(),
-                endpoint: self.endpoint.label(),
-                status,
-            })
-            .inc();
-        let labels = ModelLabels { model: model_label };
-        gw.metrics
-            .request_duration
-            .get_or_create(&labels)
-            .observe(total.as_secs_f64());
-        if self.deployment.is_some() {
-            gw.metrics
-                .upstream_duration
-                .get_or_create(&labels)
-                .observe(self.upstream.as_secs_f64());
-            gw.metrics
-                .overhead_duration
-                .get_or_create(&labels)
-                .observe(overhead.as_secs_f64());
-        }
-        if self.attempts > 1 {
-            gw.metrics
-                .retries
-                .get_or_create(&labels)
-                .inc_by(u64::from(self.attempts - 1));
+        match self.group.and_then(|g| gw.group_meters.get(g)) {
+            Some(m) => {
+                if status == 200 {
+                    m.ok[self.endpoint.index()].inc();
+                } else {
+                    gw.metrics
+                        .requests
+                        .get_or_create(&RequestLabels {
+                            model: self.model.clone(),
+                            endpoint: self.endpoint.label(),
+                            status,
+                        })
+                        .inc();
+                }
+                m.request_duration.observe(total.as_secs_f64());
+                if self.deployment.is_some() {
+                    m.upstream_duration.observe(self.upstream.as_secs_f64());
+                    m.overhead_duration.observe(overhead.as_secs_f64());
+                }
+                if self.attempts > 1 {
+                    m.retries.inc_by(u64::from(self.attempts - 1));
+                }
+            }
+            None => {
+                // Unknown names would let any caller grow the metric families.
+                gw.metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        model: "unknown".into(),
+                        endpoint: self.endpoint.label(),
+                        status,
+                    })
+                    .inc();
+                gw.metrics
+                    .request_duration
+                    .get_or_create(&ModelLabels {
+                        model: "unknown".into(),
+                    })
+                    .observe(total.as_secs_f64());
+            }
         }
         let usage = usage.unwrap_or_default();
         let cost = self
@@ -121,6 +129,9 @@ impl RequestRecord {
                     cost_usd: cost,
                 });
             }
+        }
+        if !gw.request_log_enabled {
+            return;
         }
         let log = RequestLog {
             ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -205,6 +216,7 @@ async fn handle(
         endpoint,
         key: None,
         model: String::new(),
+        group: None,
         deployment: None,
         attempts: 0,
         upstream: Duration::ZERO,
@@ -237,7 +249,7 @@ async fn run(
     record: &mut RequestRecord,
 ) -> Result<HttpResponse, GatewayError> {
     let gw = &st.gw;
-    let key = authenticate(gw, req).await?;
+    let key = authenticate(st, req).await?;
     record.key = Some(key.clone());
 
     let body = read_body(req, payload, gw.config.server.max_body_bytes).await?;
@@ -250,6 +262,7 @@ async fn run(
         Some(g) => g,
         None => return Err(GatewayError::ModelNotFound(parsed.model)),
     };
+    record.group = Some(group.idx);
     if !key.may_use(&group.name) {
         return Err(GatewayError::PermissionDenied(format!(
             "This key is not allowed to use the model `{}`.",
@@ -389,6 +402,7 @@ fn take_record(record: &mut RequestRecord) -> RequestRecord {
         endpoint: record.endpoint,
         key: record.key.take(),
         model: std::mem::take(&mut record.model),
+        group: record.group,
         deployment: record.deployment.take(),
         attempts: record.attempts,
         upstream: record.upstream,

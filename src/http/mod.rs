@@ -12,7 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 
-use crate::actors::auth::{hash_key, Authenticate, KeyInfo};
+use crate::actors::auth::{hash_key, AuthActor, Authenticate, KeyInfo};
 use crate::actors::provider::ProviderActor;
 use crate::actors::Metered;
 use crate::error::GatewayError;
@@ -22,6 +22,9 @@ use crate::Gateway;
 /// that live on this worker's thread (index = deployment index).
 pub struct WorkerState {
     pub gw: Arc<Gateway>,
+    /// This worker's AuthActor: the key cache lives next to the handlers,
+    /// so a cached key costs no cross-thread hop.
+    pub auth: Metered<AuthActor>,
     pub providers: Vec<Metered<ProviderActor>>,
 }
 
@@ -84,10 +87,13 @@ pub fn presented_key(req: &HttpRequest) -> Result<&str, GatewayError> {
     Err(GatewayError::MissingKey)
 }
 
-pub async fn authenticate(gw: &Gateway, req: &HttpRequest) -> Result<Arc<KeyInfo>, GatewayError> {
+pub async fn authenticate(
+    st: &WorkerState,
+    req: &HttpRequest,
+) -> Result<Arc<KeyInfo>, GatewayError> {
     let token = presented_key(req)?;
     let key_hash = hash_key(token);
-    gw.auth
+    st.auth
         .send(Authenticate { key_hash })
         .await
         .map_err(|_| GatewayError::Unavailable("the auth service is restarting".into()))?

@@ -30,7 +30,7 @@ fn model(id: &str) -> Model<'_> {
 }
 
 pub async fn list(req: HttpRequest, st: web::Data<WorkerState>) -> HttpResponse {
-    let key = match authenticate(&st.gw, &req).await {
+    let key = match authenticate(&st, &req).await {
         Ok(k) => k,
         Err(e) => return e.error_response(),
     };
@@ -53,7 +53,7 @@ pub async fn retrieve(
     path: web::Path<String>,
     st: web::Data<WorkerState>,
 ) -> HttpResponse {
-    let key = match authenticate(&st.gw, &req).await {
+    let key = match authenticate(&st, &req).await {
         Ok(k) => k,
         Err(e) => return e.error_response(),
     };

@@ -13,7 +13,6 @@ use tokio::sync::mpsc;
 use super::inference::{Attempt, RequestRecord};
 use crate::actors::provider::StreamItem;
 use crate::actors::router::OutcomeKind;
-use crate::metrics::ModelLabels;
 use crate::providers::Usage;
 
 enum End {
@@ -53,12 +52,10 @@ impl SseBody {
             let now = Instant::now();
             self.first_chunk_at = Some(now);
             if let Some(r) = &self.record {
-                r.gw.metrics
-                    .time_to_first_chunk
-                    .get_or_create(&ModelLabels {
-                        model: r.model.clone(),
-                    })
-                    .observe(now.duration_since(r.started).as_secs_f64());
+                if let Some(m) = r.group.and_then(|g| r.gw.group_meters.get(g)) {
+                    m.time_to_first_chunk
+                        .observe(now.duration_since(r.started).as_secs_f64());
+                }
             }
         }
     }

@@ -35,6 +35,15 @@ impl Endpoint {
         }
     }
 
+    /// Dense index for per-endpoint arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Endpoint::ChatCompletions => 0,
+            Endpoint::Completions => 1,
+            Endpoint::Embeddings => 2,
+        }
+    }
+
     pub fn can_stream(self) -> bool {
         !matches!(self, Endpoint::Embeddings)
     }
