@@ -10,6 +10,7 @@ pub mod mock;
 pub mod pricing;
 pub mod providers;
 pub mod request;
+pub mod store;
 pub mod telemetry;
 pub mod topology;
 

@@ -1,0 +1,79 @@
+//! diesel schema, written to be portable: only types both PostgreSQL and
+//! SQLite map the same way (TEXT, BIGINT, DOUBLE, BOOL). Timestamps are
+//! unix milliseconds; JSON is TEXT.
+
+diesel::table! {
+    keys (token) {
+        token -> Text,
+        key_name -> Text,
+        key_alias -> Nullable<Text>,
+        user_id -> Nullable<Text>,
+        team_id -> Nullable<Text>,
+        models -> Text,
+        aliases -> Text,
+        spend -> Double,
+        max_budget -> Nullable<Double>,
+        budget_duration -> Nullable<Text>,
+        budget_reset_at -> Nullable<BigInt>,
+        expires -> Nullable<BigInt>,
+        rpm_limit -> Nullable<BigInt>,
+        tpm_limit -> Nullable<BigInt>,
+        max_parallel_requests -> Nullable<BigInt>,
+        model_rpm_limit -> Nullable<Text>,
+        model_tpm_limit -> Nullable<Text>,
+        metadata -> Text,
+        blocked -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    users (user_id) {
+        user_id -> Text,
+        user_email -> Nullable<Text>,
+        user_alias -> Nullable<Text>,
+        user_role -> Nullable<Text>,
+        models -> Text,
+        spend -> Double,
+        max_budget -> Nullable<Double>,
+        budget_duration -> Nullable<Text>,
+        budget_reset_at -> Nullable<BigInt>,
+        rpm_limit -> Nullable<BigInt>,
+        tpm_limit -> Nullable<BigInt>,
+        max_parallel_requests -> Nullable<BigInt>,
+        metadata -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    teams (team_id) {
+        team_id -> Text,
+        team_alias -> Nullable<Text>,
+        models -> Text,
+        spend -> Double,
+        max_budget -> Nullable<Double>,
+        budget_duration -> Nullable<Text>,
+        budget_reset_at -> Nullable<BigInt>,
+        rpm_limit -> Nullable<BigInt>,
+        tpm_limit -> Nullable<BigInt>,
+        max_parallel_requests -> Nullable<BigInt>,
+        metadata -> Text,
+        blocked -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    team_members (team_id, user_id) {
+        team_id -> Text,
+        user_id -> Text,
+        role -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(keys, users, teams, team_members);
