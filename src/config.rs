@@ -63,6 +63,14 @@ pub struct Config {
     pub master_key: Option<String>,
     /// Keys defined in the file (the database-backed keys come on top).
     pub keys: Vec<StaticKey>,
+    /// `sqlite://path`, `postgres://…`, or `env:NAME`. Unset: no database
+    /// (config keys only; the management API answers 503).
+    pub database_url: Option<String>,
+    /// `redis://…` or `env:NAME`: shared key cache and cross-replica
+    /// invalidation. Unset: one replica, exact on its own.
+    pub redis_url: Option<String>,
+    pub storage: StorageConfig,
+    pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub router: RouterConfig,
     pub logging: LoggingConfig,
@@ -75,6 +83,10 @@ pub struct Config {
     /// Resolved secrets, filled by `validate`.
     #[serde(skip)]
     pub resolved_master_key: Option<Secret>,
+    #[serde(skip)]
+    pub resolved_database_url: Option<Secret>,
+    #[serde(skip)]
+    pub resolved_redis_url: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +112,43 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_grace_secs: 30,
             keep_alive_secs: 75,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub db_pool_size: u32,
+    /// Prefix for every Redis key and channel, so deployments (and tests)
+    /// can share one Redis.
+    pub redis_prefix: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            db_pool_size: 10,
+            redis_prefix: "tollgate".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long a looked-up key is trusted without asking the database.
+    /// Changes made through the API invalidate at once regardless.
+    pub cache_ttl_secs: u64,
+    /// Keys cached per HTTP worker.
+    pub cache_max_entries: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            cache_ttl_secs: 60,
+            cache_max_entries: 100_000,
         }
     }
 }
@@ -306,6 +355,41 @@ impl Config {
             }
             None => None,
         };
+        self.resolved_database_url = match &self.database_url {
+            Some(raw) => {
+                let url = resolve_secret("database_url", raw)?;
+                let u = url.expose();
+                let is_pg = u.starts_with("postgres://") || u.starts_with("postgresql://");
+                if !is_pg && (u.contains("://") && !u.starts_with("sqlite://")) {
+                    return Err(ConfigError::at(
+                        "database_url",
+                        "must be postgres://…, sqlite://path or a file path",
+                    ));
+                }
+                Some(url)
+            }
+            None => None,
+        };
+        self.resolved_redis_url = match &self.redis_url {
+            Some(raw) => {
+                let url = resolve_secret("redis_url", raw)?;
+                if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+                {
+                    return Err(ConfigError::at(
+                        "redis_url",
+                        "must start with redis:// or rediss://",
+                    ));
+                }
+                Some(url)
+            }
+            None => None,
+        };
+        if self.storage.db_pool_size == 0 {
+            return Err(ConfigError::at(
+                "storage.db_pool_size",
+                "must be greater than 0",
+            ));
+        }
         for (i, key) in self.keys.iter_mut().enumerate() {
             let path = format!("keys[{i}].key");
             let secret = resolve_secret(&path, &key.key)?;

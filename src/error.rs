@@ -7,6 +7,8 @@
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 /// Rate-limit details carried to the response headers.
@@ -45,6 +47,34 @@ pub enum GatewayError {
     InvalidKey,
     #[error("{0}")]
     PermissionDenied(String),
+    #[error("Authentication Error, Key is blocked. Update via `/key/unblock` if you're an admin.")]
+    KeyBlocked,
+    #[error(
+        "Authentication Error, Team={0} is blocked. Update via `/team/unblock` if you're an admin."
+    )]
+    TeamBlocked(String),
+    #[error("Authentication Error - Expired Key. Key Expiry time {} and current time {}", fmt_ms(*.expires_ms), fmt_ms(chrono::Utc::now().timestamp_millis()))]
+    KeyExpired { expires_ms: i64 },
+    #[error("Budget has been exceeded! {entity} Current cost: {spend}, Max budget: {max_budget}")]
+    BudgetExceeded {
+        entity: String,
+        spend: f64,
+        max_budget: f64,
+    },
+    #[error("{scope} not allowed to access model. This {scope} can only access models={allowed:?}. Tried to access {model}")]
+    ModelAccessDenied {
+        scope: &'static str,
+        model: String,
+        allowed: Vec<String>,
+    },
+    /// A management-API failure with LiteLLM's status, type and parameter.
+    #[error("{message}")]
+    Management {
+        status: u16,
+        kind: &'static str,
+        message: String,
+        param: Option<&'static str>,
+    },
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
     #[error("Not found: {0}")]
@@ -93,6 +123,15 @@ impl GatewayError {
             | GatewayError::RouteNotFound(_) => "invalid_request_error",
             GatewayError::MissingKey | GatewayError::InvalidKey => "invalid_request_error",
             GatewayError::PermissionDenied(_) => "permission_error",
+            GatewayError::KeyBlocked | GatewayError::TeamBlocked(_) => "auth_error",
+            GatewayError::KeyExpired { .. } => "expired_key",
+            GatewayError::BudgetExceeded { .. } => "budget_exceeded",
+            GatewayError::ModelAccessDenied { scope, .. } => match *scope {
+                "team" => "team_model_access_denied",
+                "user" => "user_model_access_denied",
+                _ => "key_model_access_denied",
+            },
+            GatewayError::Management { kind, .. } => kind,
             GatewayError::RateLimited { .. } => "rate_limit_error",
             GatewayError::NoHealthyDeployment { .. } | GatewayError::Unavailable(_) => {
                 "service_unavailable"
@@ -106,13 +145,15 @@ impl GatewayError {
         }
     }
 
-    fn code(&self) -> Option<&str> {
+    fn code(&self) -> Option<Cow<'_, str>> {
         match self {
-            GatewayError::MissingKey | GatewayError::InvalidKey => Some("invalid_api_key"),
-            GatewayError::ModelNotFound(_) => Some("model_not_found"),
-            GatewayError::PayloadTooLarge { .. } => Some("request_too_large"),
-            GatewayError::RateLimited { .. } => Some("rate_limit_exceeded"),
-            GatewayError::Upstream(u) => u.code.as_deref(),
+            GatewayError::MissingKey | GatewayError::InvalidKey => Some("invalid_api_key".into()),
+            GatewayError::ModelNotFound(_) => Some("model_not_found".into()),
+            GatewayError::PayloadTooLarge { .. } => Some("request_too_large".into()),
+            GatewayError::RateLimited { .. } => Some("rate_limit_exceeded".into()),
+            GatewayError::Upstream(u) => u.code.as_deref().map(Cow::Borrowed),
+            // LiteLLM's management errors carry the status as a string code.
+            GatewayError::Management { status, .. } => Some(status.to_string().into()),
             _ => None,
         }
     }
@@ -120,7 +161,10 @@ impl GatewayError {
     fn param(&self) -> Option<&str> {
         match self {
             GatewayError::InvalidRequest { param, .. } => *param,
-            GatewayError::ModelNotFound(_) => Some("model"),
+            GatewayError::ModelNotFound(_) | GatewayError::ModelAccessDenied { .. } => {
+                Some("model")
+            }
+            GatewayError::Management { param, .. } => *param,
             GatewayError::Upstream(u) => u.param.as_deref(),
             _ => None,
         }
@@ -162,7 +206,7 @@ pub struct ErrorDetail<'a> {
     pub message: String,
     pub r#type: &'a str,
     pub param: Option<&'a str>,
-    pub code: Option<&'a str>,
+    pub code: Option<Cow<'a, str>>,
 }
 
 impl ResponseError for GatewayError {
@@ -171,7 +215,16 @@ impl ResponseError for GatewayError {
             GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::MissingKey | GatewayError::InvalidKey => StatusCode::UNAUTHORIZED,
-            GatewayError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            GatewayError::PermissionDenied(_) | GatewayError::ModelAccessDenied { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            GatewayError::KeyBlocked
+            | GatewayError::TeamBlocked(_)
+            | GatewayError::KeyExpired { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::BudgetExceeded { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::Management { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             GatewayError::ModelNotFound(_) | GatewayError::RouteNotFound(_) => {
                 StatusCode::NOT_FOUND
             }
@@ -217,6 +270,12 @@ impl ResponseError for GatewayError {
         }
         resp.json(self.body())
     }
+}
+
+fn fmt_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// `x-ratelimit-*` headers in OpenAI's names.

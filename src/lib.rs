@@ -1,6 +1,7 @@
 //! tollgate: an LLM gateway built as an actor system. See DESIGN.md for the
 //! map; `start` wires the actors and the HTTP server.
 
+pub mod access;
 pub mod actors;
 pub mod config;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod mock;
 pub mod pricing;
 pub mod providers;
 pub mod request;
+pub mod shared;
 pub mod store;
 pub mod telemetry;
 pub mod topology;
@@ -22,6 +24,7 @@ use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::auth::AuthActor;
+use crate::actors::auth_hub::AuthHub;
 use crate::actors::logger::{FlushLog, LoggerActor};
 use crate::actors::provider::ProviderActor;
 use crate::actors::rate_limit::RateLimitActor;
@@ -42,6 +45,10 @@ pub struct Gateway {
     pub router: Metered<RouterActor>,
     pub spend: Metered<SpendActor>,
     pub logger: Metered<LoggerActor>,
+    pub auth_hub: Metered<AuthHub>,
+    /// The key/user/team database, if configured.
+    pub store: Option<store::Store>,
+    pub redis: Option<shared::Redis>,
     /// Metric handles per model group (index = group index).
     pub group_meters: Vec<metrics::GroupMeters>,
     /// False when `logging.request_log = "off"`: nothing is sent at all.
@@ -54,6 +61,10 @@ pub enum StartError {
     RequestLog(std::io::Error),
     #[error("cannot start the built-in mock upstream: {0}")]
     Mock(std::io::Error),
+    #[error("database: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("redis: {0}")]
+    Redis(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -137,6 +148,25 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         None
     };
 
+    let store = match &config.resolved_database_url {
+        Some(url) => {
+            let applied = store::Store::migrate(url.expose()).await?;
+            if applied > 0 {
+                tracing::info!(applied, "database migrations applied");
+            }
+            Some(store::Store::connect(url.expose(), config.storage.db_pool_size).await?)
+        }
+        None => None,
+    };
+    let redis = match &config.resolved_redis_url {
+        Some(url) => Some(
+            shared::Redis::connect(url.expose(), &config.storage.redis_prefix)
+                .await
+                .map_err(StartError::Redis)?,
+        ),
+        None => None,
+    };
+
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let topology = Arc::new(Topology::build(
@@ -179,6 +209,15 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             metrics.actor("spend"),
         )
     };
+    let auth_hub = {
+        let redis = redis.clone();
+        let meter = metrics.actor("auth_hub");
+        let m2 = meter.clone();
+        Metered::new(
+            Supervisor::start_in_arbiter(&control.handle(), move |_| AuthHub::new(redis, m2)),
+            meter,
+        )
+    };
     let logger_actor =
         LoggerActor::new(&config.logging.request_log, &metrics).map_err(StartError::RequestLog)?;
     let logger = Metered::new(
@@ -194,6 +233,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         router,
         spend,
         logger,
+        auth_hub,
+        store,
+        redis,
         group_meters: topology
             .groups
             .iter()
@@ -216,8 +258,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         let auth = {
             let config = gw.config.clone();
             let meter = auth_meter.clone();
+            let store = gw.store.clone();
+            let redis = gw.redis.clone();
+            let hub = gw.auth_hub.addr.clone();
             Metered::new(
-                Supervisor::start(move |_| AuthActor::new(&config, meter)),
+                Supervisor::start(move |_| AuthActor::new(&config, store, redis, Some(hub), meter)),
                 auth_meter,
             )
         };

@@ -148,7 +148,7 @@ models = [\"team/*\"]
     )
     .await;
     assert_eq!(r.status, 403, "{}", r.text());
-    assert_eq!(r.json()["error"]["type"], "permission_error");
+    assert_eq!(r.json()["error"]["type"], "key_model_access_denied");
     let r = post(
         &gw,
         "/v1/chat/completions",

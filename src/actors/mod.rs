@@ -2,6 +2,7 @@
 //! reached only through messages.
 
 pub mod auth;
+pub mod auth_hub;
 pub mod logger;
 pub mod provider;
 pub mod rate_limit;

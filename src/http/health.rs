@@ -12,11 +12,30 @@ pub async fn liveliness() -> HttpResponse {
     HttpResponse::Ok().json("I'm alive!")
 }
 
+/// Ready means able to serve: a database or Redis outage degrades (new keys
+/// cannot be verified) but cached keys keep working, so it stays 200 and
+/// says what is wrong.
 pub async fn readiness(st: web::Data<WorkerState>) -> HttpResponse {
+    let db = match &st.gw.store {
+        None => "not configured".to_string(),
+        Some(s) => match s.ping().await {
+            Ok(()) => "connected".to_string(),
+            Err(e) => format!("disconnected: {e}"),
+        },
+    };
+    let cache = match &st.gw.redis {
+        None => "in-memory".to_string(),
+        Some(r) => match r.ping().await {
+            Ok(()) => "redis".to_string(),
+            Err(e) => format!("redis disconnected: {e}"),
+        },
+    };
+    let healthy = !db.starts_with("disconnected") && !cache.contains("disconnected");
     HttpResponse::Ok().json(json!({
-        "status": "healthy",
-        "db": "not configured",
-        "cache": "in-memory",
+        "status": if healthy { "healthy" } else { "degraded" },
+        "db": db,
+        "db_backend": st.gw.store.as_ref().map(|s| s.backend()),
+        "cache": cache,
         "models": st.gw.topology.groups.len(),
         "version": env!("CARGO_PKG_VERSION"),
     }))

@@ -12,7 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseErr
 
 use super::stream::SseBody;
 use super::{authenticate, read_body, WorkerState};
-use crate::actors::auth::KeyInfo;
+use crate::access::KeyInfo;
 use crate::actors::logger::RequestLog;
 use crate::actors::provider::{Call, Reply};
 use crate::actors::rate_limit::Acquire;
@@ -251,6 +251,7 @@ async fn run(
     let gw = &st.gw;
     let key = authenticate(st, req).await?;
     record.key = Some(key.clone());
+    key.check_active(crate::store::now_ms())?;
 
     let body = read_body(req, payload, gw.config.server.max_body_bytes).await?;
     let parsed = InferenceRequest::parse(record.endpoint, &body)?;
@@ -258,16 +259,13 @@ async fn run(
     record.model = parsed.model.clone();
     record.stream = parsed.stream;
 
-    let group = match gw.topology.group(&parsed.model) {
+    let group = match gw.topology.group(key.resolve_model(&parsed.model)) {
         Some(g) => g,
         None => return Err(GatewayError::ModelNotFound(parsed.model)),
     };
     record.group = Some(group.idx);
-    if !key.may_use(&group.name) {
-        return Err(GatewayError::PermissionDenied(format!(
-            "This key is not allowed to use the model `{}`.",
-            group.name
-        )));
+    if let Some(denied) = key.model_denial(&group.name) {
+        return Err(denied);
     }
 
     // No limit can apply: skip the round trip rather than ask.

@@ -1,10 +1,14 @@
 //! actix-web handlers. They parse, ask actors, and write back; all state
 //! they touch belongs to an actor.
 
+pub mod admin;
 pub mod health;
 pub mod inference;
+pub mod keys;
 pub mod models;
 pub mod stream;
+pub mod teams;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -12,7 +16,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 
-use crate::actors::auth::{hash_key, AuthActor, Authenticate, KeyInfo};
+use crate::access::KeyInfo;
+use crate::actors::auth::{hash_key, AuthActor, Authenticate};
 use crate::actors::provider::ProviderActor;
 use crate::actors::Metered;
 use crate::error::GatewayError;
@@ -48,6 +53,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(models::retrieve),
         );
     }
+    keys::routes(cfg);
+    users::routes(cfg);
+    teams::routes(cfg);
     cfg.route("/health/liveliness", web::get().to(health::liveliness))
         .route("/health/liveness", web::get().to(health::liveliness))
         .route("/health/readiness", web::get().to(health::readiness))

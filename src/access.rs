@@ -1,0 +1,347 @@
+//! Who a caller is and what they may do: the snapshot the AuthActor caches
+//! for a key (its own row plus its user's and team's), and the checks made
+//! on every request. Pure: no I/O.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::GatewayError;
+use crate::store::{KeyRow, TeamRow, UserRow};
+
+/// Model names with a meaning of their own (LiteLLM's).
+pub const ALL_TEAM_MODELS: &str = "all-team-models";
+pub const ALL_PROXY_MODELS: &str = "all-proxy-models";
+
+/// What the gateway knows about an authenticated caller.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct KeyInfo {
+    /// Non-secret identifier: the SHA-256 of the key, hex (LiteLLM's `token`).
+    pub id: String,
+    pub key_name: Option<String>,
+    pub alias: Option<String>,
+    /// Allowed model groups; empty means all. `*`, `prefix/*`,
+    /// `all-team-models` are understood.
+    pub models: Vec<String>,
+    /// Public name → model group.
+    pub aliases: HashMap<String, String>,
+    pub rpm_limit: Option<u32>,
+    pub is_master: bool,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub blocked: bool,
+    /// Unix ms.
+    pub expires: Option<i64>,
+    pub spend: f64,
+    pub max_budget: Option<f64>,
+    pub user: Option<Owner>,
+    pub team: Option<Owner>,
+}
+
+/// The parts of a user or team row that bear on a request.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Owner {
+    pub id: String,
+    pub models: Vec<String>,
+    pub spend: f64,
+    pub max_budget: Option<f64>,
+    pub blocked: bool,
+}
+
+fn json_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+impl KeyInfo {
+    pub fn from_rows(key: &KeyRow, user: Option<&UserRow>, team: Option<&TeamRow>) -> KeyInfo {
+        KeyInfo {
+            id: key.token.clone(),
+            key_name: Some(key.key_name.clone()),
+            alias: key.key_alias.clone(),
+            models: json_list(&key.models),
+            aliases: serde_json::from_str(&key.aliases).unwrap_or_default(),
+            rpm_limit: key
+                .rpm_limit
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0),
+            is_master: false,
+            user_id: key.user_id.clone(),
+            team_id: key.team_id.clone(),
+            blocked: key.blocked,
+            expires: key.expires,
+            spend: key.spend,
+            max_budget: key.max_budget,
+            user: user.map(|u| Owner {
+                id: u.user_id.clone(),
+                models: json_list(&u.models),
+                spend: u.spend,
+                max_budget: u.max_budget,
+                blocked: false,
+            }),
+            team: team.map(|t| Owner {
+                id: t.team_id.clone(),
+                models: json_list(&t.models),
+                spend: t.spend,
+                max_budget: t.max_budget,
+                blocked: t.blocked,
+            }),
+        }
+    }
+
+    /// Name to show in logs: the alias, or the non-secret key name / id.
+    pub fn display_name(&self) -> &str {
+        self.alias
+            .as_deref()
+            .or(self.key_name.as_deref())
+            .unwrap_or(&self.id)
+    }
+
+    /// The model group a requested name means for this key (its aliases first).
+    pub fn resolve_model<'a>(&'a self, requested: &'a str) -> &'a str {
+        self.aliases
+            .get(requested)
+            .map(String::as_str)
+            .unwrap_or(requested)
+    }
+
+    /// Blocked, expired or over budget: refused whatever the model.
+    pub fn check_active(&self, now_ms: i64) -> Result<(), GatewayError> {
+        if self.is_master {
+            return Ok(());
+        }
+        if self.blocked {
+            return Err(GatewayError::KeyBlocked);
+        }
+        if let Some(team) = &self.team {
+            if team.blocked {
+                return Err(GatewayError::TeamBlocked(team.id.clone()));
+            }
+        }
+        if let Some(expires) = self.expires {
+            if expires <= now_ms {
+                return Err(GatewayError::KeyExpired {
+                    expires_ms: expires,
+                });
+            }
+        }
+        let over = |spend: f64, max: Option<f64>| max.is_some_and(|m| spend >= m);
+        if over(self.spend, self.max_budget) {
+            return Err(GatewayError::BudgetExceeded {
+                entity: format!("Key={}", self.display_name()),
+                spend: self.spend,
+                max_budget: self.max_budget.unwrap_or_default(),
+            });
+        }
+        if let Some(u) = &self.user {
+            if over(u.spend, u.max_budget) {
+                return Err(GatewayError::BudgetExceeded {
+                    entity: format!("User={}", u.id),
+                    spend: u.spend,
+                    max_budget: u.max_budget.unwrap_or_default(),
+                });
+            }
+        }
+        if let Some(t) = &self.team {
+            if over(t.spend, t.max_budget) {
+                return Err(GatewayError::BudgetExceeded {
+                    entity: format!("Team={}", t.id),
+                    spend: t.spend,
+                    max_budget: t.max_budget.unwrap_or_default(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// May this key call model group `model`? The key's list, its team's and
+    /// its user's each narrow what is allowed (an empty list allows all).
+    pub fn may_use(&self, model: &str) -> bool {
+        self.model_denial(model).is_none()
+    }
+
+    /// Which list refuses `model`, if any.
+    pub fn model_denial(&self, model: &str) -> Option<GatewayError> {
+        if self.is_master {
+            return None;
+        }
+        let key_defers_to_team = self.models.iter().any(|m| m == ALL_TEAM_MODELS);
+        if !key_defers_to_team && !list_allows(&self.models, model) {
+            return Some(GatewayError::ModelAccessDenied {
+                scope: "key",
+                model: model.to_string(),
+                allowed: self.models.clone(),
+            });
+        }
+        if let Some(team) = &self.team {
+            if !list_allows(&team.models, model) {
+                return Some(GatewayError::ModelAccessDenied {
+                    scope: "team",
+                    model: model.to_string(),
+                    allowed: team.models.clone(),
+                });
+            }
+        }
+        if let Some(user) = &self.user {
+            if !list_allows(&user.models, model) {
+                return Some(GatewayError::ModelAccessDenied {
+                    scope: "user",
+                    model: model.to_string(),
+                    allowed: user.models.clone(),
+                });
+            }
+        }
+        None
+    }
+}
+
+fn list_allows(list: &[String], model: &str) -> bool {
+    list.is_empty()
+        || list
+            .iter()
+            .any(|p| p == ALL_PROXY_MODELS || model_matches(p, model))
+}
+
+/// `*` matches everything, `openai/*` any name starting with `openai/`,
+/// anything else must match exactly.
+pub fn model_matches(pattern: &str, model: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_suffix('*') {
+        Some(prefix) => model.starts_with(prefix),
+        None => pattern == model,
+    }
+}
+
+/// LiteLLM's duration strings: `30s`, `30m`, `30h`, `30d`, `2w`, `1mo`.
+/// Returns milliseconds; months count as 30 days.
+pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+    if digits.is_empty() {
+        return Err(format!(
+            "invalid duration `{s}`: expected e.g. 30s, 30m, 30h, 30d, 1mo"
+        ));
+    }
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration `{s}`: number too large"))?;
+    let unit = &s[digits.len()..];
+    let secs: i64 = match unit {
+        "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        "mo" => 30 * 86_400,
+        _ => {
+            return Err(format!(
+                "invalid duration `{s}`: the unit must be one of s, m, h, d, w, mo"
+            ))
+        }
+    };
+    n.checked_mul(secs)
+        .and_then(|v| v.checked_mul(1000))
+        .ok_or_else(|| format!("invalid duration `{s}`: too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(models: &[&str]) -> KeyInfo {
+        KeyInfo {
+            id: "h".into(),
+            models: models.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(model_matches("*", "anything"));
+        assert!(model_matches("openai/*", "openai/gpt-4o"));
+        assert!(!model_matches("openai/*", "anthropic/claude"));
+        assert!(!model_matches("gpt-4o", "gpt-4o-mini"));
+    }
+
+    #[test]
+    fn team_and_user_lists_narrow_the_keys() {
+        let mut k = key(&[]);
+        assert!(k.may_use("m"));
+        k.team = Some(Owner {
+            id: "t".into(),
+            models: vec!["a".into(), "b".into()],
+            ..Default::default()
+        });
+        assert!(k.may_use("a"));
+        assert!(!k.may_use("m"));
+        k.models = vec![ALL_TEAM_MODELS.into()];
+        assert!(k.may_use("b"));
+        k.models = vec!["b".into()];
+        assert!(!k.may_use("a"), "the key's own list still applies");
+        k.user = Some(Owner {
+            id: "u".into(),
+            models: vec!["c".into()],
+            ..Default::default()
+        });
+        assert!(!k.may_use("b"));
+        k.is_master = true;
+        assert!(k.may_use("zzz"));
+    }
+
+    #[test]
+    fn blocked_expired_and_budgets() {
+        let mut k = key(&[]);
+        assert!(k.check_active(1000).is_ok());
+        k.expires = Some(1000);
+        assert!(matches!(
+            k.check_active(1000),
+            Err(GatewayError::KeyExpired { .. })
+        ));
+        k.expires = None;
+        k.max_budget = Some(1.0);
+        k.spend = 1.0;
+        assert!(matches!(
+            k.check_active(0),
+            Err(GatewayError::BudgetExceeded { .. })
+        ));
+        k.spend = 0.5;
+        k.team = Some(Owner {
+            id: "t".into(),
+            spend: 9.0,
+            max_budget: Some(5.0),
+            ..Default::default()
+        });
+        assert!(matches!(
+            k.check_active(0),
+            Err(GatewayError::BudgetExceeded { .. })
+        ));
+        k.team.as_mut().unwrap().blocked = true;
+        assert!(matches!(
+            k.check_active(0),
+            Err(GatewayError::TeamBlocked(_))
+        ));
+        k.blocked = true;
+        assert!(matches!(k.check_active(0), Err(GatewayError::KeyBlocked)));
+    }
+
+    #[test]
+    fn aliases_map_to_groups() {
+        let mut k = key(&[]);
+        k.aliases.insert("my-gpt".into(), "gpt-4o".into());
+        assert_eq!(k.resolve_model("my-gpt"), "gpt-4o");
+        assert_eq!(k.resolve_model("other"), "other");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms("30d"), Ok(30 * 86_400_000));
+        assert_eq!(parse_duration_ms("1mo"), Ok(30 * 86_400_000));
+        assert!(parse_duration_ms("30").is_err());
+        assert!(parse_duration_ms("soon").is_err());
+        assert!(parse_duration_ms("99999999999999999999d").is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! AuthHub: owns the list of this replica's AuthActors and the Redis
+//! subscription. A change made here is broadcast to every local worker and
+//! published to the other replicas; a change published elsewhere arrives
+//! through the subscription and is broadcast locally.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::StreamExt;
+
+use crate::actors::auth::{AuthActor, Invalidate};
+use crate::metrics::ActorMeter;
+use crate::shared::{Invalidation, Redis};
+
+pub struct AuthHub {
+    workers: Vec<Addr<AuthActor>>,
+    redis: Option<Redis>,
+    meter: ActorMeter,
+}
+
+impl AuthHub {
+    pub fn new(redis: Option<Redis>, meter: ActorMeter) -> Self {
+        AuthHub {
+            workers: Vec::new(),
+            redis,
+            meter,
+        }
+    }
+
+    fn broadcast(&mut self, what: &Invalidation) {
+        self.workers.retain(|w| w.connected());
+        for w in &self.workers {
+            w.do_send(Invalidate(what.clone()));
+        }
+    }
+}
+
+impl Actor for AuthHub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(redis) = self.redis.clone() {
+            let hub = ctx.address();
+            ctx.spawn(subscribe(redis, hub).into_actor(self));
+        }
+    }
+}
+
+impl Supervised for AuthHub {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.meter.restarted();
+    }
+}
+
+/// Keeps a subscription to the invalidation channel alive for as long as
+/// the hub lives.
+async fn subscribe(redis: Redis, hub: Addr<AuthHub>) {
+    let channel = redis.channel();
+    let mut first = true;
+    loop {
+        let conn = async {
+            let client = redis::Client::open(redis.url.as_str())?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        match conn {
+            Ok(mut pubsub) => {
+                if !first {
+                    // Messages may have been missed while we were away.
+                    hub.do_send(Received(Invalidation::All));
+                    tracing::info!("redis invalidation channel re-subscribed");
+                }
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    match serde_json::from_str::<Invalidation>(&payload) {
+                        Ok(what) => hub.do_send(Received(what)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "ignoring a malformed invalidation message")
+                        }
+                    }
+                }
+                tracing::warn!("redis invalidation channel closed; reconnecting");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot subscribe to the redis invalidation channel; retrying");
+            }
+        }
+        if !hub.connected() {
+            return;
+        }
+        first = false;
+        actix_rt::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Register(pub Addr<AuthActor>);
+
+impl Handler<Register> for AuthHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
+        let _t = self.meter.handling();
+        self.workers.push(msg.0);
+    }
+}
+
+/// An invalidation that arrived from Redis: broadcast locally only.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Received(Invalidation);
+
+impl Handler<Received> for AuthHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Received, _: &mut Context<Self>) {
+        self.meter.sent();
+        let _t = self.meter.handling();
+        self.broadcast(&msg.0);
+    }
+}
+
+/// A change made on this replica: broadcast locally, then tell the others.
+/// Answered once the local broadcast is queued and the publish is done, so
+/// the management call that caused it can return knowing it took effect.
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Changed {
+    pub what: Invalidation,
+    /// Hashes of keys whose shared cache entries must go.
+    pub key_hashes: Vec<String>,
+}
+
+impl Handler<Changed> for AuthHub {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: Changed, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.meter.handling();
+        self.broadcast(&msg.what);
+        let redis = self.redis.clone();
+        Box::pin(async move {
+            match redis {
+                Some(r) => r.invalidate(&msg.what, &msg.key_hashes).await,
+                None => Ok(()),
+            }
+        })
+    }
+}

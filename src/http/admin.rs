@@ -1,0 +1,193 @@
+//! What the management endpoints share: who may call them, reading JSON
+//! bodies with the failing field named, mapping storage errors, and
+//! telling every cache (here and on other replicas) what changed.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest};
+use serde::de::{DeserializeOwned, Deserializer};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{authenticate, read_body, WorkerState};
+use crate::access::KeyInfo;
+use crate::actors::auth_hub::Changed;
+use crate::error::GatewayError;
+use crate::shared::Invalidation;
+use crate::store::{Store, StoreError};
+
+pub fn management_error(
+    status: u16,
+    kind: &'static str,
+    message: impl Into<String>,
+    param: Option<&'static str>,
+) -> GatewayError {
+    GatewayError::Management {
+        status,
+        kind,
+        message: message.into(),
+        param,
+    }
+}
+
+pub fn not_found(message: impl Into<String>, param: &'static str) -> GatewayError {
+    management_error(404, "not_found_error", message, Some(param))
+}
+
+pub fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> GatewayError {
+    management_error(400, "bad_request_error", message, param)
+}
+
+pub fn forbidden(message: impl Into<String>) -> GatewayError {
+    management_error(403, "auth_error", message, None)
+}
+
+pub fn store(st: &WorkerState) -> Result<&Store, GatewayError> {
+    st.gw.store.as_ref().ok_or_else(|| {
+        GatewayError::Unavailable(
+            "no database is configured: set `database_url` in config.toml to manage keys".into(),
+        )
+    })
+}
+
+pub fn store_error(e: StoreError) -> GatewayError {
+    match e {
+        StoreError::Unavailable(m) => GatewayError::Unavailable(format!("database: {m}")),
+        StoreError::Duplicate(m) => management_error(409, "bad_request_error", m, None),
+        other => {
+            tracing::error!(error = %other, "database error");
+            GatewayError::Internal("database error".into())
+        }
+    }
+}
+
+/// The caller, who must hold the master key.
+pub async fn require_master(
+    st: &WorkerState,
+    req: &HttpRequest,
+) -> Result<Arc<KeyInfo>, GatewayError> {
+    let key = authenticate(st, req).await?;
+    if key.is_master {
+        Ok(key)
+    } else {
+        Err(forbidden(format!(
+            "Only the master key may call {}",
+            req.path()
+        )))
+    }
+}
+
+/// Reads a JSON body into `T`; a wrong type is a 422 naming the field.
+pub async fn json_body<T: DeserializeOwned>(
+    st: &WorkerState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<T, GatewayError> {
+    let bytes = read_body(req, payload, st.gw.config.server.max_body_bytes).await?;
+    let text = if bytes.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        &bytes[..]
+    };
+    let mut de = serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            bad_request(format!("The request body is not valid JSON: {inner}"), None)
+        } else {
+            management_error(
+                422,
+                "validation_error",
+                format!("invalid value for `{path}`: {inner}"),
+                None,
+            )
+        }
+    })
+}
+
+/// Tells this replica's workers and (through Redis) every other replica.
+pub async fn changed(st: &WorkerState, what: Invalidation, key_hashes: Vec<String>) {
+    match st.gw.auth_hub.send(Changed { what, key_hashes }).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not publish an invalidation to redis; other replicas see the change when their cache entry expires")
+        }
+        Err(e) => tracing::warn!(error = %e, "auth hub unavailable"),
+    }
+}
+
+/// Distinguishes a field sent as `null` (Some(None)) from one not sent (None).
+pub fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+pub fn iso(ms: Option<i64>) -> Value {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+pub fn json_text(s: &str, empty: Value) -> Value {
+    serde_json::from_str(s).unwrap_or(empty)
+}
+
+pub fn json_opt(s: &Option<String>) -> Value {
+    s.as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Keys are passed raw (`sk-…`) or as their hash; the hash is what is stored.
+pub fn token_of(key: &str) -> String {
+    let key = key.trim();
+    if key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        key.to_ascii_lowercase()
+    } else {
+        crate::actors::auth::hash_hex(key)
+    }
+}
+
+pub fn check_non_negative(field: &'static str, v: Option<f64>) -> Result<(), GatewayError> {
+    match v {
+        Some(x) if !x.is_finite() || x < 0.0 => Err(bad_request(
+            format!("{field} cannot be negative. Received: {x}"),
+            Some(field),
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub fn check_limit(field: &'static str, v: Option<i64>) -> Result<(), GatewayError> {
+    match v {
+        Some(x) if x < 0 => Err(bad_request(
+            format!("{field} cannot be negative. Received: {x}"),
+            Some(field),
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub fn parse_duration(field: &'static str, s: &str) -> Result<i64, GatewayError> {
+    crate::access::parse_duration_ms(s).map_err(|m| bad_request(m, Some(field)))
+}
+
+pub fn page_bounds(
+    page: Option<i64>,
+    size: Option<i64>,
+    default: i64,
+) -> Result<(i64, i64), GatewayError> {
+    let page = page.unwrap_or(1);
+    let size = size.unwrap_or(default);
+    if page < 1 {
+        return Err(bad_request("page must be at least 1", Some("page")));
+    }
+    if !(1..=100).contains(&size) {
+        return Err(bad_request("size must be between 1 and 100", Some("size")));
+    }
+    Ok((page, size))
+}

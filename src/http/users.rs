@@ -1,0 +1,426 @@
+//! `/user/*`: LiteLLM's internal-user management API.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::admin::*;
+use super::keys::{create_key, key_json, KeyFields};
+use super::{authenticate, WorkerState};
+use crate::error::GatewayError;
+use crate::shared::Invalidation;
+use crate::store::{now_ms, UserRow};
+
+pub fn user_json(row: &UserRow) -> Value {
+    json!({
+        "user_id": row.user_id,
+        "user_email": row.user_email,
+        "user_alias": row.user_alias,
+        "user_role": row.user_role,
+        "models": json_text(&row.models, json!([])),
+        "spend": row.spend,
+        "max_budget": row.max_budget,
+        "budget_duration": row.budget_duration,
+        "budget_reset_at": iso(row.budget_reset_at),
+        "rpm_limit": row.rpm_limit,
+        "tpm_limit": row.tpm_limit,
+        "max_parallel_requests": row.max_parallel_requests,
+        "metadata": json_text(&row.metadata, json!({})),
+        "created_at": iso(Some(row.created_at)),
+        "updated_at": iso(Some(row.updated_at)),
+    })
+}
+
+/// User fields; in updates, absent means unchanged and `null` clears.
+#[derive(Debug, Default, Deserialize)]
+struct UserFields {
+    #[serde(default, deserialize_with = "double_option")]
+    user_email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    user_alias: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    user_role: Option<Option<String>>,
+    #[serde(default)]
+    models: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    max_budget: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    budget_duration: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    rpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    tpm_limit: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    max_parallel_requests: Option<Option<i64>>,
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    spend: Option<f64>,
+}
+
+const ROLES: [&str; 4] = [
+    "proxy_admin",
+    "proxy_admin_viewer",
+    "internal_user",
+    "internal_user_viewer",
+];
+
+impl UserFields {
+    async fn apply(
+        &self,
+        st: &WorkerState,
+        row: &mut UserRow,
+        now: i64,
+    ) -> Result<(), GatewayError> {
+        if let Some(email) = &self.user_email {
+            if let Some(e) = email {
+                if store(st)?
+                    .user_email_taken(e, Some(&row.user_id))
+                    .await
+                    .map_err(store_error)?
+                {
+                    return Err(management_error(
+                        409,
+                        "bad_request_error",
+                        format!("User with email {e} already exists"),
+                        Some("user_email"),
+                    ));
+                }
+            }
+            row.user_email = email.clone();
+        }
+        if let Some(a) = &self.user_alias {
+            row.user_alias = a.clone();
+        }
+        if let Some(r) = &self.user_role {
+            if let Some(role) = r {
+                if !ROLES.contains(&role.as_str()) {
+                    return Err(bad_request(
+                        format!("user_role must be one of {ROLES:?}"),
+                        Some("user_role"),
+                    ));
+                }
+            }
+            row.user_role = r.clone();
+        }
+        if let Some(m) = &self.models {
+            row.models = json!(m).to_string();
+        }
+        if let Some(b) = self.max_budget {
+            check_non_negative("max_budget", b)?;
+            row.max_budget = b;
+        }
+        if let Some(bd) = &self.budget_duration {
+            row.budget_reset_at = match bd {
+                Some(s) => Some(now.saturating_add(parse_duration("budget_duration", s)?)),
+                None => None,
+            };
+            row.budget_duration = bd.clone();
+        }
+        for (field, src, dst) in [
+            ("rpm_limit", self.rpm_limit, &mut row.rpm_limit),
+            ("tpm_limit", self.tpm_limit, &mut row.tpm_limit),
+            (
+                "max_parallel_requests",
+                self.max_parallel_requests,
+                &mut row.max_parallel_requests,
+            ),
+        ] {
+            if let Some(v) = src {
+                check_limit(field, v)?;
+                *dst = v;
+            }
+        }
+        if let Some(m) = &self.metadata {
+            row.metadata = Value::Object(m.clone()).to_string();
+        }
+        check_non_negative("spend", self.spend)?;
+        row.updated_at = now;
+        Ok(())
+    }
+}
+
+fn blank_user(user_id: String, now: i64) -> UserRow {
+    UserRow {
+        user_id,
+        user_email: None,
+        user_alias: None,
+        user_role: Some("internal_user".into()),
+        models: "[]".into(),
+        spend: 0.0,
+        max_budget: None,
+        budget_duration: None,
+        budget_reset_at: None,
+        rpm_limit: None,
+        tpm_limit: None,
+        max_parallel_requests: None,
+        metadata: "{}".into(),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default = "yes")]
+    auto_create_key: bool,
+    #[serde(default)]
+    key_alias: Option<String>,
+    #[serde(default)]
+    duration: Option<String>,
+    #[serde(default)]
+    team_id: Option<String>,
+    #[serde(flatten)]
+    fields: UserFields,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub async fn new(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<WorkerState>,
+) -> Result<HttpResponse, GatewayError> {
+    require_master(&st, &req).await?;
+    let body: NewUser = json_body(&st, &req, payload).await?;
+    let now = now_ms();
+    let user_id = body
+        .user_id
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let store = store(&st)?;
+    if store
+        .get_user(&user_id)
+        .await
+        .map_err(store_error)?
+        .is_some()
+    {
+        return Err(management_error(
+            409,
+            "bad_request_error",
+            format!("User with id {user_id} already exists"),
+            Some("user_id"),
+        ));
+    }
+    let mut row = blank_user(user_id.clone(), now);
+    body.fields.apply(&st, &mut row, now).await?;
+    row.spend = body.fields.spend.unwrap_or(0.0);
+    store.insert_user(&row).await.map_err(|e| match e {
+        crate::store::StoreError::Duplicate(_) => management_error(
+            409,
+            "bad_request_error",
+            format!("User with id {user_id} already exists"),
+            Some("user_id"),
+        ),
+        other => store_error(other),
+    })?;
+    let mut out = user_json(&row);
+    let (key, key_name, expires) = if body.auto_create_key {
+        let fields = KeyFields {
+            key_alias: body.key_alias.clone().map(Some),
+            duration: body.duration.clone().map(Some),
+            models: body.fields.models.clone(),
+            user_id: Some(Some(user_id.clone())),
+            team_id: body.team_id.clone().map(Some),
+            ..Default::default()
+        };
+        let (raw, key_row) = create_key(&st, None, fields).await?;
+        (json!(raw), json!(key_row.key_name), iso(key_row.expires))
+    } else {
+        (json!(""), Value::Null, Value::Null)
+    };
+    if let Value::Object(m) = &mut out {
+        m.insert("key".into(), key);
+        m.insert("key_name".into(), key_name);
+        m.insert("expires".into(), expires);
+        m.insert("key_alias".into(), json!(body.key_alias));
+        m.insert(
+            "teams".into(),
+            json!(body.team_id.into_iter().collect::<Vec<_>>()),
+        );
+        m.insert("token".into(), Value::Null);
+    }
+    changed(&st, Invalidation::User(user_id), vec![]).await;
+    Ok(HttpResponse::Ok().json(out))
+}
+
+#[derive(Deserialize)]
+pub struct UserQuery {
+    user_id: Option<String>,
+}
+
+/// The master key reads any user; another key only its own user.
+pub async fn info(
+    req: HttpRequest,
+    query: web::Query<UserQuery>,
+    st: web::Data<WorkerState>,
+) -> Result<HttpResponse, GatewayError> {
+    let caller = authenticate(&st, &req).await?;
+    let user_id = match (query.into_inner().user_id, &caller.user_id) {
+        (Some(u), _) => u,
+        (None, Some(own)) => own.clone(),
+        (None, None) => return Err(bad_request("user_id is required", Some("user_id"))),
+    };
+    if !caller.is_master && caller.user_id.as_deref() != Some(user_id.as_str()) {
+        return Err(forbidden(format!(
+            "key not allowed to access this user's info. user_id={user_id}"
+        )));
+    }
+    let store = store(&st)?;
+    let row = store
+        .get_user(&user_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(format!("User {user_id} not found"), "user_id"))?;
+    let keys = store.keys_of_user(&user_id).await.map_err(store_error)?;
+    let memberships = store.memberships_of(&user_id).await.map_err(store_error)?;
+    let mut teams = Vec::new();
+    for m in &memberships {
+        if let Some(t) = store.get_team(&m.team_id).await.map_err(store_error)? {
+            teams.push(super::teams::team_json(&t, &[]));
+        }
+    }
+    let mut user_info = user_json(&row);
+    if let Value::Object(m) = &mut user_info {
+        m.insert(
+            "teams".into(),
+            json!(memberships
+                .iter()
+                .map(|m| m.team_id.clone())
+                .collect::<Vec<_>>()),
+        );
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "user_id": user_id,
+        "user_info": user_info,
+        "keys": keys.iter().map(key_json).collect::<Vec<_>>(),
+        "teams": teams,
+    })))
+}
+
+#[derive(Deserialize)]
+struct UpdateUser {
+    user_id: String,
+    #[serde(flatten)]
+    fields: UserFields,
+}
+
+/// Like LiteLLM, updating an unknown `user_id` creates that user.
+pub async fn update(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<WorkerState>,
+) -> Result<HttpResponse, GatewayError> {
+    require_master(&st, &req).await?;
+    let body: UpdateUser = json_body(&st, &req, payload).await?;
+    let store = store(&st)?;
+    let now = now_ms();
+    let existing = store.get_user(&body.user_id).await.map_err(store_error)?;
+    let is_new = existing.is_none();
+    let mut row = existing.unwrap_or_else(|| blank_user(body.user_id.clone(), now));
+    body.fields.apply(&st, &mut row, now).await?;
+    if is_new {
+        row.spend = body.fields.spend.unwrap_or(0.0);
+        store.insert_user(&row).await.map_err(store_error)?;
+    } else {
+        store.update_user(&row).await.map_err(store_error)?;
+        if let Some(s) = body.fields.spend {
+            store
+                .set_user_spend(&row.user_id, s)
+                .await
+                .map_err(store_error)?;
+            row.spend = s;
+        }
+    }
+    let hashes = store
+        .keys_of_user(&row.user_id)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(|k| k.token)
+        .collect();
+    changed(&st, Invalidation::User(row.user_id.clone()), hashes).await;
+    Ok(HttpResponse::Ok().json(json!({ "user_id": row.user_id, "data": user_json(&row) })))
+}
+
+#[derive(Deserialize)]
+struct DeleteUsers {
+    user_ids: Vec<String>,
+}
+
+/// Deletes users with their keys and memberships; answers the count, as LiteLLM does.
+pub async fn delete(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<WorkerState>,
+) -> Result<HttpResponse, GatewayError> {
+    require_master(&st, &req).await?;
+    let body: DeleteUsers = json_body(&st, &req, payload).await?;
+    let store = store(&st)?;
+    for id in &body.user_ids {
+        if store.get_user(id).await.map_err(store_error)?.is_none() {
+            return Err(not_found(
+                format!("User not found, passed user_id={id}"),
+                "user_ids",
+            ));
+        }
+    }
+    let (n, tokens) = store
+        .delete_users(&body.user_ids)
+        .await
+        .map_err(store_error)?;
+    for id in &body.user_ids {
+        changed(&st, Invalidation::User(id.clone()), tokens.clone()).await;
+    }
+    Ok(HttpResponse::Ok().json(n))
+}
+
+#[derive(Deserialize)]
+pub struct UserList {
+    page: Option<i64>,
+    page_size: Option<i64>,
+}
+
+pub async fn list(
+    req: HttpRequest,
+    query: web::Query<UserList>,
+    st: web::Data<WorkerState>,
+) -> Result<HttpResponse, GatewayError> {
+    require_master(&st, &req).await?;
+    let q = query.into_inner();
+    let (page, size) = page_bounds(q.page, q.page_size, 25)?;
+    let store = store(&st)?;
+    let (rows, total) = store.list_users(page, size).await.map_err(store_error)?;
+    let ids: Vec<String> = rows.iter().map(|r| r.user_id.clone()).collect();
+    let counts = store.key_counts_by_user(&ids).await.map_err(store_error)?;
+    let users: Vec<Value> = rows
+        .iter()
+        .zip(counts)
+        .map(|(r, (_, n))| {
+            let mut v = user_json(r);
+            if let Value::Object(m) = &mut v {
+                m.insert("key_count".into(), json!(n));
+            }
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "users": users,
+        "total": total,
+        "page": page,
+        "page_size": size,
+        "total_pages": (total + size - 1) / size,
+    })))
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/user/new", web::post().to(new))
+        .route("/user/info", web::get().to(info))
+        .route("/user/update", web::post().to(update))
+        .route("/user/delete", web::post().to(delete))
+        .route("/user/list", web::get().to(list));
+}
