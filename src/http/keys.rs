@@ -41,6 +41,12 @@ fn key_name(raw: &str) -> String {
 /// not sent is left alone; one sent as `null` is cleared.
 #[derive(Debug, Default, Deserialize)]
 pub struct KeyFields {
+    /// The key to act on (update, regenerate) or a custom key (generate).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Regenerate only: the new secret to use instead of a generated one.
+    #[serde(default)]
+    pub new_key: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
     pub key_alias: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
@@ -231,14 +237,6 @@ fn issued_json(raw_key: &str, row: &KeyRow) -> Value {
     v
 }
 
-#[derive(Deserialize)]
-pub struct GenerateRequest {
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(flatten)]
-    fields: KeyFields,
-}
-
 /// Creates a key row from a generate request; shared with `/user/new`.
 pub async fn create_key(
     st: &WorkerState,
@@ -288,16 +286,10 @@ pub async fn generate(
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
     require_master(&st, &req).await?;
-    let body: GenerateRequest = json_body(&st, &req, payload).await?;
-    let (raw, row) = create_key(&st, body.key, body.fields).await?;
+    let mut body: KeyFields = json_body(&st, &req, payload).await?;
+    let custom = body.key.take();
+    let (raw, row) = create_key(&st, custom, body).await?;
     Ok(HttpResponse::Ok().json(issued_json(&raw, &row)))
-}
-
-#[derive(Deserialize)]
-struct UpdateRequest {
-    key: String,
-    #[serde(flatten)]
-    fields: KeyFields,
 }
 
 async fn load_key(st: &WorkerState, key: &str) -> Result<KeyRow, GatewayError> {
@@ -314,9 +306,12 @@ pub async fn update(
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
     require_master(&st, &req).await?;
-    let body: UpdateRequest = json_body(&st, &req, payload).await?;
-    let mut row = load_key(&st, &body.key).await?;
-    let spend = body.fields.apply(&st, &mut row, now_ms()).await?;
+    let body: KeyFields = json_body(&st, &req, payload).await?;
+    let key = body.key.clone().ok_or_else(|| {
+        management_error(422, "validation_error", "`key` is required", Some("key"))
+    })?;
+    let mut row = load_key(&st, &key).await?;
+    let spend = body.apply(&st, &mut row, now_ms()).await?;
     let store = store(&st)?;
     if !store.update_key(&row).await.map_err(store_error)? {
         return Err(not_found("Key not found in database", "key"));
@@ -336,7 +331,7 @@ pub async fn update(
     .await;
     let mut v = key_json(&row);
     if let Value::Object(m) = &mut v {
-        m.insert("key".into(), json!(body.key));
+        m.insert("key".into(), json!(key));
     }
     Ok(HttpResponse::Ok().json(v))
 }
@@ -503,16 +498,6 @@ pub async fn unblock(
     set_blocked(req, payload, st, false).await
 }
 
-#[derive(Deserialize)]
-struct RegenerateRequest {
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
-    new_key: Option<String>,
-    #[serde(flatten)]
-    fields: KeyFields,
-}
-
 /// Issues a new secret for an existing key: same row (spend, limits,
 /// owner), new hash; the old secret stops working at once.
 pub async fn regenerate(
@@ -522,14 +507,14 @@ pub async fn regenerate(
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
     require_master(&st, &req).await?;
-    let body: RegenerateRequest = json_body(&st, &req, payload).await?;
+    let mut body: KeyFields = json_body(&st, &req, payload).await?;
     let old = path
         .map(|p| p.into_inner())
-        .or(body.key)
+        .or(body.key.take())
         .ok_or_else(|| bad_request("No key passed in.", Some("key")))?;
     let mut row = load_key(&st, &old).await?;
     let old_token = row.token.clone();
-    let raw = match body.new_key {
+    let raw = match body.new_key.take() {
         Some(k) if !k.starts_with("sk-") || k.len() < 8 => {
             return Err(bad_request(
                 "new_key must start with 'sk-' and be at least 8 characters.",
@@ -540,7 +525,7 @@ pub async fn regenerate(
         None => new_key(),
     };
     let now = now_ms();
-    let spend = body.fields.apply(&st, &mut row, now).await?;
+    let spend = body.apply(&st, &mut row, now).await?;
     let store = store(&st)?;
     store.update_key(&row).await.map_err(store_error)?;
     row.token = hash_hex(&raw);

@@ -60,6 +60,11 @@ fn check_role(role: &str) -> Result<(), GatewayError> {
 
 #[derive(Debug, Default, Deserialize)]
 struct TeamFields {
+    #[serde(default)]
+    team_id: Option<String>,
+    /// `/team/new` only.
+    #[serde(default)]
+    members_with_roles: Vec<Member>,
     #[serde(default, deserialize_with = "double_option")]
     team_alias: Option<Option<String>>,
     #[serde(default)]
@@ -127,16 +132,6 @@ impl TeamFields {
     }
 }
 
-#[derive(Deserialize)]
-struct NewTeam {
-    #[serde(default)]
-    team_id: Option<String>,
-    #[serde(default)]
-    members_with_roles: Vec<Member>,
-    #[serde(flatten)]
-    fields: TeamFields,
-}
-
 async fn ensure_user(store: &Store, user_id: &str, now: i64) -> Result<(), GatewayError> {
     if store
         .get_user(user_id)
@@ -175,10 +170,11 @@ pub async fn new(
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
     require_master(&st, &req).await?;
-    let body: NewTeam = json_body(&st, &req, payload).await?;
+    let body: TeamFields = json_body(&st, &req, payload).await?;
     let now = now_ms();
     let team_id = body
         .team_id
+        .clone()
         .filter(|t| !t.trim().is_empty())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let duplicate = || {
@@ -212,8 +208,8 @@ pub async fn new(
         created_at: now,
         updated_at: now,
     };
-    body.fields.apply(&mut row, now)?;
-    row.spend = body.fields.spend.unwrap_or(0.0);
+    body.apply(&mut row, now)?;
+    row.spend = body.spend.unwrap_or(0.0);
     let mut members = Vec::new();
     for m in &body.members_with_roles {
         check_role(&m.role)?;
@@ -303,25 +299,26 @@ async fn team_changed(st: &WorkerState, store: &Store, team_id: &str) -> Result<
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct UpdateTeam {
-    team_id: String,
-    #[serde(flatten)]
-    fields: TeamFields,
-}
-
 pub async fn update(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
     require_master(&st, &req).await?;
-    let body: UpdateTeam = json_body(&st, &req, payload).await?;
+    let body: TeamFields = json_body(&st, &req, payload).await?;
+    let team_id = body.team_id.clone().ok_or_else(|| {
+        management_error(
+            422,
+            "validation_error",
+            "`team_id` is required",
+            Some("team_id"),
+        )
+    })?;
     let store = store(&st)?;
-    let mut row = load_team(store, &body.team_id).await?;
-    body.fields.apply(&mut row, now_ms())?;
+    let mut row = load_team(store, &team_id).await?;
+    body.apply(&mut row, now_ms())?;
     store.update_team(&row).await.map_err(store_error)?;
-    if let Some(s) = body.fields.spend {
+    if let Some(s) = body.spend {
         store
             .set_team_spend(&row.team_id, s)
             .await

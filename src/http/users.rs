@@ -34,6 +34,17 @@ pub fn user_json(row: &UserRow) -> Value {
 /// User fields; in updates, absent means unchanged and `null` clears.
 #[derive(Debug, Default, Deserialize)]
 struct UserFields {
+    #[serde(default)]
+    user_id: Option<String>,
+    /// `/user/new` only: also issue a key (default true).
+    #[serde(default)]
+    auto_create_key: Option<bool>,
+    #[serde(default)]
+    key_alias: Option<String>,
+    #[serde(default)]
+    duration: Option<String>,
+    #[serde(default)]
+    team_id: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
     user_email: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
@@ -160,36 +171,17 @@ fn blank_user(user_id: String, now: i64) -> UserRow {
     }
 }
 
-#[derive(Deserialize)]
-struct NewUser {
-    #[serde(default)]
-    user_id: Option<String>,
-    #[serde(default = "yes")]
-    auto_create_key: bool,
-    #[serde(default)]
-    key_alias: Option<String>,
-    #[serde(default)]
-    duration: Option<String>,
-    #[serde(default)]
-    team_id: Option<String>,
-    #[serde(flatten)]
-    fields: UserFields,
-}
-
-fn yes() -> bool {
-    true
-}
-
 pub async fn new(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
     require_master(&st, &req).await?;
-    let body: NewUser = json_body(&st, &req, payload).await?;
+    let body: UserFields = json_body(&st, &req, payload).await?;
     let now = now_ms();
     let user_id = body
         .user_id
+        .clone()
         .filter(|u| !u.trim().is_empty())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let store = store(&st)?;
@@ -207,8 +199,8 @@ pub async fn new(
         ));
     }
     let mut row = blank_user(user_id.clone(), now);
-    body.fields.apply(&st, &mut row, now).await?;
-    row.spend = body.fields.spend.unwrap_or(0.0);
+    body.apply(&st, &mut row, now).await?;
+    row.spend = body.spend.unwrap_or(0.0);
     store.insert_user(&row).await.map_err(|e| match e {
         crate::store::StoreError::Duplicate(_) => management_error(
             409,
@@ -219,11 +211,11 @@ pub async fn new(
         other => store_error(other),
     })?;
     let mut out = user_json(&row);
-    let (key, key_name, expires) = if body.auto_create_key {
+    let (key, key_name, expires) = if body.auto_create_key.unwrap_or(true) {
         let fields = KeyFields {
             key_alias: body.key_alias.clone().map(Some),
             duration: body.duration.clone().map(Some),
-            models: body.fields.models.clone(),
+            models: body.models.clone(),
             user_id: Some(Some(user_id.clone())),
             team_id: body.team_id.clone().map(Some),
             ..Default::default()
@@ -302,13 +294,6 @@ pub async fn info(
     })))
 }
 
-#[derive(Deserialize)]
-struct UpdateUser {
-    user_id: String,
-    #[serde(flatten)]
-    fields: UserFields,
-}
-
 /// Like LiteLLM, updating an unknown `user_id` creates that user.
 pub async fn update(
     req: HttpRequest,
@@ -316,19 +301,27 @@ pub async fn update(
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
     require_master(&st, &req).await?;
-    let body: UpdateUser = json_body(&st, &req, payload).await?;
+    let body: UserFields = json_body(&st, &req, payload).await?;
+    let user_id = body.user_id.clone().ok_or_else(|| {
+        management_error(
+            422,
+            "validation_error",
+            "`user_id` is required",
+            Some("user_id"),
+        )
+    })?;
     let store = store(&st)?;
     let now = now_ms();
-    let existing = store.get_user(&body.user_id).await.map_err(store_error)?;
+    let existing = store.get_user(&user_id).await.map_err(store_error)?;
     let is_new = existing.is_none();
-    let mut row = existing.unwrap_or_else(|| blank_user(body.user_id.clone(), now));
-    body.fields.apply(&st, &mut row, now).await?;
+    let mut row = existing.unwrap_or_else(|| blank_user(user_id.clone(), now));
+    body.apply(&st, &mut row, now).await?;
     if is_new {
-        row.spend = body.fields.spend.unwrap_or(0.0);
+        row.spend = body.spend.unwrap_or(0.0);
         store.insert_user(&row).await.map_err(store_error)?;
     } else {
         store.update_user(&row).await.map_err(store_error)?;
-        if let Some(s) = body.fields.spend {
+        if let Some(s) = body.spend {
             store
                 .set_user_spend(&row.user_id, s)
                 .await

@@ -164,3 +164,177 @@ pub async fn metric(gw: &RunningGateway, prefix: &str) -> f64 {
         .and_then(|n| n.parse::<f64>().ok())
         .unwrap_or(0.0)
 }
+
+/// Where the tests' PostgreSQL lives (trust auth on this machine and in CI).
+pub fn pg_base() -> String {
+    std::env::var("TOLLGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TOLLGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of its own for one test: a fresh SQLite file or a fresh
+/// PostgreSQL database, dropped by `cleanup`.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        let name = format!("tollgate_t_{}", uuid::Uuid::new_v4().simple());
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join("tollgate-tests");
+                std::fs::create_dir_all(&dir).unwrap();
+                TestDb {
+                    url: format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
+                    backend,
+                    name,
+                }
+            }
+            Backend::Postgres => {
+                pg_admin(&format!("CREATE DATABASE {name}")).await;
+                TestDb {
+                    url: format!("{}/{name}", pg_base()),
+                    backend,
+                    name,
+                }
+            }
+        }
+    }
+
+    pub async fn cleanup(self) {
+        match self.backend {
+            Backend::Sqlite => {
+                let path = self.url.trim_start_matches("sqlite://");
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{path}{suffix}"));
+                }
+            }
+            Backend::Postgres => {
+                pg_admin(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .await;
+            }
+        }
+    }
+}
+
+async fn pg_admin(sql: &str) {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let mut conn = AsyncPgConnection::establish(&format!("{}/postgres", pg_base()))
+        .await
+        .expect("PostgreSQL is reachable for tests (see .ci/run)");
+    conn.batch_execute(sql).await.expect("admin statement");
+}
+
+/// A gateway with a database (and optionally Redis, under a unique prefix).
+pub async fn spawn_gateway_db(
+    fragment: &str,
+    db: &TestDb,
+    redis_prefix: Option<&str>,
+) -> RunningGateway {
+    let redis = match redis_prefix {
+        Some(p) => format!(
+            "redis_url = \"{}\"\n[storage]\nredis_prefix = \"{p}\"\n",
+            redis_url()
+        ),
+        None => String::new(),
+    };
+    spawn_gateway(&format!("database_url = \"{}\"\n{redis}{fragment}", db.url)).await
+}
+
+pub async fn post_json(gw: &RunningGateway, path: &str, key: &str, body: Value) -> Resp {
+    post(gw, path, Some(key), &body).await
+}
+
+/// A TCP forwarder the test can cut and restore, to take a database away.
+pub struct Cuttable {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cuttable {
+    pub fn start(target: &str) -> Cuttable {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let target = target.to_string();
+        let flag = stop.clone();
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Default::default();
+        {
+            // One watcher: when cut, every open connection is shut at once.
+            let flag = stop.clone();
+            let conns = conns.clone();
+            std::thread::spawn(move || loop {
+                if flag.load(Ordering::SeqCst) {
+                    for c in conns.lock().unwrap().drain(..) {
+                        let _ = c.shutdown(std::net::Shutdown::Both);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            });
+        }
+        std::thread::spawn(move || {
+            for incoming in listener.incoming() {
+                let Ok(client) = incoming else { continue };
+                if flag.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                conns.lock().unwrap().push(client.try_clone().unwrap());
+                conns.lock().unwrap().push(server.try_clone().unwrap());
+                for (mut a, mut b) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        loop {
+                            use std::io::{Read, Write};
+                            if flag.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            match a.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if b.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = a.shutdown(std::net::Shutdown::Both);
+                        let _ = b.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cuttable { port, stop }
+    }
+
+    pub fn cut(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.stop.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Turn the raw output of bench/run.sh into one Markdown report.
+
+Reads from the run directory (stdlib only):
+
+  meta.env                    KEY=VALUE lines: machine, knobs, ports
+  sat_direct.json             oha --output-format json, saturation, mock direct
+  sat_gateway.json            same, through tollgate
+  rate_<R>_direct.json        oha at a fixed rate R req/s, mock direct
+  rate_<R>_gateway.json       same, through tollgate
+  ttfc_direct.json            bench/ttfc.py, streaming mock direct
+  ttfc_gateway.json           same, through tollgate
+  rss.txt                     "<phase> <VmRSS kB>" samples of the gateway
+  hwm.txt                     gateway VmHWM (kB) read at the end of the load
+  failures.txt                one line per phase that failed (may be absent)
+
+A missing or unreadable file shows as "n/a" in the table; it never hides
+the rest of the report.
+
+    bench/report.py --dir /tmp/tollgate-bench.XXXX --out bench/last-run.md
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def load_meta(path):
+    meta = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.rstrip("\n")
+                if "=" in line:
+                    k, v = line.split("=", 1)
+                    meta[k] = v
+    except OSError:
+        pass
+    return meta
+
+
+def oha_summary(d):
+    """Requests/s, ok, errors, achieved ok-rate and latency percentiles (ms)."""
+    if not d:
+        return None
+    codes = {int(k): v for k, v in (d.get("statusCodeDistribution") or {}).items()}
+    transport_errors = sum((d.get("errorDistribution") or {}).values())
+    ok = sum(v for k, v in codes.items() if 200 <= k < 300)
+    non2xx = sum(v for k, v in codes.items() if not 200 <= k < 300)
+    wall = d["summary"].get("total") or 0.0
+    lp = d.get("latencyPercentiles") or {}
+
+    def ms(key):
+        v = lp.get(key)
+        return None if v is None else v * 1000.0
+
+    return {
+        "rps": d["summary"].get("requestsPerSec"),
+        "ok_rps": ok / wall if wall else None,
+        "ok": ok,
+        "errors": non2xx + transport_errors,
+        "error_kinds": dict(list((d.get("errorDistribution") or {}).items())[:3]),
+        "non2xx": {str(k): v for k, v in codes.items() if not 200 <= k < 300},
+        "p50": ms("p50"),
+        "p99": ms("p99"),
+        "wall": wall,
+    }
+
+
+def fmt(v, digits=3, suffix=""):
+    if v is None:
+        return "n/a"
+    return f"{v:,.{digits}f}{suffix}"
+
+
+def fmt_int(v):
+    return "n/a" if v is None else f"{v:,}"
+
+
+def diff(b, a):
+    if b is None or a is None:
+        return None
+    return b - a
+
+
+def err_cell(s):
+    if s is None:
+        return "n/a"
+    if not s["errors"]:
+        return "0"
+    detail = ", ".join(f"{k}: {v}" for k, v in list(s["non2xx"].items()) + list(s["error_kinds"].items()))
+    return f"**{s['errors']:,}** ({detail})" if detail else f"**{s['errors']:,}**"
+
+
+def rss_stats(path):
+    samples = []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[1].isdigit():
+                    samples.append((parts[0], int(parts[1])))
+    except OSError:
+        return None
+    if not samples:
+        return None
+    idle = [kb for ph, kb in samples if ph == "idle"]
+    after = [kb for ph, kb in samples if ph == "after"]
+    load = [kb for ph, kb in samples if ph not in ("idle", "after")]
+    mb = lambda kb: kb / 1024.0  # noqa: E731
+    return {
+        "idle": mb(statistics.median(idle)) if idle else None,
+        "peak": mb(max(load)) if load else None,
+        "after": mb(after[-1]) if after else None,
+        "n": len(samples),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--out", default=None, help="also write the report here")
+    a = ap.parse_args()
+    D = lambda name: os.path.join(a.dir, name)  # noqa: E731
+
+    m = load_meta(D("meta.env"))
+    rates = [r for r in m.get("RATES", "").split() if r]
+    out = []
+    w = out.append
+
+    w(f"### tollgate bench — {m.get('DATE', '?')}")
+    w("")
+    w("| Setting | Value |")
+    w("|---|---|")
+    w(f"| Machine | {m.get('NPROC', '?')} CPUs × {m.get('CPU', '?')}, kernel {m.get('KERNEL', '?')} |")
+    w(f"| Git rev | `{m.get('GIT_REV', '?')}` |")
+    w(f"| Gateway workers | {m.get('GATEWAY_WORKERS', '?')} |")
+    w(f"| Mock workers | {m.get('MOCK_WORKERS', '?')} (per mock instance) |")
+    w(f"| Load generator | {m.get('OHA_VERSION', 'oha')}, same machine (client, mock and gateway share the CPUs) |")
+    w(f"| Saturation | {m.get('DURATION', '?')} s per side, {m.get('CONNECTIONS', '?')} connections |")
+    w(f"| Fixed rates | {', '.join(rates) or '?'} req/s, {m.get('DURATION', '?')} s per side, "
+      f"{m.get('RATE_CONNECTIONS', '?')} connections, latency corrected for coordinated omission |")
+    w(f"| Streaming | {m.get('STREAM_REQUESTS', '?')} requests, concurrency {m.get('STREAM_CONCURRENCY', '?')}, "
+      f"mock sends {m.get('STREAM_CHUNKS', '?')} chunks {m.get('STREAM_INTERVAL_MS', '?')} ms apart |")
+    w("")
+
+    # 1. Saturation -----------------------------------------------------------
+    sa = oha_summary(load_json(D("sat_direct.json")))
+    sb = oha_summary(load_json(D("sat_gateway.json")))
+    ratio = (sb["ok_rps"] / sa["ok_rps"] * 100.0) if sa and sb and sa["ok_rps"] else None
+    w("**Saturation throughput** (non-streaming `POST /v1/chat/completions`)")
+    w("")
+    w("| Path | Requests/s (2xx) | p50 ms | p99 ms | Errors |")
+    w("|---|---:|---:|---:|---|")
+    for name, s in (("(a) mock direct", sa), ("(b) through tollgate", sb)):
+        w(f"| {name} | {fmt(s and s['ok_rps'], 0)} | {fmt(s and s['p50'])} | {fmt(s and s['p99'])} | {err_cell(s)} |")
+    w(f"| **(b)/(a)** | **{fmt(ratio, 1, ' %')}** | | | |")
+    w("")
+
+    # 2. Fixed rates ----------------------------------------------------------
+    w("**Latency at fixed rates** (ms; achieved = 2xx responses per second actually served)")
+    w("")
+    w("| Target req/s | Direct achieved | Direct p50 | Direct p99 | Direct errors "
+      "| Gateway achieved | Gateway p50 | Gateway p99 | Gateway errors "
+      "| **Added p50** | **Added p99** |")
+    w("|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|")
+    for r in rates:
+        ra = oha_summary(load_json(D(f"rate_{r}_direct.json")))
+        rb = oha_summary(load_json(D(f"rate_{r}_gateway.json")))
+
+        def ach(s):
+            if s is None:
+                return "n/a"
+            cell = fmt(s["ok_rps"], 0)
+            return cell + " ⚠ missed" if s["ok_rps"] < 0.95 * float(r) else cell
+
+        w(f"| {int(r):,} | {ach(ra)} | {fmt(ra and ra['p50'])} | {fmt(ra and ra['p99'])} | {err_cell(ra)} "
+          f"| {ach(rb)} | {fmt(rb and rb['p50'])} | {fmt(rb and rb['p99'])} | {err_cell(rb)} "
+          f"| **{fmt(diff(rb and rb['p50'], ra and ra['p50']))}** "
+          f"| **{fmt(diff(rb and rb['p99'], ra and ra['p99']))}** |")
+    w("")
+
+    # 3. Streaming ------------------------------------------------------------
+    ta = load_json(D("ttfc_direct.json"))
+    tb = load_json(D("ttfc_gateway.json"))
+    g = lambda t, part, p: t and t.get(part, {}).get(p)  # noqa: E731
+    w("**Streaming** (`\"stream\": true`; TTFC = time to the first `data:` line; ms)")
+    w("")
+    w("| Path | TTFC p50 | TTFC p99 | To `[DONE]` p50 | To `[DONE]` p99 | OK | Errors |")
+    w("|---|---:|---:|---:|---:|---:|---|")
+    for name, t in (("(a) mock direct", ta), ("(b) through tollgate", tb)):
+        errs = "n/a" if not t else (f"**{t['errors']}**" if t["errors"] else "0")
+        w(f"| {name} | {fmt(g(t, 'ttfc_ms', 'p50'))} | {fmt(g(t, 'ttfc_ms', 'p99'))} "
+          f"| {fmt(g(t, 'total_ms', 'p50'))} | {fmt(g(t, 'total_ms', 'p99'))} "
+          f"| {fmt_int(t and t.get('ok'))} | {errs} |")
+    w(f"| **Added (b)−(a)** | **{fmt(diff(g(tb, 'ttfc_ms', 'p50'), g(ta, 'ttfc_ms', 'p50')))}** "
+      f"| **{fmt(diff(g(tb, 'ttfc_ms', 'p99'), g(ta, 'ttfc_ms', 'p99')))}** "
+      f"| {fmt(diff(g(tb, 'total_ms', 'p50'), g(ta, 'total_ms', 'p50')))} "
+      f"| {fmt(diff(g(tb, 'total_ms', 'p99'), g(ta, 'total_ms', 'p99')))} | | |")
+    w("")
+
+    # 4. Memory ---------------------------------------------------------------
+    rs = rss_stats(D("rss.txt"))
+    hwm = None
+    try:
+        with open(D("hwm.txt")) as f:
+            hwm = int(f.read().strip()) / 1024.0
+    except (OSError, ValueError):
+        pass
+    w("**Gateway memory** (VmRSS of the `tollgate serve` process, MB)")
+    w("")
+    w("| Idle (before load) | Peak during load (sampled every 0.2 s) | Peak (kernel VmHWM) | After load |")
+    w("|---:|---:|---:|---:|")
+    w(f"| {fmt(rs and rs['idle'], 1)} | {fmt(rs and rs['peak'], 1)} | {fmt(hwm, 1)} | {fmt(rs and rs['after'], 1)} |")
+    w("")
+
+    failures = []
+    try:
+        with open(D("failures.txt")) as f:
+            failures = [ln.strip() for ln in f if ln.strip()]
+    except OSError:
+        pass
+    if failures:
+        w("**Failed phases:** " + "; ".join(failures))
+        w("")
+
+    text = "\n".join(out)
+    sys.stdout.write(text + "\n")
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

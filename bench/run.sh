@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# tollgate benchmark: one command, one Markdown table.
+#
+#   bench/run.sh                       # build release, run everything (~2 min)
+#   BENCH_NO_BUILD=1 bench/run.sh      # use the existing target/release/tollgate
+#
+# Starts two `tollgate mock-upstream` instances (plain + streaming) and one
+# `tollgate serve` pointed at them, all on free loopback ports, then measures
+# in one run, against the same mock with the same requests:
+#   1. saturation throughput, mock direct vs through the gateway (oha)
+#   2. p50/p99 at fixed rates (oha -q), and the latency the gateway adds
+#   3. gateway RSS: idle and peak during the load phases
+#   4. streaming time-to-first-chunk, direct vs gateway (bench/ttfc.py)
+# and prints a Markdown table, also written to bench/last-run.md.
+# See bench/README.md for what every number means.
+#
+# Knobs (environment):
+#   BENCH_NO_BUILD=1            skip `cargo build --release`
+#   BENCH_DURATION=10           seconds per measured oha run
+#   BENCH_CONNECTIONS=64        connections for the saturation runs
+#   BENCH_RATES="100 1000 5000" fixed rates, requests/s
+#   BENCH_RATE_CONNECTIONS=50   connections for the fixed-rate runs
+#   BENCH_WARMUP=2              seconds of untimed warm-up per side
+#   BENCH_GATEWAY_WORKERS=2     `tollgate serve --workers`
+#   BENCH_MOCK_WORKERS=1        `tollgate mock-upstream --workers` (each mock)
+#   BENCH_STREAM_REQUESTS=200   streaming requests per side
+#   BENCH_STREAM_CONCURRENCY=8  streaming concurrency
+#   BENCH_STREAM_CHUNKS=20      chunks per streamed answer (streaming mock)
+#   BENCH_STREAM_INTERVAL_MS=5  delay between chunks (streaming mock)
+#   BENCH_BUILD_TIMEOUT=1800    seconds allowed for the release build
+#   BENCH_KEEP_TMP=1            keep the run directory (configs, logs, raw JSON)
+#   BENCH_OUT=bench/last-run.md where the Markdown report is written
+#   OHA=/path/to/oha            load generator (default: oha on PATH, ~/.cargo/bin/oha)
+#   BENCH_KEYS=N                RESERVED, ignored for now: a later scenario will
+#                               create N distinct virtual keys and spread the
+#                               load over them (the "1000 virtual keys" issue).
+#
+# Only 127.0.0.1 is ever contacted. Exit status is non-zero if a process fails
+# to start or any phase fails or times out.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/bench"
+
+DURATION=${BENCH_DURATION:-10}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+RATES=${BENCH_RATES:-"100 1000 5000"}
+RATE_CONNECTIONS=${BENCH_RATE_CONNECTIONS:-50}
+WARMUP=${BENCH_WARMUP:-2}
+GATEWAY_WORKERS=${BENCH_GATEWAY_WORKERS:-2}
+MOCK_WORKERS=${BENCH_MOCK_WORKERS:-1}
+STREAM_REQUESTS=${BENCH_STREAM_REQUESTS:-200}
+STREAM_CONCURRENCY=${BENCH_STREAM_CONCURRENCY:-8}
+STREAM_CHUNKS=${BENCH_STREAM_CHUNKS:-20}
+STREAM_INTERVAL_MS=${BENCH_STREAM_INTERVAL_MS:-5}
+BUILD_TIMEOUT=${BENCH_BUILD_TIMEOUT:-1800}
+OUT=${BENCH_OUT:-$BENCH/last-run.md}
+# BENCH_KEYS is reserved (see header); deliberately unused for now.
+
+MASTER_KEY="sk-bench-master-key"
+STARTUP_TIMEOUT=20   # seconds for each process to answer
+SLACK=30             # extra seconds allowed per oha run beyond its duration
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+for v in DURATION CONNECTIONS RATE_CONNECTIONS WARMUP GATEWAY_WORKERS MOCK_WORKERS \
+         STREAM_REQUESTS STREAM_CONCURRENCY STREAM_CHUNKS STREAM_INTERVAL_MS; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a whole number (got '${!v}')"
+done
+for r in $RATES; do [[ $r =~ ^[0-9]+$ ]] || die "BENCH_RATES must be whole numbers (got '$r')"; done
+
+OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
+[[ -x $OHA ]] || die "oha not found (cargo install oha, or set OHA=/path/to/oha)"
+command -v python3 >/dev/null || die "python3 not found"
+command -v curl >/dev/null || die "curl not found"
+
+# --- 0. Build -----------------------------------------------------------------
+if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+  log "cargo build --release (BENCH_NO_BUILD=1 to skip)"
+  (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release) || die "release build failed"
+fi
+[[ -x $ROOT/target/release/tollgate ]] || die "target/release/tollgate missing (build first)"
+
+# --- Run directory, cleanup ---------------------------------------------------
+T=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-bench.XXXXXX")
+PIDS=()
+cleanup() {
+  local rc=$?
+  set +e
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    local alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [[ $alive == 0 ]] && break
+    sleep 0.3
+  done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  if [[ ${BENCH_KEEP_TMP:-0} == 1 || $rc != 0 ]]; then
+    log "run directory kept: $T"
+  else
+    rm -rf "$T"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A private copy, so a concurrent `cargo build` cannot swap the binary mid-run.
+cp "$ROOT/target/release/tollgate" "$T/tollgate"
+BIN="$T/tollgate"
+
+# Three distinct free loopback ports (all bound at once, so they differ).
+read -r MOCK_PORT STREAM_PORT GW_PORT < <(python3 - <<'EOF'
+import socket
+socks = []
+for _ in range(3):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(*[s.getsockname()[1] for s in socks])
+EOF
+)
+
+cat > "$T/config.toml" <<EOF
+# Written by bench/run.sh
+master_key = "$MASTER_KEY"
+
+[server]
+host = "127.0.0.1"
+port = $GW_PORT
+workers = $GATEWAY_WORKERS
+
+[logging]
+level = "warn"
+request_log = "off"
+
+[[models.bench-gpt.deployments]]
+provider = "openai_compatible"
+model = "mock-gpt"
+api_base = "http://127.0.0.1:$MOCK_PORT/v1"
+
+[[models.bench-stream.deployments]]
+provider = "openai_compatible"
+model = "mock-gpt"
+api_base = "http://127.0.0.1:$STREAM_PORT/v1"
+EOF
+
+# --- Start processes ----------------------------------------------------------
+wait_http() { # name pid url
+  local name=$1 pid=$2 url=$3 deadline=$((SECONDS + STARTUP_TIMEOUT))
+  while ((SECONDS < deadline)); do
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$T/$name.log" >&2; die "$name exited during start-up"; }
+    curl -fsS -m 1 -o /dev/null "$url" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  tail -n 20 "$T/$name.log" >&2
+  die "$name did not answer $url within ${STARTUP_TIMEOUT}s"
+}
+
+"$BIN" mock-upstream --host 127.0.0.1 --port "$MOCK_PORT" --workers "$MOCK_WORKERS" \
+  >"$T/mock.log" 2>&1 &
+MOCK_PID=$!; PIDS+=("$MOCK_PID")
+"$BIN" mock-upstream --host 127.0.0.1 --port "$STREAM_PORT" --workers "$MOCK_WORKERS" \
+  --chunks "$STREAM_CHUNKS" --chunk-interval-ms "$STREAM_INTERVAL_MS" \
+  >"$T/mock-stream.log" 2>&1 &
+STREAM_PID=$!; PIDS+=("$STREAM_PID")
+wait_http mock "$MOCK_PID" "http://127.0.0.1:$MOCK_PORT/v1/models"
+wait_http mock-stream "$STREAM_PID" "http://127.0.0.1:$STREAM_PORT/v1/models"
+
+"$BIN" serve --config "$T/config.toml" --workers "$GATEWAY_WORKERS" >"$T/gateway.log" 2>&1 &
+GW_PID=$!; PIDS+=("$GW_PID")
+wait_http gateway "$GW_PID" "http://127.0.0.1:$GW_PORT/health/liveliness"
+log "mock :$MOCK_PORT, streaming mock :$STREAM_PORT, gateway :$GW_PORT (pid $GW_PID), run dir $T"
+
+DIRECT_URL="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
+GW_URL="http://127.0.0.1:$GW_PORT/v1/chat/completions"
+# Same request both ways; only the model name differs (the gateway's model
+# group vs the upstream model it maps to).
+BODY_DIRECT='{"model":"mock-gpt","messages":[{"role":"user","content":"hello"}]}'
+BODY_GW='{"model":"bench-gpt","messages":[{"role":"user","content":"hello"}]}'
+
+# One request each way must succeed before any load.
+curl -fsS -m 5 -o /dev/null -H 'Content-Type: application/json' -d "$BODY_DIRECT" "$DIRECT_URL" \
+  || die "mock does not answer a chat completion"
+curl -fsS -m 5 -o /dev/null -H 'Content-Type: application/json' \
+  -H "Authorization: Bearer $MASTER_KEY" -d "$BODY_GW" "$GW_URL" \
+  || { tail -n 20 "$T/gateway.log" >&2; die "gateway does not answer a chat completion"; }
+
+# --- RSS sampler --------------------------------------------------------------
+echo idle >"$T/phase"
+(
+  while kill -0 "$GW_PID" 2>/dev/null; do
+    read -r ph <"$T/phase" || ph="?"
+    rss=""
+    while read -r k v _; do [[ $k == VmRSS: ]] && rss=$v; done <"/proc/$GW_PID/status" 2>/dev/null || true
+    [[ -n $rss ]] && echo "$ph $rss" >>"$T/rss.txt"
+    sleep 0.2
+  done
+) &
+PIDS+=("$!")
+sleep 2   # idle samples
+
+# --- Helpers ------------------------------------------------------------------
+FAILED=0
+fail() { log "FAILED: $*"; echo "$*" >>"$T/failures.txt"; FAILED=1; }
+
+gateway_alive() {
+  kill -0 "$GW_PID" 2>/dev/null && return 0
+  fail "gateway process died (see gateway.log)"; tail -n 20 "$T/gateway.log" >&2
+  return 1
+}
+
+# oha_run NAME direct|gateway SECONDS [extra oha args...] -> $T/NAME.json
+oha_run() {
+  local name=$1 side=$2 secs=$3; shift 3
+  local url body auth=()
+  if [[ $side == direct ]]; then
+    url=$DIRECT_URL; body=$BODY_DIRECT
+  else
+    url=$GW_URL; body=$BODY_GW; auth=(-H "Authorization: Bearer $MASTER_KEY")
+  fi
+  local rc=0
+  timeout -k 5 $((secs + SLACK)) "$OHA" --no-tui --output-format json -z "${secs}s" -w \
+    -m POST -H 'Content-Type: application/json' "${auth[@]}" -d "$body" "$@" "$url" \
+    >"$T/$name.json" 2>"$T/$name.err" || rc=$?
+  if ((rc != 0)); then
+    fail "oha $name (exit $rc$( ((rc == 124)) && echo ", timed out"), see $name.err)"
+    rm -f "$T/$name.json"
+  fi
+}
+
+# --- Warm-up (untimed) --------------------------------------------------------
+echo warmup >"$T/phase"
+if ((WARMUP > 0)); then
+  log "warm-up ${WARMUP}s each side"
+  oha_run warmup_direct direct "$WARMUP" -c "$CONNECTIONS"
+  oha_run warmup_gateway gateway "$WARMUP" -c "$CONNECTIONS"
+fi
+
+# --- 1. Saturation ------------------------------------------------------------
+echo saturation >"$T/phase"
+log "saturation: ${DURATION}s, $CONNECTIONS connections, (a) mock direct"
+oha_run sat_direct direct "$DURATION" -c "$CONNECTIONS"
+log "saturation: ${DURATION}s, $CONNECTIONS connections, (b) through tollgate"
+gateway_alive && oha_run sat_gateway gateway "$DURATION" -c "$CONNECTIONS"
+
+# --- 2. Fixed rates -----------------------------------------------------------
+for r in $RATES; do
+  echo "rate_$r" >"$T/phase"
+  log "fixed rate $r req/s: ${DURATION}s, $RATE_CONNECTIONS connections, (a) direct, (b) tollgate"
+  oha_run "rate_${r}_direct" direct "$DURATION" -c "$RATE_CONNECTIONS" -q "$r" --latency-correction
+  gateway_alive && oha_run "rate_${r}_gateway" gateway "$DURATION" -c "$RATE_CONNECTIONS" -q "$r" --latency-correction
+done
+
+# --- 4. Streaming TTFC --------------------------------------------------------
+echo stream >"$T/phase"
+STREAM_TIMEOUT=$((STREAM_REQUESTS * (STREAM_CHUNKS * STREAM_INTERVAL_MS + 1000) / 1000 / STREAM_CONCURRENCY + 60))
+log "streaming: $STREAM_REQUESTS requests, concurrency $STREAM_CONCURRENCY (bound ${STREAM_TIMEOUT}s per side)"
+timeout -k 5 "$STREAM_TIMEOUT" python3 "$BENCH/ttfc.py" --label direct \
+  --url "http://127.0.0.1:$STREAM_PORT/v1/chat/completions" --model mock-gpt \
+  -n "$STREAM_REQUESTS" -c "$STREAM_CONCURRENCY" >"$T/ttfc_direct.json" 2>"$T/ttfc_direct.err" \
+  || fail "ttfc direct (exit $?)"
+gateway_alive && { timeout -k 5 "$STREAM_TIMEOUT" python3 "$BENCH/ttfc.py" --label gateway \
+  --url "$GW_URL" --model bench-stream --key "$MASTER_KEY" \
+  -n "$STREAM_REQUESTS" -c "$STREAM_CONCURRENCY" >"$T/ttfc_gateway.json" 2>"$T/ttfc_gateway.err" \
+  || fail "ttfc gateway (exit $?)"; }
+
+# --- 3. Memory after load -----------------------------------------------------
+echo after >"$T/phase"
+sleep 1
+if gateway_alive; then
+  while read -r k v _; do [[ $k == VmHWM: ]] && echo "$v" >"$T/hwm.txt"; done <"/proc/$GW_PID/status"
+fi
+
+# --- 5. Report ----------------------------------------------------------------
+GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$ROOT" --no-optional-locks status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+  GIT_REV="$GIT_REV (+ uncommitted changes)"
+fi
+cat >"$T/meta.env" <<EOF
+DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+NPROC=$(nproc)
+CPU=$(awk -F': *' '/^model name/{print $2; exit}' /proc/cpuinfo)
+KERNEL=$(uname -r)
+GIT_REV=$GIT_REV
+OHA_VERSION=$("$OHA" --version 2>/dev/null | head -n1)
+GATEWAY_WORKERS=$GATEWAY_WORKERS
+MOCK_WORKERS=$MOCK_WORKERS
+DURATION=$DURATION
+CONNECTIONS=$CONNECTIONS
+RATES=$RATES
+RATE_CONNECTIONS=$RATE_CONNECTIONS
+STREAM_REQUESTS=$STREAM_REQUESTS
+STREAM_CONCURRENCY=$STREAM_CONCURRENCY
+STREAM_CHUNKS=$STREAM_CHUNKS
+STREAM_INTERVAL_MS=$STREAM_INTERVAL_MS
+EOF
+
+echo
+python3 "$BENCH/report.py" --dir "$T" --out "$OUT" || fail "report"
+log "report written to $OUT"
+((FAILED == 0)) || die "some phases failed (see above)"
