@@ -86,17 +86,21 @@ fi
 # --- Run directory, cleanup ---------------------------------------------------
 T=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-bench.XXXXXX")
 PIDS=()
+# Still our own child? (A pid that ended may since belong to someone else.)
+ours() { [[ $(ps -o ppid= -p "$1" 2>/dev/null | tr -d ' ') == "$$" ]]; }
 cleanup() {
-  local rc=$?
+  local rc=$? p alive
   set +e
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  local mine=()
+  for p in "${PIDS[@]}"; do ours "$p" && mine+=("$p"); done
+  for p in "${mine[@]}"; do kill "$p" 2>/dev/null; done
   for _ in 1 2 3 4 5 6 7 8 9 10; do
-    local alive=0
-    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    alive=0
+    for p in "${mine[@]}"; do ours "$p" && alive=1; done
     [[ $alive == 0 ]] && break
     sleep 0.3
   done
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  for p in "${mine[@]}"; do ours "$p" && kill -9 "$p" 2>/dev/null; done
   wait 2>/dev/null
   if [[ ${BENCH_KEEP_TMP:-0} == 1 || $rc != 0 ]]; then
     log "run directory kept: $T"
@@ -112,17 +116,36 @@ trap 'exit 130' INT TERM
 cp "$ROOT/target/release/tollgate" "$T/tollgate"
 BIN="$T/tollgate"
 
-# Three distinct free loopback ports (all bound at once, so they differ).
+# Three distinct free loopback ports, chosen below the kernel's ephemeral
+# range: a port from bind(0) could be taken as a client source port by some
+# other load test between our check and the server's bind.
 read -r MOCK_PORT STREAM_PORT GW_PORT < <(python3 - <<'EOF'
-import socket
+import random, socket
+lo_eph = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+candidates = list(range(20000, min(lo_eph, 32768)))
+random.shuffle(candidates)
 socks = []
-for _ in range(3):
+for port in candidates:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    socks.append(s)
+    if len(socks) == 3:
+        break
+while len(socks) < 3:  # unusual port range: fall back to any free port
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
-print(*[s.getsockname()[1] for s in socks])
+ports = [s.getsockname()[1] for s in socks]
+for s in socks:
+    s.close()  # before printing: the caller starts binding as soon as it reads
+print(*ports, flush=True)
 EOF
 )
+[[ -n ${GW_PORT:-} ]] || die "could not find three free ports"
 
 cat > "$T/config.toml" <<EOF
 # Written by bench/run.sh
@@ -204,6 +227,19 @@ PIDS+=("$!")
 sleep 2   # idle samples
 
 # --- Helpers ------------------------------------------------------------------
+# bounded SECONDS cmd...: run with a time limit, in the background + `wait`,
+# so that INT/TERM to this script is handled immediately (bash defers traps
+# while a foreground child runs); cleanup() kills it via PIDS.
+bounded() {
+  local secs=$1; shift
+  timeout -k 5 "$secs" "$@" &
+  local p=$! rc=0
+  PIDS+=("$p")
+  wait "$p" || rc=$?
+  unset 'PIDS[-1]'
+  return "$rc"
+}
+
 FAILED=0
 fail() { log "FAILED: $*"; echo "$*" >>"$T/failures.txt"; FAILED=1; }
 
@@ -223,7 +259,7 @@ oha_run() {
     url=$GW_URL; body=$BODY_GW; auth=(-H "Authorization: Bearer $MASTER_KEY")
   fi
   local rc=0
-  timeout -k 5 $((secs + SLACK)) "$OHA" --no-tui --output-format json -z "${secs}s" -w \
+  bounded $((secs + SLACK)) "$OHA" --no-tui --output-format json -z "${secs}s" -w \
     -m POST -H 'Content-Type: application/json' "${auth[@]}" -d "$body" "$@" "$url" \
     >"$T/$name.json" 2>"$T/$name.err" || rc=$?
   if ((rc != 0)); then
@@ -259,11 +295,11 @@ done
 echo stream >"$T/phase"
 STREAM_TIMEOUT=$((STREAM_REQUESTS * (STREAM_CHUNKS * STREAM_INTERVAL_MS + 1000) / 1000 / STREAM_CONCURRENCY + 60))
 log "streaming: $STREAM_REQUESTS requests, concurrency $STREAM_CONCURRENCY (bound ${STREAM_TIMEOUT}s per side)"
-timeout -k 5 "$STREAM_TIMEOUT" python3 "$BENCH/ttfc.py" --label direct \
+bounded "$STREAM_TIMEOUT" python3 "$BENCH/ttfc.py" --label direct \
   --url "http://127.0.0.1:$STREAM_PORT/v1/chat/completions" --model mock-gpt \
   -n "$STREAM_REQUESTS" -c "$STREAM_CONCURRENCY" >"$T/ttfc_direct.json" 2>"$T/ttfc_direct.err" \
   || fail "ttfc direct (exit $?)"
-gateway_alive && { timeout -k 5 "$STREAM_TIMEOUT" python3 "$BENCH/ttfc.py" --label gateway \
+gateway_alive && { bounded "$STREAM_TIMEOUT" python3 "$BENCH/ttfc.py" --label gateway \
   --url "$GW_URL" --model bench-stream --key "$MASTER_KEY" \
   -n "$STREAM_REQUESTS" -c "$STREAM_CONCURRENCY" >"$T/ttfc_gateway.json" 2>"$T/ttfc_gateway.err" \
   || fail "ttfc gateway (exit $?)"; }

@@ -26,6 +26,11 @@ enum Command {
         #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "config.toml")]
         config: PathBuf,
     },
+    /// Apply pending database migrations and exit (they also run at start-up).
+    Migrate {
+        #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Run a fake OpenAI-compatible provider, for tests, demos and benchmarks.
     MockUpstream(MockArgs),
 }
@@ -87,6 +92,29 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => serve(args),
+        Command::Migrate { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let Some(url) = config.resolved_database_url else {
+                eprintln!("error: no `database_url` in the config");
+                return ExitCode::from(2);
+            };
+            match actix_rt::System::new().block_on(tollgate::store::Store::migrate(url.expose())) {
+                Ok(n) => {
+                    println!("{n} migration(s) applied");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::MockUpstream(args) => {
             tollgate::telemetry::init("info");
             let opts = tollgate::mock::MockOptions {
