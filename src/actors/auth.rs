@@ -153,32 +153,36 @@ impl AuthActor {
         result: Result<Option<KeyInfo>, StoreError>,
     ) {
         let waiters = self.pending.remove(&hash).unwrap_or_default();
-        let outcome: Result<Arc<KeyInfo>, GatewayError> = match result {
+        // None: the key does not exist; Err: we could not find out.
+        let outcome: Result<Option<Arc<KeyInfo>>, ()> = match result {
             Ok(found) => {
                 let info = found.map(Arc::new);
                 if generation == self.generation {
                     self.insert(hash, info.clone());
                 }
-                info.ok_or(GatewayError::InvalidKey)
+                Ok(info)
             }
             Err(e) => {
                 // Serve what we knew if the database is away.
                 match self.cache.get(&hash).and_then(|e| e.info.clone()) {
                     Some(stale) => {
                         tracing::warn!(error = %e, "key lookup failed; serving the cached entry");
-                        Ok(stale)
+                        Ok(Some(stale))
                     }
-                    None => Err(GatewayError::Unavailable(
-                        "cannot verify the API key: the key database is unreachable".into(),
-                    )),
+                    None => {
+                        tracing::warn!(error = %e, "key lookup failed");
+                        Err(())
+                    }
                 }
             }
         };
         for w in waiters {
             let _ = w.send(match &outcome {
-                Ok(info) => Ok(info.clone()),
-                Err(GatewayError::InvalidKey) => Err(GatewayError::InvalidKey),
-                Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+                Ok(Some(info)) => Ok(info.clone()),
+                Ok(None) => Err(GatewayError::InvalidKey),
+                Err(()) => Err(GatewayError::Unavailable(
+                    "cannot verify the API key: the key database is unreachable".into(),
+                )),
             });
         }
     }
