@@ -25,6 +25,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::actors::auth::AuthActor;
 use crate::actors::auth_hub::AuthHub;
+use crate::actors::health::HealthActor;
 use crate::actors::logger::{FlushLog, LoggerActor};
 use crate::actors::provider::ProviderActor;
 use crate::actors::rate_limit::RateLimitActor;
@@ -42,7 +43,8 @@ pub struct Gateway {
     pub topology: Arc<Topology>,
     pub metrics: Arc<Metrics>,
     pub limiter: Metered<RateLimitActor>,
-    pub router: Metered<RouterActor>,
+    /// Owner of deployment failure counts and cooldowns.
+    pub health: Metered<HealthActor>,
     pub spend: Metered<SpendActor>,
     pub logger: Metered<LoggerActor>,
     pub auth_hub: Metered<AuthHub>,
@@ -191,15 +193,15 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             meter,
         )
     };
-    let router = {
+    let health = {
         let topo = topology.clone();
         let cfg = config.router.clone();
         let m = metrics.clone();
         Metered::new(
             Supervisor::start_in_arbiter(&control.handle(), move |_| {
-                RouterActor::new(topo, cfg, m)
+                HealthActor::new(topo, cfg, m)
             }),
-            metrics.actor("router"),
+            metrics.actor("health"),
         )
     };
     let spend = {
@@ -230,7 +232,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         topology: topology.clone(),
         metrics: metrics.clone(),
         limiter,
-        router,
+        health,
         spend,
         logger,
         auth_hub,
@@ -266,6 +268,16 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
                 auth_meter,
             )
         };
+        let router = {
+            let topology = gw.topology.clone();
+            let config = gw.config.router.clone();
+            let health = gw.health.addr.clone();
+            let metrics = gw.metrics.clone();
+            Metered::new(
+                Supervisor::start(move |_| RouterActor::new(topology, config, health, &metrics)),
+                gw.metrics.actor("router"),
+            )
+        };
         let meter = gw.metrics.actor("provider");
         let providers = gw
             .topology
@@ -282,6 +294,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             .app_data(web::Data::new(http::WorkerState {
                 gw: gw.clone(),
                 auth,
+                router,
                 providers,
             }))
             .wrap(actix_web::middleware::Condition::new(

@@ -123,6 +123,52 @@ async fn a_deployment_that_keeps_failing_cools_down_and_then_recovers() {
 }
 
 #[actix_rt::test]
+async fn failures_seen_by_different_workers_add_up_to_one_cooldown_for_all() {
+    let flaky = spawn_mock_with(Behaviour {
+        status: Some(503),
+        ..Default::default()
+    })
+    .await;
+    let steady = spawn_mock().await;
+    let gw = spawn_gateway_workers(
+        &format!(
+            "[router]\nallowed_fails = 4\ncooldown_secs = 30\nretry_backoff_ms = 1\n{}{}",
+            deployment("m", "flaky", &flaky, "weight = 50"),
+            deployment("m", "steady", &steady, "weight = 1")
+        ),
+        2,
+    )
+    .await;
+    let body = chat_body("m");
+    // Parallel requests spread over both workers; each sees some failures.
+    while flaky.stats().chat < 4 {
+        futures_util::future::join_all(
+            (0..4).map(|_| post(&gw, "/v1/chat/completions", Some(MASTER), &body)),
+        )
+        .await;
+    }
+    // HealthActor's announcement reaches every worker within moments.
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    let before = flaky.stats().chat;
+    assert_eq!(
+        get(&gw, "/health", Some(MASTER)).await.json()["unhealthy_count"],
+        1
+    );
+    for _ in 0..5 {
+        futures_util::future::join_all(
+            (0..4).map(|_| post(&gw, "/v1/chat/completions", Some(MASTER), &body)),
+        )
+        .await;
+    }
+    assert_eq!(
+        flaky.stats().chat,
+        before,
+        "no worker sent it traffic while cooling"
+    );
+    gw.stop().await;
+}
+
+#[actix_rt::test]
 async fn when_every_deployment_cools_down_the_client_gets_503_with_retry_after() {
     let broken = spawn_mock_with(Behaviour {
         status: Some(500),

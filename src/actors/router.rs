@@ -1,74 +1,87 @@
-//! RouterActor: owns the health of every deployment (in-flight count,
-//! latency, consecutive failures, cooldown) and picks one per attempt.
+//! RouterActor: one per HTTP worker. Picks a deployment for each attempt
+//! from its own view — in-flight counts and latency of the calls it routed,
+//! and the cooldowns HealthActor announces — so routing a request never
+//! leaves the worker's thread.
+//!
+//! Failures travel to HealthActor (the single owner of failure counts and
+//! cooldowns); successes only when they end a run of failures. In steady
+//! state a request sends the router nothing across threads.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use prometheus_client::metrics::gauge::Gauge;
 use rand::Rng;
 
+use crate::actors::health::{HealthActor, RegisterRouter, Report};
 use crate::config::RouterConfig;
 use crate::error::GatewayError;
 use crate::metrics::{ActorMeter, DeploymentLabels, Metrics};
 use crate::topology::Topology;
+use prometheus_client::metrics::gauge::Gauge;
 
-struct Health {
+struct Local {
     in_flight: u32,
     /// Exponentially weighted latency of successful calls, in ms.
     latency_ewma_ms: f64,
-    consecutive_fails: u32,
     cooldown_until: Option<Instant>,
-    healthy_gauge: Gauge,
+    /// A failure was reported and no success since: the next success is
+    /// reported too, so HealthActor can reset its count.
+    failing: bool,
+    /// This worker's own run of failures. Reaching `allowed_fails` cools the
+    /// deployment down here at once, without waiting for HealthActor's
+    /// announcement (which covers failures seen by other workers).
+    consecutive_fails: u32,
     in_flight_gauge: Gauge,
 }
 
 pub struct RouterActor {
     topology: Arc<Topology>,
     config: RouterConfig,
-    health: Vec<Health>,
-    metrics: Arc<Metrics>,
+    local: Vec<Local>,
+    health: Addr<HealthActor>,
     meter: ActorMeter,
 }
 
 impl RouterActor {
-    pub fn new(topology: Arc<Topology>, config: RouterConfig, metrics: Arc<Metrics>) -> Self {
-        let health = topology
+    pub fn new(
+        topology: Arc<Topology>,
+        config: RouterConfig,
+        health: Addr<HealthActor>,
+        metrics: &Metrics,
+    ) -> Self {
+        let local = topology
             .deployments
             .iter()
-            .map(|d| {
-                let labels = DeploymentLabels {
-                    model: d.group.to_string(),
-                    deployment: d.id.clone(),
-                };
-                let healthy_gauge = metrics.deployment_healthy.get_or_create_owned(&labels);
-                healthy_gauge.set(1);
-                Health {
-                    in_flight: 0,
-                    latency_ewma_ms: 0.0,
-                    consecutive_fails: 0,
-                    cooldown_until: None,
-                    healthy_gauge,
-                    in_flight_gauge: metrics.deployment_in_flight.get_or_create_owned(&labels),
-                }
+            .map(|d| Local {
+                in_flight: 0,
+                latency_ewma_ms: 0.0,
+                cooldown_until: None,
+                failing: false,
+                consecutive_fails: 0,
+                in_flight_gauge: metrics.deployment_in_flight.get_or_create_owned(
+                    &DeploymentLabels {
+                        model: d.group.to_string(),
+                        deployment: d.id.clone(),
+                    },
+                ),
             })
             .collect();
         RouterActor {
             meter: metrics.actor("router"),
             topology,
             config,
+            local,
             health,
-            metrics,
         }
     }
 
     fn is_cooling(&mut self, idx: usize, now: Instant) -> bool {
-        let h = &mut self.health[idx];
-        match h.cooldown_until {
+        let l = &mut self.local[idx];
+        match l.cooldown_until {
             Some(until) if until > now => true,
             Some(_) => {
-                h.cooldown_until = None;
-                h.healthy_gauge.set(1);
+                l.cooldown_until = None;
                 false
             }
             None => false,
@@ -94,6 +107,10 @@ impl RouterActor {
 
 impl Actor for RouterActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.health.do_send(RegisterRouter(ctx.address()));
+    }
 }
 
 impl Supervised for RouterActor {
@@ -132,7 +149,7 @@ impl Handler<Route> for RouterActor {
             let wait = group
                 .deployments
                 .iter()
-                .filter_map(|&d| self.health[d].cooldown_until)
+                .filter_map(|&d| self.local[d].cooldown_until)
                 .min()
                 .map(|until| until.saturating_duration_since(now))
                 .unwrap_or_default();
@@ -141,19 +158,19 @@ impl Handler<Route> for RouterActor {
                 retry_after_secs: wait.as_secs_f64().max(1.0),
             });
         }
-        let fresh: Vec<usize> = healthy
-            .iter()
-            .copied()
-            .filter(|d| !msg.exclude.contains(d))
-            .collect();
-        let chosen = if fresh.is_empty() {
-            self.pick(&healthy)
-        } else {
+        let chosen = if healthy.iter().any(|d| !msg.exclude.contains(d)) {
+            let fresh: Vec<usize> = healthy
+                .iter()
+                .copied()
+                .filter(|d| !msg.exclude.contains(d))
+                .collect();
             self.pick(&fresh)
+        } else {
+            self.pick(&healthy)
         };
-        let h = &mut self.health[chosen];
-        h.in_flight += 1;
-        h.in_flight_gauge.set(h.in_flight as i64);
+        let l = &mut self.local[chosen];
+        l.in_flight += 1;
+        l.in_flight_gauge.inc();
         Ok(chosen)
     }
 }
@@ -183,94 +200,85 @@ pub struct Outcome {
 impl Handler<Outcome> for RouterActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Outcome, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Outcome, _: &mut Context<Self>) {
         let _t = self.meter.handling();
-        let Some(h) = self.health.get_mut(msg.deployment) else {
+        let Some(l) = self.local.get_mut(msg.deployment) else {
             return;
         };
-        h.in_flight = h.in_flight.saturating_sub(1);
-        h.in_flight_gauge.set(h.in_flight as i64);
+        l.in_flight = l.in_flight.saturating_sub(1);
+        l.in_flight_gauge.dec();
         match msg.kind {
             OutcomeKind::Success => {
-                h.consecutive_fails = 0;
                 let ms = msg.latency.as_secs_f64() * 1000.0;
-                h.latency_ewma_ms = if h.latency_ewma_ms == 0.0 {
+                l.latency_ewma_ms = if l.latency_ewma_ms == 0.0 {
                     ms
                 } else {
-                    0.8 * h.latency_ewma_ms + 0.2 * ms
+                    0.8 * l.latency_ewma_ms + 0.2 * ms
                 };
-            }
-            OutcomeKind::Failure { retry_after_secs } => {
-                let d = &self.topology.deployments[msg.deployment];
-                self.metrics
-                    .deployment_failures
-                    .get_or_create(&DeploymentLabels {
-                        model: d.group.to_string(),
-                        deployment: d.id.clone(),
-                    })
-                    .inc();
-                h.consecutive_fails += 1;
-                if h.consecutive_fails >= self.config.allowed_fails && h.cooldown_until.is_none() {
-                    let secs =
-                        (self.config.cooldown_secs as f64).max(retry_after_secs.unwrap_or(0.0));
-                    let cooldown = Duration::from_secs_f64(secs);
-                    h.cooldown_until = Some(Instant::now() + cooldown);
-                    h.consecutive_fails = 0;
-                    h.healthy_gauge.set(0);
-                    tracing::warn!(deployment = %d.id, model = %d.group, cooldown_secs = secs, "deployment cooling down after repeated failures");
-                    let idx = msg.deployment;
-                    // Flip the gauge back when the cooldown ends, even with no traffic.
-                    ctx.run_later(cooldown, move |act, _| {
-                        let now = Instant::now();
-                        act.is_cooling(idx, now);
+                l.consecutive_fails = 0;
+                if l.failing {
+                    l.failing = false;
+                    self.health.do_send(Report {
+                        deployment: msg.deployment,
+                        failure: None,
                     });
                 }
+            }
+            OutcomeKind::Failure { retry_after_secs } => {
+                l.failing = true;
+                l.consecutive_fails += 1;
+                let now = Instant::now();
+                let cooling = l.cooldown_until.is_some_and(|u| u > now);
+                if !cooling && l.consecutive_fails >= self.config.allowed_fails {
+                    let secs =
+                        (self.config.cooldown_secs as f64).max(retry_after_secs.unwrap_or(0.0));
+                    l.cooldown_until = Some(now + Duration::from_secs_f64(secs));
+                    l.consecutive_fails = 0;
+                }
+                self.health.do_send(Report {
+                    deployment: msg.deployment,
+                    failure: Some(retry_after_secs),
+                });
             }
             OutcomeKind::Neutral => {}
         }
     }
 }
 
-/// A snapshot of one deployment's health, for `/health` and tests.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeploymentStatus {
-    pub id: String,
-    pub model: String,
-    pub healthy: bool,
-    pub in_flight: u32,
-    pub latency_ewma_ms: f64,
-    pub consecutive_fails: u32,
-    pub cooldown_remaining_secs: f64,
+/// HealthActor announces a cooldown (or its end) for a deployment.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CooldownChanged {
+    pub deployment: usize,
+    pub until: Option<Instant>,
 }
 
-#[derive(Message)]
-#[rtype(result = "Vec<DeploymentStatus>")]
-pub struct GetHealth;
+impl Handler<CooldownChanged> for RouterActor {
+    type Result = ();
 
-impl Handler<GetHealth> for RouterActor {
-    type Result = MessageResult<GetHealth>;
-
-    fn handle(&mut self, _: GetHealth, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: CooldownChanged, _: &mut Context<Self>) {
         let _t = self.meter.handling();
-        let now = Instant::now();
-        let mut out = Vec::with_capacity(self.health.len());
-        for idx in 0..self.health.len() {
-            let cooling = self.is_cooling(idx, now);
-            let h = &self.health[idx];
-            let d = &self.topology.deployments[idx];
-            out.push(DeploymentStatus {
-                id: d.id.clone(),
-                model: d.group.to_string(),
-                healthy: !cooling,
-                in_flight: h.in_flight,
-                latency_ewma_ms: h.latency_ewma_ms,
-                consecutive_fails: h.consecutive_fails,
-                cooldown_remaining_secs: h
-                    .cooldown_until
-                    .map(|u| u.saturating_duration_since(now).as_secs_f64())
-                    .unwrap_or(0.0),
-            });
+        if let Some(l) = self.local.get_mut(msg.deployment) {
+            l.cooldown_until = msg.until;
         }
-        MessageResult(out)
+    }
+}
+
+/// This worker's in-flight count and latency per deployment.
+#[derive(Message)]
+#[rtype(result = "Vec<(u32, f64)>")]
+pub struct GetLoad;
+
+impl Handler<GetLoad> for RouterActor {
+    type Result = MessageResult<GetLoad>;
+
+    fn handle(&mut self, _: GetLoad, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.meter.handling();
+        MessageResult(
+            self.local
+                .iter()
+                .map(|l| (l.in_flight, l.latency_ewma_ms))
+                .collect(),
+        )
     }
 }

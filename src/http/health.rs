@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
 
 use super::{authenticate, WorkerState};
-use crate::actors::router::GetHealth;
+use crate::actors::health::GetHealth;
 use crate::error::GatewayError;
 
 /// LiteLLM answers liveliness with this exact string; scripts grep for it.
@@ -52,7 +52,7 @@ pub async fn deployments(req: HttpRequest, st: web::Data<WorkerState>) -> HttpRe
         }
         Err(e) => return e.error_response(),
     }
-    let statuses = match st.gw.router.send(GetHealth).await {
+    let statuses = match st.gw.health.send(GetHealth).await {
         Ok(s) => s,
         Err(_) => {
             return GatewayError::Unavailable("the router is restarting".into()).error_response()

@@ -16,8 +16,9 @@ use crate::access::KeyInfo;
 use crate::actors::logger::RequestLog;
 use crate::actors::provider::{Call, Reply};
 use crate::actors::rate_limit::Acquire;
-use crate::actors::router::{Outcome, OutcomeKind, Route};
+use crate::actors::router::{Outcome, OutcomeKind, Route, RouterActor};
 use crate::actors::spend::Settle;
+use crate::actors::Metered;
 use crate::error::{rate_limit_headers, GatewayError, RateLimitInfo};
 use crate::metrics::{ModelLabels, RequestLabels};
 use crate::pricing::cost_usd;
@@ -165,7 +166,7 @@ impl RequestRecord {
 /// the handler is dropped mid-call (client gone), so in-flight counts stay
 /// true.
 pub struct Attempt {
-    gw: Arc<Gateway>,
+    router: Metered<RouterActor>,
     deployment: usize,
     started: Instant,
     done: bool,
@@ -179,7 +180,7 @@ impl Attempt {
     fn report(&mut self, kind: OutcomeKind) {
         if !self.done {
             self.done = true;
-            self.gw.router.do_send(Outcome {
+            self.router.do_send(Outcome {
                 deployment: self.deployment,
                 latency: self.started.elapsed(),
                 kind,
@@ -289,7 +290,7 @@ async fn run(
     let mut last_err: Option<crate::actors::provider::CallError> = None;
     loop {
         record.attempts += 1;
-        let routed = gw
+        let routed = st
             .router
             .send(Route {
                 group: group.idx,
@@ -307,7 +308,7 @@ async fn run(
         let target = gw.topology.deployments[idx].clone();
         record.deployment = Some(target.clone());
         let attempt = Attempt {
-            gw: gw.clone(),
+            router: st.router.clone(),
             deployment: idx,
             started: Instant::now(),
             done: false,

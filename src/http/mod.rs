@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use crate::access::KeyInfo;
 use crate::actors::auth::{hash_key, AuthActor, Authenticate};
 use crate::actors::provider::ProviderActor;
+use crate::actors::router::RouterActor;
 use crate::actors::Metered;
 use crate::error::GatewayError;
 use crate::Gateway;
@@ -30,6 +31,8 @@ pub struct WorkerState {
     /// This worker's AuthActor: the key cache lives next to the handlers,
     /// so a cached key costs no cross-thread hop.
     pub auth: Metered<AuthActor>,
+    /// This worker's RouterActor: routing never leaves the thread.
+    pub router: Metered<RouterActor>,
     pub providers: Vec<Metered<ProviderActor>>,
 }
 

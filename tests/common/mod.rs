@@ -29,11 +29,16 @@ pub async fn spawn_mock_with(behaviour: Behaviour) -> MockServer {
 /// Starts a gateway from a TOML fragment holding `[models…]`, `[router]`,
 /// `[[keys]]` and the like. Server, master key and logging are filled in.
 pub async fn spawn_gateway(fragment: &str) -> RunningGateway {
+    spawn_gateway_workers(fragment, 1).await
+}
+
+/// Like `spawn_gateway`, with `workers` HTTP worker threads.
+pub async fn spawn_gateway_workers(fragment: &str, workers: usize) -> RunningGateway {
     let text = format!("master_key = \"{MASTER}\"\n{fragment}\n",);
     let mut config = Config::from_toml(&text).expect("test config is valid");
     config.server.host = "127.0.0.1".into();
     config.server.port = 0;
-    config.server.workers = 1;
+    config.server.workers = workers;
     config.server.shutdown_grace_secs = 5;
     config.logging.request_log = "off".into();
     tollgate::start(config).await.expect("gateway starts")
