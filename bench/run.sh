@@ -62,7 +62,8 @@ MASTER_KEY="sk-bench-master-key"
 STARTUP_TIMEOUT=20   # seconds for each process to answer
 SLACK=30             # extra seconds allowed per oha run beyond its duration
 
-log() { printf '[bench] %s\n' "$*" >&2; }
+exec 3>&2   # the terminal's stderr, even inside redirected phases and traps
+log() { printf '[bench] %s\n' "$*" >&3; }
 die() { log "ERROR: $*"; exit 1; }
 
 for v in DURATION CONNECTIONS RATE_CONNECTIONS WARMUP GATEWAY_WORKERS MOCK_WORKERS \
@@ -111,6 +112,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# How busy the machine was before we added load (other builds/tests skew numbers).
+read -r LOAD1 LOAD5 LOAD15 _ </proc/loadavg
 
 # A private copy, so a concurrent `cargo build` cannot swap the binary mid-run.
 cp "$ROOT/target/release/tollgate" "$T/tollgate"
@@ -175,25 +179,25 @@ EOF
 wait_http() { # name pid url
   local name=$1 pid=$2 url=$3 deadline=$((SECONDS + STARTUP_TIMEOUT))
   while ((SECONDS < deadline)); do
-    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$T/$name.log" >&2; die "$name exited during start-up"; }
+    kill -0 "$pid" 2>/dev/null || { tail -n 20 "$T/$name.log" >&3; die "$name exited during start-up"; }
     curl -fsS -m 1 -o /dev/null "$url" 2>/dev/null && return 0
     sleep 0.2
   done
-  tail -n 20 "$T/$name.log" >&2
+  tail -n 20 "$T/$name.log" >&3
   die "$name did not answer $url within ${STARTUP_TIMEOUT}s"
 }
 
 "$BIN" mock-upstream --host 127.0.0.1 --port "$MOCK_PORT" --workers "$MOCK_WORKERS" \
-  >"$T/mock.log" 2>&1 &
+  >"$T/mock.log" 2>&1 3>&- &
 MOCK_PID=$!; PIDS+=("$MOCK_PID")
 "$BIN" mock-upstream --host 127.0.0.1 --port "$STREAM_PORT" --workers "$MOCK_WORKERS" \
   --chunks "$STREAM_CHUNKS" --chunk-interval-ms "$STREAM_INTERVAL_MS" \
-  >"$T/mock-stream.log" 2>&1 &
+  >"$T/mock-stream.log" 2>&1 3>&- &
 STREAM_PID=$!; PIDS+=("$STREAM_PID")
 wait_http mock "$MOCK_PID" "http://127.0.0.1:$MOCK_PORT/v1/models"
 wait_http mock-stream "$STREAM_PID" "http://127.0.0.1:$STREAM_PORT/v1/models"
 
-"$BIN" serve --config "$T/config.toml" --workers "$GATEWAY_WORKERS" >"$T/gateway.log" 2>&1 &
+"$BIN" serve --config "$T/config.toml" --workers "$GATEWAY_WORKERS" >"$T/gateway.log" 2>&1 3>&- &
 GW_PID=$!; PIDS+=("$GW_PID")
 wait_http gateway "$GW_PID" "http://127.0.0.1:$GW_PORT/health/liveliness"
 log "mock :$MOCK_PORT, streaming mock :$STREAM_PORT, gateway :$GW_PORT (pid $GW_PID), run dir $T"
@@ -210,7 +214,7 @@ curl -fsS -m 5 -o /dev/null -H 'Content-Type: application/json' -d "$BODY_DIRECT
   || die "mock does not answer a chat completion"
 curl -fsS -m 5 -o /dev/null -H 'Content-Type: application/json' \
   -H "Authorization: Bearer $MASTER_KEY" -d "$BODY_GW" "$GW_URL" \
-  || { tail -n 20 "$T/gateway.log" >&2; die "gateway does not answer a chat completion"; }
+  || { tail -n 20 "$T/gateway.log" >&3; die "gateway does not answer a chat completion"; }
 
 # --- RSS sampler --------------------------------------------------------------
 echo idle >"$T/phase"
@@ -222,7 +226,7 @@ echo idle >"$T/phase"
     [[ -n $rss ]] && echo "$ph $rss" >>"$T/rss.txt"
     sleep 0.2
   done
-) &
+) 3>&- &
 PIDS+=("$!")
 sleep 2   # idle samples
 
@@ -232,7 +236,7 @@ sleep 2   # idle samples
 # while a foreground child runs); cleanup() kills it via PIDS.
 bounded() {
   local secs=$1; shift
-  timeout -k 5 "$secs" "$@" &
+  timeout -k 5 "$secs" "$@" 3>&- &
   local p=$! rc=0
   PIDS+=("$p")
   wait "$p" || rc=$?
@@ -245,7 +249,7 @@ fail() { log "FAILED: $*"; echo "$*" >>"$T/failures.txt"; FAILED=1; }
 
 gateway_alive() {
   kill -0 "$GW_PID" 2>/dev/null && return 0
-  fail "gateway process died (see gateway.log)"; tail -n 20 "$T/gateway.log" >&2
+  fail "gateway process died (see gateway.log)"; tail -n 20 "$T/gateway.log" >&3
   return 1
 }
 
@@ -322,6 +326,8 @@ NPROC=$(nproc)
 CPU=$(awk -F': *' '/^model name/{print $2; exit}' /proc/cpuinfo)
 KERNEL=$(uname -r)
 GIT_REV=$GIT_REV
+LOADAVG=$LOAD1 / $LOAD5 / $LOAD15
+BINARY_BUILT=$(date -u -r "$ROOT/target/release/tollgate" '+%Y-%m-%d %H:%M UTC')
 OHA_VERSION=$("$OHA" --version 2>/dev/null | head -n1)
 GATEWAY_WORKERS=$GATEWAY_WORKERS
 MOCK_WORKERS=$MOCK_WORKERS
