@@ -102,6 +102,25 @@ def err_cell(s):
     return f"**{s['errors']:,}** ({detail})" if detail else f"**{s['errors']:,}**"
 
 
+def wrk_summary(path):
+    """The `JSON {...}` line bench/keys.lua prints, in ms and req/s."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("JSON "):
+                    d = json.loads(line[5:])
+                    secs = d["duration_us"] / 1e6 or 1.0
+                    return {
+                        "rps": d["requests"] / secs,
+                        "p50": d["p50_us"] / 1000.0,
+                        "p99": d["p99_us"] / 1000.0,
+                        "errors": d["errors"] + d["non2xx"],
+                    }
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
 def rss_stats(path):
     samples = []
     try:
@@ -209,6 +228,28 @@ def main():
       f"| {fmt(diff(g(tb, 'total_ms', 'p50'), g(ta, 'total_ms', 'p50')))} "
       f"| {fmt(diff(g(tb, 'total_ms', 'p99'), g(ta, 'total_ms', 'p99')))} | | |")
     w("")
+
+    # 5. Virtual keys ---------------------------------------------------------
+    kd, km, kv = (wrk_summary(D(f"keys_{n}.txt")) for n in ("direct", "master", "virtual"))
+    if kd or km or kv:
+        nkeys = m.get("KEYS", "?")
+        w(f"**Virtual keys** (wrk, {m.get('KEYS_CONNECTIONS', '?')} connections, "
+          f"{m.get('DURATION', '?')} s each; {nkeys} distinct keys in rotation, all cached; ms)")
+        w("")
+        w("| Path | Requests/s | p50 | p99 | Added p50 | Added p99 | Errors |")
+        w("|---|---:|---:|---:|---:|---:|---|")
+        for name, k in (("(a) mock direct", kd), ("(b) tollgate, master key", km),
+                        (f"(c) tollgate, {nkeys} virtual keys", kv)):
+            add50 = diff(k and k["p50"], kd and kd["p50"]) if k is not kd else None
+            add99 = diff(k and k["p99"], kd and kd["p99"]) if k is not kd else None
+            errs = "n/a" if not k else (f"**{k['errors']}**" if k["errors"] else "0")
+            w(f"| {name} | {fmt_int(k and round(k['rps']))} | {fmt(k and k['p50'])} | {fmt(k and k['p99'])} "
+              f"| {fmt(add50)} | {fmt(add99)} | {errs} |")
+        m50 = diff(km and km["p50"], kd and kd["p50"])
+        v50 = diff(kv and kv["p50"], kd and kd["p50"])
+        if m50 and v50 and m50 > 0:
+            w(f"| **(c) added / (b) added, p50** | | | | **{100.0 * v50 / m50:.0f} %** | | |")
+        w("")
 
     # 4. Memory ---------------------------------------------------------------
     rs = rss_stats(D("rss.txt"))

@@ -31,9 +31,9 @@
 #   BENCH_KEEP_TMP=1            keep the run directory (configs, logs, raw JSON)
 #   BENCH_OUT=bench/last-run.md where the Markdown report is written
 #   OHA=/path/to/oha            load generator (default: oha on PATH, ~/.cargo/bin/oha)
-#   BENCH_KEYS=N                RESERVED, ignored for now: a later scenario will
-#                               create N distinct virtual keys and spread the
-#                               load over them (the "1000 virtual keys" issue).
+#   BENCH_KEYS=1000             virtual keys for the key scenario (0 skips it);
+#                               needs wrk (apt-get install wrk) to rotate keys
+#   BENCH_KEYS_CONNECTIONS=8    connections for the key scenario
 #
 # Only 127.0.0.1 is ever contacted. Exit status is non-zero if a process fails
 # to start or any phase fails or times out.
@@ -56,7 +56,8 @@ STREAM_CHUNKS=${BENCH_STREAM_CHUNKS:-20}
 STREAM_INTERVAL_MS=${BENCH_STREAM_INTERVAL_MS:-5}
 BUILD_TIMEOUT=${BENCH_BUILD_TIMEOUT:-1800}
 OUT=${BENCH_OUT:-$BENCH/last-run.md}
-# BENCH_KEYS is reserved (see header); deliberately unused for now.
+KEYS=${BENCH_KEYS:-1000}
+KEYS_CONNECTIONS=${BENCH_KEYS_CONNECTIONS:-8}
 
 MASTER_KEY="sk-bench-master-key"
 STARTUP_TIMEOUT=20   # seconds for each process to answer
@@ -67,7 +68,7 @@ log() { printf '[bench] %s\n' "$*" >&3; }
 die() { log "ERROR: $*"; exit 1; }
 
 for v in DURATION CONNECTIONS RATE_CONNECTIONS WARMUP GATEWAY_WORKERS MOCK_WORKERS \
-         STREAM_REQUESTS STREAM_CONCURRENCY STREAM_CHUNKS STREAM_INTERVAL_MS; do
+         STREAM_REQUESTS STREAM_CONCURRENCY STREAM_CHUNKS STREAM_INTERVAL_MS KEYS KEYS_CONNECTIONS; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a whole number (got '${!v}')"
 done
 for r in $RATES; do [[ $r =~ ^[0-9]+$ ]] || die "BENCH_RATES must be whole numbers (got '$r')"; done
@@ -154,6 +155,8 @@ EOF
 cat > "$T/config.toml" <<EOF
 # Written by bench/run.sh
 master_key = "$MASTER_KEY"
+# Virtual keys for the key scenario; never on the hot path once cached.
+database_url = "sqlite://$T/bench.db"
 
 [server]
 host = "127.0.0.1"
@@ -308,6 +311,38 @@ gateway_alive && { bounded "$STREAM_TIMEOUT" python3 "$BENCH/ttfc.py" --label ga
   -n "$STREAM_REQUESTS" -c "$STREAM_CONCURRENCY" >"$T/ttfc_gateway.json" 2>"$T/ttfc_gateway.err" \
   || fail "ttfc gateway (exit $?)"; }
 
+# --- 5. Virtual keys ----------------------------------------------------------
+# The same request, at the same concurrency, with the master key and with
+# KEYS distinct virtual keys in rotation (all cached after a warm-up): the
+# cost of a cached virtual key over the master-key path. wrk, because it
+# can change a header per request.
+if ((KEYS > 0)); then
+  if command -v wrk >/dev/null; then
+    echo keys >"$T/phase"
+    log "virtual keys: creating $KEYS keys"
+    if bounded 300 python3 "$BENCH/mkkeys.py" --base "http://127.0.0.1:$GW_PORT" \
+        --master "$MASTER_KEY" -n "$KEYS" >"$T/keys.txt" 2>"$T/mkkeys.err"; then
+      echo "$MASTER_KEY" >"$T/master.txt"
+      wrk_run() { # name url keyfile body
+        WRK_KEYS=$3 WRK_BODY=$4 bounded $((DURATION + SLACK)) wrk -t1 -c"$KEYS_CONNECTIONS" \
+          -d"${DURATION}s" -s "$BENCH/keys.lua" "$2" >"$T/$1.txt" 2>&1 || fail "wrk $1 (exit $?)"
+      }
+      log "virtual keys: warm-up (every worker caches every key)"
+      WRK_KEYS=$T/keys.txt WRK_BODY=$BODY_GW bounded $((WARMUP + 5 + SLACK)) wrk -t1 -c"$KEYS_CONNECTIONS" \
+        -d"$((WARMUP + 3))s" -s "$BENCH/keys.lua" "$GW_URL" >/dev/null 2>&1 || true
+      log "virtual keys: ${DURATION}s each, $KEYS_CONNECTIONS connections: direct, master key, $KEYS keys"
+      wrk_run keys_direct "$DIRECT_URL" "" "$BODY_DIRECT"
+      gateway_alive && wrk_run keys_master "$GW_URL" "$T/master.txt" "$BODY_GW"
+      gateway_alive && wrk_run keys_virtual "$GW_URL" "$T/keys.txt" "$BODY_GW"
+    else
+      fail "creating virtual keys (see mkkeys.err)"
+    fi
+  else
+    log "virtual keys: skipped (wrk not installed: apt-get install wrk)"
+    echo "virtual-key scenario skipped: wrk not installed" >>"$T/failures.txt"
+  fi
+fi
+
 # --- 3. Memory after load -----------------------------------------------------
 echo after >"$T/phase"
 sleep 1
@@ -339,6 +374,8 @@ STREAM_REQUESTS=$STREAM_REQUESTS
 STREAM_CONCURRENCY=$STREAM_CONCURRENCY
 STREAM_CHUNKS=$STREAM_CHUNKS
 STREAM_INTERVAL_MS=$STREAM_INTERVAL_MS
+KEYS=$KEYS
+KEYS_CONNECTIONS=$KEYS_CONNECTIONS
 EOF
 
 echo
