@@ -323,17 +323,21 @@ if ((KEYS > 0)); then
     if bounded 300 python3 "$BENCH/mkkeys.py" --base "http://127.0.0.1:$GW_PORT" \
         --master "$MASTER_KEY" -n "$KEYS" >"$T/keys.txt" 2>"$T/mkkeys.err"; then
       echo "$MASTER_KEY" >"$T/master.txt"
+      HALF=$(( (DURATION + 1) / 2 ))
       wrk_run() { # name url keyfile body
-        WRK_KEYS=$3 WRK_BODY=$4 bounded $((DURATION + SLACK)) wrk -t1 -c"$KEYS_CONNECTIONS" \
-          -d"${DURATION}s" -s "$BENCH/keys.lua" "$2" >"$T/$1.txt" 2>&1 || fail "wrk $1 (exit $?)"
+        WRK_KEYS=$3 WRK_BODY=$4 bounded $((HALF + SLACK)) wrk -t1 -c"$KEYS_CONNECTIONS" \
+          -d"${HALF}s" -s "$BENCH/keys.lua" "$2" >"$T/$1.txt" 2>&1 || fail "wrk $1 (exit $?)"
       }
       log "virtual keys: warm-up (every worker caches every key)"
       WRK_KEYS=$T/keys.txt WRK_BODY=$BODY_GW bounded $((WARMUP + 5 + SLACK)) wrk -t1 -c"$KEYS_CONNECTIONS" \
         -d"$((WARMUP + 3))s" -s "$BENCH/keys.lua" "$GW_URL" >/dev/null 2>&1 || true
       log "virtual keys: ${DURATION}s each, $KEYS_CONNECTIONS connections: direct, master key, $KEYS keys"
-      wrk_run keys_direct "$DIRECT_URL" "" "$BODY_DIRECT"
-      gateway_alive && wrk_run keys_master "$GW_URL" "$T/master.txt" "$BODY_GW"
-      gateway_alive && wrk_run keys_virtual "$GW_URL" "$T/keys.txt" "$BODY_GW"
+      # Interleaved halves, so drift in the machine's load hits both paths alike.
+      for round in 1 2; do
+        wrk_run "keys_direct_$round" "$DIRECT_URL" "" "$BODY_DIRECT"
+        gateway_alive && wrk_run "keys_master_$round" "$GW_URL" "$T/master.txt" "$BODY_GW"
+        gateway_alive && wrk_run "keys_virtual_$round" "$GW_URL" "$T/keys.txt" "$BODY_GW"
+      done
     else
       fail "creating virtual keys (see mkkeys.err)"
     fi

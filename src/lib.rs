@@ -31,6 +31,7 @@ use crate::actors::provider::ProviderActor;
 use crate::actors::rate_limit::RateLimitActor;
 use crate::actors::router::RouterActor;
 use crate::actors::spend::{self, SpendActor};
+use crate::actors::spend_buffer::SpendBuffer;
 use crate::actors::Metered;
 use crate::config::{Config, Provider};
 use crate::metrics::Metrics;
@@ -278,6 +279,12 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
                 gw.metrics.actor("router"),
             )
         };
+        let spend = {
+            let meter = gw.metrics.actor("spend_buffer");
+            let m2 = meter.clone();
+            let target = gw.spend.clone();
+            Metered::new(SpendBuffer::new(target, m2).start(), meter)
+        };
         let meter = gw.metrics.actor("provider");
         let providers = gw
             .topology
@@ -295,6 +302,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
                 gw: gw.clone(),
                 auth,
                 router,
+                spend,
                 providers,
             }))
             .wrap(actix_web::middleware::Condition::new(

@@ -9,6 +9,7 @@ pub mod provider;
 pub mod rate_limit;
 pub mod router;
 pub mod spend;
+pub mod spend_buffer;
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;

@@ -104,6 +104,23 @@ impl Handler<Settle> for SpendActor {
     }
 }
 
+/// Many settlements at once, from a worker's SpendBuffer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SettleBatch(pub Vec<Settle>);
+
+impl Handler<SettleBatch> for SpendActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SettleBatch, ctx: &mut Context<Self>) {
+        for settle in msg.0 {
+            // Each one is counted in as if it had been sent alone.
+            self.meter.sent();
+            self.handle(settle, ctx);
+        }
+    }
+}
+
 /// Totals for one key (by its non-secret id).
 #[derive(Message)]
 #[rtype(result = "Totals")]

@@ -18,6 +18,7 @@ use crate::actors::provider::{Call, Reply};
 use crate::actors::rate_limit::Acquire;
 use crate::actors::router::{Outcome, OutcomeKind, Route, RouterActor};
 use crate::actors::spend::Settle;
+use crate::actors::spend_buffer::SpendBuffer;
 use crate::actors::Metered;
 use crate::error::{rate_limit_headers, GatewayError, RateLimitInfo};
 use crate::metrics::{ModelLabels, RequestLabels};
@@ -55,6 +56,8 @@ pub async fn embeddings(
 /// stream is when the last chunk is sent or the client goes away).
 pub struct RequestRecord {
     pub gw: Arc<Gateway>,
+    /// Where this request's spend is settled (the worker's SpendBuffer).
+    pub spend: Metered<SpendBuffer>,
     pub request_id: String,
     pub started: Instant,
     pub endpoint: Endpoint,
@@ -123,7 +126,7 @@ impl RequestRecord {
             .unwrap_or(0.0);
         if let (Some(key), Some(d)) = (&self.key, &self.deployment) {
             if usage != Usage::default() {
-                gw.spend.do_send(Settle {
+                self.spend.do_send(Settle {
                     key_id: key.id.clone(),
                     model: d.group.clone(),
                     usage,
@@ -212,6 +215,7 @@ async fn handle(
 ) -> HttpResponse {
     let mut record = RequestRecord {
         gw: st.gw.clone(),
+        spend: st.spend.clone(),
         request_id: request_id(&req),
         started: Instant::now(),
         endpoint,
@@ -396,6 +400,7 @@ fn record_finish_full(record: &mut RequestRecord, usage: Option<Usage>) {
 fn take_record(record: &mut RequestRecord) -> RequestRecord {
     RequestRecord {
         gw: record.gw.clone(),
+        spend: record.spend.clone(),
         request_id: std::mem::take(&mut record.request_id),
         started: record.started,
         endpoint: record.endpoint,

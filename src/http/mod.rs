@@ -20,6 +20,7 @@ use crate::access::KeyInfo;
 use crate::actors::auth::{hash_key, AuthActor, Authenticate};
 use crate::actors::provider::ProviderActor;
 use crate::actors::router::RouterActor;
+use crate::actors::spend_buffer::SpendBuffer;
 use crate::actors::Metered;
 use crate::error::GatewayError;
 use crate::Gateway;
@@ -33,6 +34,8 @@ pub struct WorkerState {
     pub auth: Metered<AuthActor>,
     /// This worker's RouterActor: routing never leaves the thread.
     pub router: Metered<RouterActor>,
+    /// This worker's batch of spend on its way to SpendActor.
+    pub spend: Metered<SpendBuffer>,
     pub providers: Vec<Metered<ProviderActor>>,
 }
 
