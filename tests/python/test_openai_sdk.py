@@ -6,6 +6,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import json
 import urllib.request
 
 import openai
@@ -31,6 +32,7 @@ def gateway():
         f.write(
             f"""
 master_key = "{MASTER}"
+database_url = "sqlite://{os.path.join(tmp, 'keys.db')}"
 [server]
 host = "127.0.0.1"
 port = {port}
@@ -180,3 +182,36 @@ def test_upstream_429_is_rate_limit_error(gateway):
             messages=[{"role": "user", "content": "x"}],
             extra_body={"mock": {"status": 429}},
         )
+
+
+def _admin(gateway, path, body):
+    base = gateway[: -len("/v1")]
+    req = urllib.request.Request(
+        base + path,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {MASTER}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
+
+
+def test_virtual_key_works_and_a_blocked_one_is_an_authentication_error(gateway):
+    key = _admin(gateway, "/key/generate", {"models": ["mock-gpt"]})["key"]
+    c = client(gateway, key=key)
+    r = c.chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": "x"}])
+    assert r.choices[0].message.content
+    assert [m.id for m in c.models.list()] == ["mock-gpt"]
+    with pytest.raises(openai.PermissionDeniedError):
+        c.embeddings.create(model="mock-embedding", input="x")
+    _admin(gateway, "/key/block", {"key": key})
+    with pytest.raises(openai.AuthenticationError):
+        c.chat.completions.create(model="mock-gpt", messages=[{"role": "user", "content": "x"}])
+
+
+def test_over_budget_key_is_a_bad_request(gateway):
+    key = _admin(gateway, "/key/generate", {"max_budget": 1.0, "spend": 1.5})["key"]
+    with pytest.raises(openai.BadRequestError) as e:
+        client(gateway, key=key).chat.completions.create(
+            model="mock-gpt", messages=[{"role": "user", "content": "x"}]
+        )
+    assert e.value.body["type"] == "budget_exceeded"
