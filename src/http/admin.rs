@@ -191,3 +191,82 @@ pub fn page_bounds(
     }
     Ok((page, size))
 }
+
+/// Applies the shared budget/limit fields of a request struct to a row;
+/// keys, users and teams name them alike.
+macro_rules! apply_budget {
+    ($fields:expr, $row:expr, $now:expr) => {
+        $crate::http::admin::BudgetPatch {
+            max_budget: $fields.max_budget,
+            budget_duration: &$fields.budget_duration,
+            rpm_limit: $fields.rpm_limit,
+            tpm_limit: $fields.tpm_limit,
+            max_parallel_requests: $fields.max_parallel_requests,
+        }
+        .apply(
+            $crate::http::admin::BudgetColumns {
+                max_budget: &mut $row.max_budget,
+                budget_duration: &mut $row.budget_duration,
+                budget_reset_at: &mut $row.budget_reset_at,
+                rpm_limit: &mut $row.rpm_limit,
+                tpm_limit: &mut $row.tpm_limit,
+                max_parallel_requests: &mut $row.max_parallel_requests,
+            },
+            $now,
+        )
+    };
+}
+pub(crate) use apply_budget;
+
+/// The budget and limit fields keys, users and teams share, as a request
+/// sent them (absent: leave alone; `null`: clear).
+pub struct BudgetPatch<'a> {
+    pub max_budget: Option<Option<f64>>,
+    pub budget_duration: &'a Option<Option<String>>,
+    pub rpm_limit: Option<Option<i64>>,
+    pub tpm_limit: Option<Option<i64>>,
+    pub max_parallel_requests: Option<Option<i64>>,
+}
+
+/// Where those fields live in a row.
+pub struct BudgetColumns<'a> {
+    pub max_budget: &'a mut Option<f64>,
+    pub budget_duration: &'a mut Option<String>,
+    pub budget_reset_at: &'a mut Option<i64>,
+    pub rpm_limit: &'a mut Option<i64>,
+    pub tpm_limit: &'a mut Option<i64>,
+    pub max_parallel_requests: &'a mut Option<i64>,
+}
+
+impl BudgetPatch<'_> {
+    /// Validates and writes the sent fields; a new `budget_duration` starts
+    /// a new budget period now.
+    pub fn apply(self, to: BudgetColumns<'_>, now: i64) -> Result<(), GatewayError> {
+        if let Some(b) = self.max_budget {
+            check_non_negative("max_budget", b)?;
+            *to.max_budget = b;
+        }
+        if let Some(bd) = self.budget_duration {
+            *to.budget_reset_at = match bd {
+                Some(s) => Some(now.saturating_add(parse_duration("budget_duration", s)?)),
+                None => None,
+            };
+            *to.budget_duration = bd.clone();
+        }
+        for (field, src, dst) in [
+            ("rpm_limit", self.rpm_limit, to.rpm_limit),
+            ("tpm_limit", self.tpm_limit, to.tpm_limit),
+            (
+                "max_parallel_requests",
+                self.max_parallel_requests,
+                to.max_parallel_requests,
+            ),
+        ] {
+            if let Some(v) = src {
+                check_limit(field, v)?;
+                *dst = v;
+            }
+        }
+        Ok(())
+    }
+}

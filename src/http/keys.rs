@@ -118,29 +118,7 @@ impl KeyFields {
         if let Some(a) = self.aliases {
             row.aliases = json!(a).to_string();
         }
-        if let Some(b) = self.max_budget {
-            check_non_negative("max_budget", b)?;
-            row.max_budget = b;
-        }
-        if let Some(bd) = self.budget_duration {
-            row.budget_reset_at = match &bd {
-                Some(s) => Some(now.saturating_add(parse_duration("budget_duration", s)?)),
-                None => None,
-            };
-            row.budget_duration = bd;
-        }
-        if let Some(v) = self.rpm_limit {
-            check_limit("rpm_limit", v)?;
-            row.rpm_limit = v;
-        }
-        if let Some(v) = self.tpm_limit {
-            check_limit("tpm_limit", v)?;
-            row.tpm_limit = v;
-        }
-        if let Some(v) = self.max_parallel_requests {
-            check_limit("max_parallel_requests", v)?;
-            row.max_parallel_requests = v;
-        }
+        apply_budget!(self, row, now)?;
         if let Some(v) = self.model_rpm_limit {
             row.model_rpm_limit = v.map(|m| json!(m).to_string());
         }

@@ -95,31 +95,7 @@ impl TeamFields {
         if let Some(m) = &self.models {
             row.models = json!(m).to_string();
         }
-        if let Some(b) = self.max_budget {
-            check_non_negative("max_budget", b)?;
-            row.max_budget = b;
-        }
-        if let Some(bd) = &self.budget_duration {
-            row.budget_reset_at = match bd {
-                Some(s) => Some(now.saturating_add(parse_duration("budget_duration", s)?)),
-                None => None,
-            };
-            row.budget_duration = bd.clone();
-        }
-        for (field, src, dst) in [
-            ("rpm_limit", self.rpm_limit, &mut row.rpm_limit),
-            ("tpm_limit", self.tpm_limit, &mut row.tpm_limit),
-            (
-                "max_parallel_requests",
-                self.max_parallel_requests,
-                &mut row.max_parallel_requests,
-            ),
-        ] {
-            if let Some(v) = src {
-                check_limit(field, v)?;
-                *dst = v;
-            }
-        }
+        apply_budget!(self, row, now)?;
         if let Some(m) = &self.metadata {
             row.metadata = Value::Object(m.clone()).to_string();
         }
