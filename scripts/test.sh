@@ -11,5 +11,6 @@ fi
 
 # Plain `cargo test` rather than nextest: it is on every machine with cargo.
 cargo test --all-targets
-cargo build --bin tollgate
+# The integration tests above built target/debug/tollgate (a plain
+# `cargo build` would rebuild dependencies with other features).
 TOLLGATE_BIN="$PWD/target/debug/tollgate" python3 -m pytest -q tests/python
