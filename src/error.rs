@@ -120,8 +120,9 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. }
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::ModelNotFound(_)
-            | GatewayError::RouteNotFound(_) => "invalid_request_error",
-            GatewayError::MissingKey | GatewayError::InvalidKey => "invalid_request_error",
+            | GatewayError::RouteNotFound(_)
+            | GatewayError::MissingKey
+            | GatewayError::InvalidKey => "invalid_request_error",
             GatewayError::PermissionDenied(_) => "permission_error",
             GatewayError::KeyBlocked | GatewayError::TeamBlocked(_) => "auth_error",
             GatewayError::KeyExpired { .. } => "expired_key",

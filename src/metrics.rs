@@ -2,7 +2,7 @@
 //! a few nanoseconds from any thread; `/metrics` encodes the registry on demand.
 
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -265,10 +265,6 @@ impl Drop for HandlingTimer {
     fn drop(&mut self) {
         self.duration.observe(self.start.elapsed().as_secs_f64());
     }
-}
-
-pub fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 #[cfg(test)]

@@ -19,8 +19,6 @@ pub struct DeploymentTarget {
     pub group: Arc<str>,
     pub provider: Provider,
     pub upstream_model: String,
-    /// Base URL including the version path, without a trailing slash.
-    pub base_url: String,
     /// Full URL per endpoint (`Endpoint::index`), built once.
     pub urls: [String; 3],
     /// `Authorization: Bearer …`, marked sensitive so it is never logged.
@@ -92,7 +90,7 @@ impl Topology {
                     group: group_name.clone(),
                     provider: d.provider,
                     upstream_model: d.model.clone(),
-                    base_url,
+
                     auth_header,
                     extra_headers,
                     timeout: d.timeout(&config.router),

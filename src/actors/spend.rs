@@ -121,20 +121,6 @@ impl Handler<SettleBatch> for SpendActor {
     }
 }
 
-/// Totals for one key (by its non-secret id).
-#[derive(Message)]
-#[rtype(result = "Totals")]
-pub struct KeySpend(pub String);
-
-impl Handler<KeySpend> for SpendActor {
-    type Result = MessageResult<KeySpend>;
-
-    fn handle(&mut self, msg: KeySpend, _: &mut Context<Self>) -> Self::Result {
-        let _t = self.meter.handling();
-        MessageResult(self.by_key.get(&msg.0).copied().unwrap_or_default())
-    }
-}
-
 /// Persist anything pending (a no-op while spend lives in memory); answered
 /// once done, so shutdown can wait for it.
 #[derive(Message)]

@@ -335,7 +335,7 @@ async fn run(
                 let mut resp = HttpResponse::Ok();
                 resp.content_type("application/json");
                 response_headers(&mut resp, record, &target, limits.as_ref(), cost);
-                record_finish_full(record, usage);
+                take_record(record).finish(200, usage, None);
                 return Ok(resp.body(body));
             }
             Ok(Reply::Stream(rx)) => {
@@ -390,10 +390,6 @@ async fn run(
             }
         }
     }
-}
-
-fn record_finish_full(record: &mut RequestRecord, usage: Option<Usage>) {
-    take_record(record).finish(200, usage, None);
 }
 
 /// Moves the record out, leaving a husk behind in the handler.
