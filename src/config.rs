@@ -336,12 +336,6 @@ impl Config {
     /// Checks values and resolves secrets. Called by `from_toml`; call it
     /// again after changing a config in code.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
-        if self.server.max_body_bytes < 1024 {
-            return Err(ConfigError::at(
-                "server.max_body_bytes",
-                "must be at least 1024",
-            ));
-        }
         self.resolved_master_key = match &self.master_key {
             Some(raw) => {
                 let secret = resolve_secret("master_key", raw)?;
@@ -416,24 +410,13 @@ impl Config {
                 "must be greater than 0",
             ));
         }
-        if self.router.timeout_secs == 0 {
-            return Err(ConfigError::at(
-                "router.timeout_secs",
-                "must be greater than 0",
-            ));
-        }
-        if self.router.cooldown_secs == 0 {
-            return Err(ConfigError::at(
-                "router.cooldown_secs",
-                "must be greater than 0",
-            ));
-        }
         if self.router.allowed_fails == 0 {
             return Err(ConfigError::at(
                 "router.allowed_fails",
                 "must be greater than 0",
             ));
         }
+        self.check_bounds()?;
         let mut ids = std::collections::HashSet::new();
         for (name, group) in self.models.iter_mut() {
             if name.is_empty() {
@@ -456,6 +439,93 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+/// The longest any configured duration may be: a day. Durations are added
+/// to `Instant`s and multiplied by attempts; an absurd value would overflow
+/// them at run time instead of failing here, at start-up.
+pub const MAX_DURATION_SECS: u64 = 86_400;
+
+fn in_range(path: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::at(
+            path,
+            format!("must be between {min} and {max} (got {value})"),
+        ))
+    }
+}
+
+impl Config {
+    /// Every duration and count that feeds timers or arithmetic, bounded.
+    fn check_bounds(&self) -> Result<(), ConfigError> {
+        let day = MAX_DURATION_SECS;
+        let checks: [(&str, u64, u64, u64); 13] = [
+            (
+                "server.shutdown_grace_secs",
+                self.server.shutdown_grace_secs,
+                0,
+                3_600,
+            ),
+            (
+                "server.keep_alive_secs",
+                self.server.keep_alive_secs,
+                0,
+                3_600,
+            ),
+            ("server.workers", self.server.workers as u64, 0, 1_024),
+            (
+                "server.max_body_bytes",
+                self.server.max_body_bytes as u64,
+                1_024,
+                1 << 30,
+            ),
+            ("auth.cache_ttl_secs", self.auth.cache_ttl_secs, 1, day),
+            (
+                "router.num_retries",
+                u64::from(self.router.num_retries),
+                0,
+                20,
+            ),
+            (
+                "router.retry_backoff_ms",
+                self.router.retry_backoff_ms,
+                0,
+                60_000,
+            ),
+            (
+                "router.max_retry_wait_ms",
+                self.router.max_retry_wait_ms,
+                0,
+                3_600_000,
+            ),
+            ("router.cooldown_secs", self.router.cooldown_secs, 1, day),
+            ("router.timeout_secs", self.router.timeout_secs, 1, day),
+            (
+                "router.stream_idle_timeout_secs",
+                self.router.stream_idle_timeout_secs,
+                1,
+                day,
+            ),
+            (
+                "mock_upstream.latency_ms",
+                self.mock_upstream.latency_ms,
+                0,
+                3_600_000,
+            ),
+            (
+                "mock_upstream.chunk_interval_ms",
+                self.mock_upstream.chunk_interval_ms,
+                0,
+                3_600_000,
+            ),
+        ];
+        for (path, value, min, max) in checks {
+            in_range(path, value, min, max)?;
         }
         Ok(())
     }
@@ -485,11 +555,8 @@ fn validate_deployment(path: &str, d: &mut Deployment) -> Result<(), ConfigError
             ));
         }
     }
-    if d.timeout_secs == Some(0) {
-        return Err(ConfigError::at(
-            format!("{path}.timeout_secs"),
-            "must be greater than 0",
-        ));
+    if let Some(t) = d.timeout_secs {
+        in_range(&format!("{path}.timeout_secs"), t, 1, MAX_DURATION_SECS)?;
     }
     match (&d.api_base, d.provider) {
         (None, Provider::Mock) => {}
@@ -600,6 +667,24 @@ mod tests {
             c.resolved_master_key.as_ref().map(|s| s.expose()),
             Some("sk-master-123")
         );
+    }
+
+    #[test]
+    fn durations_that_would_overflow_timers_are_refused_at_start_up() {
+        for (text, path) in [
+            ("[router]\ntimeout_secs = 9223372036854775807\n", "router.timeout_secs"),
+            ("[router]\ncooldown_secs = 10000000000\n", "router.cooldown_secs"),
+            ("[router]\nstream_idle_timeout_secs = 0\n", "router.stream_idle_timeout_secs"),
+            ("[server]\nshutdown_grace_secs = 99999999\n", "server.shutdown_grace_secs"),
+            ("[auth]\ncache_ttl_secs = 0\n", "auth.cache_ttl_secs"),
+            (
+                "[[models.m.deployments]]\nprovider = \"mock\"\nmodel = \"x\"\ntimeout_secs = 9999999999\n",
+                "models.m.deployments[0].timeout_secs",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(path), "{path}: {e}");
+        }
     }
 
     #[test]

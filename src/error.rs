@@ -29,7 +29,8 @@ pub struct UpstreamError {
     pub error_type: Option<String>,
     pub param: Option<String>,
     pub code: Option<String>,
-    pub retry_after_secs: Option<f64>,
+    /// The upstream's hint, already clamped where it was parsed.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +180,7 @@ impl GatewayError {
             | GatewayError::NoHealthyDeployment {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            GatewayError::Upstream(u) => u.retry_after_secs,
+            GatewayError::Upstream(u) => u.retry_after.map(|d| d.as_secs_f64()),
             _ => None,
         }
     }
@@ -345,7 +346,7 @@ mod tests {
             error_type: Some("server_error".into()),
             param: None,
             code: None,
-            retry_after_secs: None,
+            retry_after: None,
         });
         assert_eq!(e.status_code(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body_json(&e)["error"]["message"], "overloaded");

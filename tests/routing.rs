@@ -241,7 +241,7 @@ async fn a_dropped_connection_is_retried_elsewhere() {
 async fn an_upstream_retry_after_is_waited_out_before_retrying() {
     let limited = spawn_mock_with(Behaviour {
         status: Some(429),
-        retry_after: Some(1),
+        retry_after: Some("1".into()),
         ..Default::default()
     })
     .await;
@@ -264,7 +264,7 @@ async fn an_upstream_retry_after_is_waited_out_before_retrying() {
     // Past the gateway's patience, it answers at once instead of waiting.
     limited.set_behaviour(Behaviour {
         status: Some(429),
-        retry_after: Some(60),
+        retry_after: Some("60".into()),
         ..Default::default()
     });
     let t0 = Instant::now();
@@ -291,5 +291,60 @@ async fn weights_split_traffic() {
     let h = heavy.stats().chat;
     assert!((150..=195).contains(&h), "heavy got {h} of 200");
     let _ = json!(null);
+    gw.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_absurd_upstream_retry_after_is_clamped_and_the_worker_keeps_routing() {
+    let limited = spawn_mock().await;
+    let healthy = spawn_mock().await;
+    // One worker, cooling down on the first failure: the same RouterActor
+    // and HealthActor see the hostile hint and must survive it.
+    let gw = spawn_gateway(&format!(
+        "[router]\nnum_retries = 1\nretry_backoff_ms = 1\nallowed_fails = 1\n{}{}{}",
+        deployment("limited-a", "limited-a", &limited, ""),
+        deployment("limited-b", "limited-b", &limited, ""),
+        deployment("other", "other", &healthy, "")
+    ))
+    .await;
+    for (group, mock) in [
+        ("limited-a", json!({"status": 429, "retry_after": "1e20"})),
+        (
+            "limited-b",
+            json!({"status": 503, "retry_after_ms": "1e23"}),
+        ),
+    ] {
+        let mut body = chat_body(group);
+        body["mock"] = mock.clone();
+        let r = post(&gw, "/v1/chat/completions", Some(MASTER), &body).await;
+        assert!(
+            r.status == 429 || r.status == 503,
+            "{mock}: {} {}",
+            r.status,
+            r.text()
+        );
+        let hint: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!(
+            hint <= 3600,
+            "{mock}: the hint is clamped to an hour, got {hint}"
+        );
+        // The same worker still routes other groups.
+        let ok = post(
+            &gw,
+            "/v1/chat/completions",
+            Some(MASTER),
+            &chat_body("other"),
+        )
+        .await;
+        assert_eq!(ok.status, 200, "{mock}: {}", ok.text());
+    }
+    let health = get(&gw, "/health", Some(MASTER)).await;
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(health.json()["unhealthy_count"], 2, "{}", health.text());
+    assert_eq!(
+        limited.stats().chat,
+        2,
+        "each hint came from a real attempt"
+    );
     gw.stop().await;
 }

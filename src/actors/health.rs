@@ -111,7 +111,7 @@ impl Handler<RegisterRouter> for HealthActor {
 #[rtype(result = "()")]
 pub struct Report {
     pub deployment: usize,
-    pub failure: Option<Option<f64>>,
+    pub failure: Option<Option<Duration>>,
 }
 
 impl Handler<Report> for HealthActor {
@@ -144,8 +144,9 @@ impl Handler<Report> for HealthActor {
         if h.consecutive_fails < self.config.allowed_fails {
             return;
         }
-        let secs = (self.config.cooldown_secs as f64).max(retry_after.unwrap_or(0.0));
-        let cooldown = Duration::from_secs_f64(secs);
+        let cooldown =
+            Duration::from_secs(self.config.cooldown_secs).max(retry_after.unwrap_or_default());
+        let secs = cooldown.as_secs_f64();
         let until = now + cooldown;
         h.cooldown_until = Some(until);
         h.consecutive_fails = 0;

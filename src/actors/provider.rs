@@ -105,9 +105,9 @@ impl CallError {
         }
     }
 
-    pub fn retry_after_secs(&self) -> Option<f64> {
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            CallError::Status(u) => u.retry_after_secs,
+            CallError::Status(u) => u.retry_after,
             _ => None,
         }
     }
@@ -165,7 +165,7 @@ impl Handler<Call> for ProviderActor {
             let mut resp = req.send_body(msg.body).await.map_err(send_error)?;
             let status = resp.status().as_u16();
             if !(200..300).contains(&status) {
-                let retry_after = openai::retry_after_secs(
+                let retry_after = openai::retry_after(
                     header_str(resp.headers(), "retry-after"),
                     header_str(resp.headers(), "retry-after-ms"),
                 );

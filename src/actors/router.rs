@@ -181,7 +181,7 @@ pub enum OutcomeKind {
     /// A failure that says something about the deployment's health
     /// (connect error, timeout, 429, 5xx).
     Failure {
-        retry_after_secs: Option<f64>,
+        retry_after: Option<Duration>,
     },
     /// Finished without telling us anything about health (client error,
     /// client went away).
@@ -224,20 +224,20 @@ impl Handler<Outcome> for RouterActor {
                     });
                 }
             }
-            OutcomeKind::Failure { retry_after_secs } => {
+            OutcomeKind::Failure { retry_after } => {
                 l.failing = true;
                 l.consecutive_fails += 1;
                 let now = Instant::now();
                 let cooling = l.cooldown_until.is_some_and(|u| u > now);
                 if !cooling && l.consecutive_fails >= self.config.allowed_fails {
-                    let secs =
-                        (self.config.cooldown_secs as f64).max(retry_after_secs.unwrap_or(0.0));
-                    l.cooldown_until = Some(now + Duration::from_secs_f64(secs));
+                    let cooldown = Duration::from_secs(self.config.cooldown_secs)
+                        .max(retry_after.unwrap_or_default());
+                    l.cooldown_until = Some(now + cooldown);
                     l.consecutive_fails = 0;
                 }
                 self.health.do_send(Report {
                     deployment: msg.deployment,
-                    failure: Some(retry_after_secs),
+                    failure: Some(retry_after),
                 });
             }
             OutcomeKind::Neutral => {}

@@ -23,8 +23,10 @@ pub struct Totals {
 impl Totals {
     fn add(&mut self, usage: &Usage, cost: f64) {
         self.requests += 1;
-        self.prompt_tokens += usage.prompt_tokens;
-        self.completion_tokens += usage.completion_tokens;
+        self.prompt_tokens = self.prompt_tokens.saturating_add(usage.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(usage.completion_tokens);
         self.spend_usd += cost;
     }
 }

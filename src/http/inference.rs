@@ -351,7 +351,7 @@ async fn run(
                 let retryable = err.retryable();
                 attempt.finish(if retryable {
                     OutcomeKind::Failure {
-                        retry_after_secs: err.retry_after_secs(),
+                        retry_after: err.retry_after(),
                     }
                 } else {
                     OutcomeKind::Neutral
@@ -364,9 +364,8 @@ async fn run(
                         .retry_backoff_ms
                         .saturating_mul(1 << (record.attempts - 1).min(10)),
                 );
-                let wait = match err.retry_after_secs() {
-                    Some(secs) => {
-                        let asked = Duration::from_secs_f64(secs);
+                let wait = match err.retry_after() {
+                    Some(asked) => {
                         if asked > Duration::from_millis(router_cfg.max_retry_wait_ms)
                             && group.deployments.len() <= 1
                         {

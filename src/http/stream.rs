@@ -71,9 +71,7 @@ impl SseBody {
                 record.finish(200, self.usage, None);
             }
             Some(End::Failed(msg)) => {
-                attempt.finish(OutcomeKind::Failure {
-                    retry_after_secs: None,
-                });
+                attempt.finish(OutcomeKind::Failure { retry_after: None });
                 record.finish(502, self.usage, Some(msg));
             }
             None => {

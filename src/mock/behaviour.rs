@@ -17,6 +17,10 @@ pub(crate) enum FaultSel {
     Drop,
     Hang,
     Cut,
+    BadShape,
+    Html,
+    Garbage,
+    GarbageMid,
     None,
 }
 
@@ -26,6 +30,10 @@ impl FaultSel {
             FaultSel::Drop => Some(Fault::Drop),
             FaultSel::Hang => Some(Fault::Hang),
             FaultSel::Cut => Some(Fault::Cut),
+            FaultSel::BadShape => Some(Fault::BadShape),
+            FaultSel::Html => Some(Fault::Html),
+            FaultSel::Garbage => Some(Fault::Garbage),
+            FaultSel::GarbageMid => Some(Fault::GarbageMid),
             FaultSel::None => None,
         }
     }
@@ -37,19 +45,23 @@ impl FaultSel {
 pub(crate) struct BehaviourPatch {
     pub(crate) latency_ms: Option<u64>,
     pub(crate) status: Option<u16>,
-    pub(crate) retry_after: Option<u64>,
+    #[serde(deserialize_with = "text_or_number")]
+    pub(crate) retry_after: Option<String>,
+    #[serde(deserialize_with = "text_or_number")]
+    pub(crate) retry_after_ms: Option<String>,
     pub(crate) chunks: Option<usize>,
     pub(crate) chunk_interval_ms: Option<u64>,
     pub(crate) fault: Option<FaultSel>,
 }
 
 /// The behaviour that applies to one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Effective {
     pub(crate) latency_ms: u64,
     /// Only set for an error status (300..=599).
     pub(crate) status: Option<u16>,
-    pub(crate) retry_after: Option<u64>,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) retry_after_ms: Option<String>,
     pub(crate) chunks: usize,
     pub(crate) chunk_interval_ms: u64,
     pub(crate) fault: Option<Fault>,
@@ -60,7 +72,8 @@ impl Effective {
         Effective {
             latency_ms: b.latency_ms,
             status: b.status,
-            retry_after: b.retry_after,
+            retry_after: b.retry_after.clone(),
+            retry_after_ms: b.retry_after_ms.clone(),
             chunks: b.chunks.unwrap_or(DEFAULT_CHUNKS),
             chunk_interval_ms: b.chunk_interval_ms,
             fault: b.fault,
@@ -74,8 +87,11 @@ impl Effective {
         if let Some(v) = p.status {
             self.status = Some(v);
         }
-        if let Some(v) = p.retry_after {
-            self.retry_after = Some(v);
+        if let Some(v) = &p.retry_after {
+            self.retry_after = Some(v.clone());
+        }
+        if let Some(v) = &p.retry_after_ms {
+            self.retry_after_ms = Some(v.clone());
         }
         if let Some(v) = p.chunks {
             self.chunks = v;
@@ -104,6 +120,7 @@ impl Effective {
 static H_LATENCY: HeaderName = HeaderName::from_static("x-mock-latency-ms");
 static H_STATUS: HeaderName = HeaderName::from_static("x-mock-status");
 static H_RETRY_AFTER: HeaderName = HeaderName::from_static("x-mock-retry-after");
+static H_RETRY_AFTER_MS: HeaderName = HeaderName::from_static("x-mock-retry-after-ms");
 static H_CHUNKS: HeaderName = HeaderName::from_static("x-mock-chunks");
 static H_INTERVAL: HeaderName = HeaderName::from_static("x-mock-chunk-interval-ms");
 static H_FAULT: HeaderName = HeaderName::from_static("x-mock-fault");
@@ -127,9 +144,13 @@ fn header_patch(headers: &HeaderMap) -> Result<BehaviourPatch, String> {
                 Ok("drop") => FaultSel::Drop,
                 Ok("hang") => FaultSel::Hang,
                 Ok("cut") => FaultSel::Cut,
+                Ok("bad_shape") => FaultSel::BadShape,
+                Ok("html") => FaultSel::Html,
+                Ok("garbage") => FaultSel::Garbage,
+                Ok("garbage_mid") => FaultSel::GarbageMid,
                 Ok("none") | Ok("") => FaultSel::None,
                 _ => {
-                    return Err("invalid value for header x-mock-fault (drop|hang|cut|none)".into())
+                    return Err("invalid value for header x-mock-fault (drop|hang|cut|bad_shape|html|garbage|garbage_mid|none)".into())
                 }
             },
         ),
@@ -138,9 +159,22 @@ fn header_patch(headers: &HeaderMap) -> Result<BehaviourPatch, String> {
         latency_ms: header(headers, &H_LATENCY)?,
         status: header(headers, &H_STATUS)?,
         retry_after: header(headers, &H_RETRY_AFTER)?,
+        retry_after_ms: header(headers, &H_RETRY_AFTER_MS)?,
         chunks: header(headers, &H_CHUNKS)?,
         chunk_interval_ms: header(headers, &H_INTERVAL)?,
         fault,
+    })
+}
+
+/// `"retry_after": 2` and `"retry_after": "1e20"` alike: the value is sent
+/// as a header verbatim.
+pub(crate) fn text_or_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(other) => Some(other.to_string()),
     })
 }
 

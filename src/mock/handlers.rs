@@ -61,7 +61,7 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 /// The injected error answer for `status` (already checked to be 300..=599).
-fn status_error(status: u16, retry_after: Option<u64>) -> HttpResponse {
+fn status_error(status: u16, eff: &Effective) -> HttpResponse {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let (kind, err_code) = match status {
         429 => ("rate_limit_error", Some("rate_limit_exceeded")),
@@ -71,8 +71,11 @@ fn status_error(status: u16, retry_after: Option<u64>) -> HttpResponse {
     let msg = format!("mock: injected error (status {status})");
     let mut resp = HttpResponse::build(code);
     resp.insert_header((CONTENT_TYPE, JSON));
-    if let Some(secs) = retry_after {
-        resp.insert_header((RETRY_AFTER, secs));
+    if let Some(v) = &eff.retry_after {
+        resp.insert_header((RETRY_AFTER, v.as_str()));
+    }
+    if let Some(v) = &eff.retry_after_ms {
+        resp.insert_header(("retry-after-ms", v.as_str()));
     }
     resp.body(wire::error_body(&msg, kind, err_code))
 }
@@ -99,14 +102,28 @@ async fn gate(
     match eff.fault {
         Some(Fault::Hang) => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
-            return Err(status_error(504, None));
+            return Err(json_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                wire::error_body("mock: hung", "server_error", None),
+            ));
         }
         Some(Fault::Drop) => return Err(drop_response(streaming)),
         Some(Fault::Cut) if !streaming => return Err(drop_response(false)),
+        Some(Fault::BadShape) => {
+            return Err(json_response(
+                StatusCode::OK,
+                r#"{"id":"x","object":"chat.completion","choices":{"oops":true},"data":"nope","usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#.into(),
+            ))
+        }
+        Some(Fault::Html) => {
+            return Err(HttpResponse::Ok()
+                .insert_header((CONTENT_TYPE, "text/html"))
+                .body("<html><body><h1>Down for maintenance</h1></body></html>"))
+        }
         _ => {}
     }
     match eff.status {
-        Some(s) => Err(status_error(s, eff.retry_after)),
+        Some(s) => Err(status_error(s, &eff)),
         None => Ok(eff),
     }
 }
@@ -240,6 +257,7 @@ async fn chat(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> Http
                 prompt_tokens: prompt,
                 interval_ms: eff.chunk_interval_ms,
                 cut_after: None,
+                garbage_at: None,
             },
         );
     }
@@ -262,8 +280,11 @@ async fn chat(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) -> Http
 }
 
 fn sse(st: &web::Data<Shared>, eff: &Effective, mut plan: StreamPlan) -> HttpResponse {
-    if eff.fault == Some(Fault::Cut) {
-        plan.cut_after = Some(plan.emit / 2);
+    match eff.fault {
+        Some(Fault::Cut) => plan.cut_after = Some(plan.emit / 2),
+        Some(Fault::Garbage) => plan.garbage_at = Some(0),
+        Some(Fault::GarbageMid) => plan.garbage_at = Some(plan.emit / 2),
+        _ => {}
     }
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, SSE))
@@ -361,6 +382,7 @@ async fn completions(req: HttpRequest, body: web::Bytes, st: web::Data<Shared>) 
                 prompt_tokens: prompt,
                 interval_ms: eff.chunk_interval_ms,
                 cut_after: None,
+                garbage_at: None,
             },
         );
     }

@@ -34,7 +34,10 @@
 //! Order of effects: `latency_ms` sleep, then `hang` (never answers), `drop`
 //! (response head, then the body errors so the connection breaks), `cut`
 //! (streams: about half the content chunks, then the connection breaks; not
-//! streaming: same as `drop`), then an error `status`, then the normal answer.
+//! streaming: same as `drop`), `bad_shape` (200, JSON that is not a
+//! completion), `html` (200, an HTML page), then an error `status`, then the
+//! normal answer; `garbage` / `garbage_mid` put a non-JSON event first /
+//! halfway into a stream.
 //!
 //! # Stats
 //! `requests` counts every inference-route request (chat, completions,
@@ -98,8 +101,13 @@ pub struct Behaviour {
     pub latency_ms: u64,
     /// If set and not 2xx, answer with this status and an OpenAI-shaped error.
     pub status: Option<u16>,
-    /// Seconds; sent as `retry-after` with an error status.
-    pub retry_after: Option<u64>,
+    /// Sent verbatim as `retry-after` with an error status: seconds, an
+    /// HTTP date, or garbage such as `1e20` (a number or a string in JSON).
+    #[serde(deserialize_with = "behaviour::text_or_number")]
+    pub retry_after: Option<String>,
+    /// Sent verbatim as `retry-after-ms` with an error status.
+    #[serde(deserialize_with = "behaviour::text_or_number")]
+    pub retry_after_ms: Option<String>,
     /// Number of content pieces in a reply (default 5).
     pub chunks: Option<usize>,
     /// Delay before each content chunk of a stream.
@@ -118,6 +126,16 @@ pub enum Fault {
     Hang,
     /// Streams: send about half the chunks, then break the connection.
     Cut,
+    /// 200 with valid JSON that is not a completion (`choices`/`data` not a
+    /// list); for a stream request too, instead of SSE.
+    BadShape,
+    /// 200 with an HTML page (`text/html`), stream or not.
+    Html,
+    /// Streams: the first event's data is not JSON.
+    Garbage,
+    /// Streams: about half the chunks, then an event whose data is not JSON
+    /// (the stream goes on after it).
+    GarbageMid,
 }
 
 /// A copy of the mock's counters.

@@ -53,6 +53,8 @@ pub(crate) struct StreamPlan {
     pub(crate) interval_ms: u64,
     /// `Some(n)`: break the connection after `n` content chunks.
     pub(crate) cut_after: Option<usize>,
+    /// `Some(n)`: before content chunk `n`, an event whose data is not JSON.
+    pub(crate) garbage_at: Option<usize>,
 }
 
 /// An OpenAI-style SSE body. Each event is its own `Bytes` item, so actix
@@ -66,6 +68,7 @@ pub(crate) struct SseStream {
     sleep: Option<Pin<Box<Sleep>>>,
     sleeping: bool,
     cut_pending: bool,
+    garbage_sent: bool,
     step: Step,
 }
 
@@ -93,6 +96,7 @@ impl SseStream {
             sleep,
             sleeping: false,
             cut_pending: false,
+            garbage_sent: false,
             step: Step::Start,
         }
     }
@@ -181,6 +185,12 @@ impl Stream for SseStream {
         let this = self.get_mut();
         loop {
             match this.step {
+                Step::Start if this.plan.garbage_at == Some(0) && !this.garbage_sent => {
+                    this.garbage_sent = true;
+                    return Poll::Ready(Some(Ok(Bytes::from_static(
+                        b"data: <html>upstream proxy error</html>\n\n",
+                    ))));
+                }
                 Step::Start => {
                     this.step = Step::Content(0);
                     if this.plan.kind == Kind::Chat {
@@ -206,6 +216,12 @@ impl Stream for SseStream {
                     if i >= this.plan.emit {
                         this.step = Step::Finish;
                         continue;
+                    }
+                    if this.plan.garbage_at == Some(i) && !this.garbage_sent {
+                        this.garbage_sent = true;
+                        return Poll::Ready(Some(Ok(Bytes::from_static(
+                            b"data: {\"choices\": [truncated\n\n",
+                        ))));
                     }
                     if this.poll_interval(cx).is_pending() {
                         return Poll::Pending;

@@ -49,13 +49,24 @@ impl Endpoint {
     }
 }
 
-/// Token counts as the upstream reported them.
+/// Token counts as the upstream reported them, each clamped to
+/// `MAX_TOKENS` as it is parsed so sums of them can never overflow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Usage {
+    #[serde(deserialize_with = "clamped_count")]
     pub prompt_tokens: u64,
+    #[serde(deserialize_with = "clamped_count")]
     pub completion_tokens: u64,
+    #[serde(deserialize_with = "clamped_count")]
     pub total_tokens: u64,
+}
+
+/// More tokens than any request has had; larger upstream claims are lies.
+pub const MAX_TOKENS: u64 = 1 << 40;
+
+fn clamped_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Option::<u64>::deserialize(d).map(|n| n.unwrap_or(0).min(MAX_TOKENS))
 }
 
 /// Is an upstream status worth another attempt (on this or another deployment)?

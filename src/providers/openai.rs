@@ -1,6 +1,8 @@
 //! OpenAI and OpenAI-compatible upstreams (vLLM, Ollama, …): the body out is
 //! the body in with `model` swapped and, for streams, usage requested.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -139,7 +141,7 @@ pub fn stream_step(data: &[u8], client_wants_usage: bool) -> StreamStep {
 
 /// Maps an upstream error response to the error the client sees: the
 /// upstream's status and message, in OpenAI's shape.
-pub fn parse_error(status: u16, retry_after_secs: Option<f64>, body: &[u8]) -> UpstreamError {
+pub fn parse_error(status: u16, retry_after: Option<Duration>, body: &[u8]) -> UpstreamError {
     #[derive(Deserialize)]
     struct Detail {
         message: Option<serde_json::Value>,
@@ -170,7 +172,7 @@ pub fn parse_error(status: u16, retry_after_secs: Option<f64>, body: &[u8]) -> U
             error_type: d.kind,
             param: text(d.param),
             code: text(d.code),
-            retry_after_secs,
+            retry_after,
         },
         _ => {
             let raw = String::from_utf8_lossy(body);
@@ -185,23 +187,41 @@ pub fn parse_error(status: u16, retry_after_secs: Option<f64>, body: &[u8]) -> U
                 error_type: None,
                 param: None,
                 code: None,
-                retry_after_secs,
+                retry_after,
             }
         }
     }
 }
 
-/// `retry-after` (seconds or HTTP date is rare upstream; seconds only) and
-/// OpenAI's `retry-after-ms`.
-pub fn retry_after_secs(retry_after: Option<&str>, retry_after_ms: Option<&str>) -> Option<f64> {
+/// Longest wait an upstream may ask for. Its hint feeds sleeps and
+/// cooldowns; a hostile or broken value (`1e20`) must not overflow them,
+/// and nothing useful waits longer than this anyway.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `retry-after` (seconds or an HTTP date) and OpenAI's `retry-after-ms`,
+/// clamped to `0..=MAX_RETRY_AFTER` here, where they are parsed, so no
+/// later arithmetic has to distrust them.
+pub fn retry_after(retry_after: Option<&str>, retry_after_ms: Option<&str>) -> Option<Duration> {
+    let clamp = |secs: f64| -> Option<Duration> {
+        if secs.is_nan() || secs < 0.0 {
+            return None;
+        }
+        Some(Duration::from_secs_f64(
+            secs.min(MAX_RETRY_AFTER.as_secs_f64()),
+        ))
+    };
     if let Some(ms) = retry_after_ms.and_then(|v| v.trim().parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(ms / 1000.0);
+        if let Some(d) = clamp(ms / 1000.0) {
+            return Some(d);
         }
     }
-    retry_after
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
+    let v = retry_after?.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return clamp(secs);
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let secs = (at.timestamp_millis() - chrono::Utc::now().timestamp_millis()) as f64 / 1000.0;
+    clamp(secs.max(0.0))
 }
 
 #[cfg(test)]
@@ -255,6 +275,14 @@ mod tests {
     }
 
     #[test]
+    fn absurd_or_null_token_counts_are_clamped() {
+        let body = br#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":null}}"#;
+        let u = usage_from_body(body).unwrap().unwrap();
+        assert_eq!(u.prompt_tokens, crate::providers::MAX_TOKENS);
+        assert_eq!(u.completion_tokens, 0);
+    }
+
+    #[test]
     fn truncated_or_empty_bodies_are_errors() {
         assert!(usage_from_body(b"").is_err());
         assert!(usage_from_body(br#"{"id":"x","choices":[{"#).is_err());
@@ -299,11 +327,11 @@ mod tests {
     #[test]
     fn openai_error_body_is_kept() {
         let body = br#"{"error":{"message":"Rate limit reached for gpt-4o","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
-        let e = parse_error(429, Some(2.0), body);
+        let e = parse_error(429, Some(Duration::from_secs(2)), body);
         assert_eq!(e.status, 429);
         assert_eq!(e.message, "Rate limit reached for gpt-4o");
         assert_eq!(e.code.as_deref(), Some("rate_limit_exceeded"));
-        assert_eq!(e.retry_after_secs, Some(2.0));
+        assert_eq!(e.retry_after, Some(Duration::from_secs(2)));
     }
 
     #[test]
@@ -317,8 +345,36 @@ mod tests {
 
     #[test]
     fn retry_after_prefers_milliseconds() {
-        assert_eq!(retry_after_secs(Some("3"), Some("1500")), Some(1.5));
-        assert_eq!(retry_after_secs(Some("3"), None), Some(3.0));
-        assert_eq!(retry_after_secs(Some("soon"), None), None);
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        assert_eq!(secs(retry_after(Some("3"), Some("1500"))), Some(1.5));
+        assert_eq!(secs(retry_after(Some("3"), None)), Some(3.0));
+        assert_eq!(retry_after(Some("soon"), None), None);
+    }
+
+    #[test]
+    fn absurd_retry_after_values_are_clamped_not_trusted() {
+        let max = Some(MAX_RETRY_AFTER);
+        assert_eq!(retry_after(Some("1e20"), None), max);
+        assert_eq!(retry_after(None, Some("1e23")), max);
+        assert_eq!(retry_after(Some("inf"), None), max);
+        assert_eq!(retry_after(Some("-5"), None), None);
+        assert_eq!(retry_after(Some("NaN"), None), None);
+        // A bad millisecond value falls back to the seconds header.
+        assert_eq!(
+            retry_after(Some("2"), Some("-1")),
+            Some(Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date() {
+        let past = "Wed, 21 Oct 2015 07:28:00 GMT";
+        assert_eq!(retry_after(Some(past), None), Some(Duration::ZERO));
+        let soon = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        let d = retry_after(Some(&soon), None).unwrap();
+        assert!(
+            d > Duration::from_secs(25) && d <= Duration::from_secs(30),
+            "{d:?}"
+        );
     }
 }
