@@ -80,6 +80,11 @@ pub struct Config {
     /// Model groups by public name.
     pub models: BTreeMap<String, ModelGroup>,
 
+    /// Test-only: honour `x-tollgate-crash: <actor>` on inference requests
+    /// (the named actor panics). Settable from code only, never from a file.
+    #[serde(skip)]
+    pub fault_injection: bool,
+
     /// Resolved secrets, filled by `validate`.
     #[serde(skip)]
     pub resolved_master_key: Option<Secret>,

@@ -32,7 +32,7 @@ use crate::actors::rate_limit::RateLimitActor;
 use crate::actors::router::RouterActor;
 use crate::actors::spend::{self, SpendActor};
 use crate::actors::spend_buffer::SpendBuffer;
-use crate::actors::Metered;
+use crate::actors::{supervise, Metered};
 use crate::config::{Config, Provider};
 use crate::metrics::Metrics;
 use crate::topology::Topology;
@@ -183,12 +183,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let control = Arbiter::new();
     let log_arbiter = Arbiter::new();
 
+    let control_handle = control.handle();
     let limiter = {
         let limits = config.limits.clone();
         let meter = metrics.actor("rate_limit");
         let m2 = meter.clone();
         Metered::new(
-            Supervisor::start_in_arbiter(&control.handle(), move |_| {
+            supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
                 RateLimitActor::new(&limits, m2)
             }),
             meter,
@@ -198,18 +199,22 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         let topo = topology.clone();
         let cfg = config.router.clone();
         let m = metrics.clone();
+        let meter = metrics.actor("health");
         Metered::new(
-            Supervisor::start_in_arbiter(&control.handle(), move |_| {
+            supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
                 HealthActor::new(topo, cfg, m)
             }),
-            metrics.actor("health"),
+            meter,
         )
     };
     let spend = {
         let m = metrics.clone();
+        let meter = metrics.actor("spend");
         Metered::new(
-            Supervisor::start_in_arbiter(&control.handle(), move |_| SpendActor::new(m)),
-            metrics.actor("spend"),
+            supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
+                SpendActor::new(m)
+            }),
+            meter,
         )
     };
     let auth_hub = {
@@ -217,16 +222,23 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         let meter = metrics.actor("auth_hub");
         let m2 = meter.clone();
         Metered::new(
-            Supervisor::start_in_arbiter(&control.handle(), move |_| AuthHub::new(redis, m2)),
+            supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
+                AuthHub::new(redis, m2)
+            }),
             meter,
         )
     };
     let logger_actor =
         LoggerActor::new(&config.logging.request_log, &metrics).map_err(StartError::RequestLog)?;
-    let logger = Metered::new(
-        LoggerActor::start_in_arbiter(&log_arbiter.handle(), move |_| logger_actor),
-        metrics.actor("logger"),
-    );
+    let logger = {
+        let meter = metrics.actor("logger");
+        Metered::new(
+            supervise::start_in_arbiter(&log_arbiter.handle(), meter.clone(), move |_| {
+                logger_actor
+            }),
+            meter,
+        )
+    };
 
     let gateway = Arc::new(Gateway {
         config: config.clone(),
@@ -265,7 +277,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             let redis = gw.redis.clone();
             let hub = gw.auth_hub.addr.clone();
             Metered::new(
-                Supervisor::start(move |_| AuthActor::new(&config, store, redis, Some(hub), meter)),
+                supervise::start(auth_meter.clone(), move |_| {
+                    AuthActor::new(&config, store, redis, Some(hub), meter)
+                }),
                 auth_meter,
             )
         };
@@ -274,16 +288,22 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             let config = gw.config.router.clone();
             let health = gw.health.addr.clone();
             let metrics = gw.metrics.clone();
+            let meter = gw.metrics.actor("router");
             Metered::new(
-                Supervisor::start(move |_| RouterActor::new(topology, config, health, &metrics)),
-                gw.metrics.actor("router"),
+                supervise::start(meter.clone(), move |_| {
+                    RouterActor::new(topology, config, health, &metrics)
+                }),
+                meter,
             )
         };
         let spend = {
             let meter = gw.metrics.actor("spend_buffer");
             let m2 = meter.clone();
             let target = gw.spend.clone();
-            Metered::new(SpendBuffer::new(target, m2).start(), meter)
+            Metered::new(
+                supervise::start(meter.clone(), move |_| SpendBuffer::new(target, m2)),
+                meter,
+            )
         };
         let meter = gw.metrics.actor("provider");
         let providers = gw
@@ -291,8 +311,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             .deployments
             .iter()
             .map(|d| {
+                let target = d.clone();
+                let m2 = meter.clone();
                 Metered::new(
-                    ProviderActor::new(d.clone(), meter.clone()).start(),
+                    supervise::start(meter.clone(), move |_| ProviderActor::new(target, m2)),
                     meter.clone(),
                 )
             })

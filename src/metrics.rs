@@ -177,6 +177,7 @@ impl Metrics {
 
     pub fn actor(&self, actor: &'static str) -> ActorMeter {
         ActorMeter {
+            name: actor,
             depth: self
                 .mailbox_depth
                 .get_or_create_owned(&ActorLabels { actor }),
@@ -231,12 +232,16 @@ impl Metrics {
 /// [`HandlingTimer`], which together keep the depth gauge exact.
 #[derive(Clone)]
 pub struct ActorMeter {
+    name: &'static str,
     depth: Gauge,
     duration: Histogram,
     restarts: Counter,
 }
 
 impl ActorMeter {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
     pub fn sent(&self) {
         self.depth.inc();
     }

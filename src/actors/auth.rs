@@ -227,12 +227,24 @@ impl Actor for AuthActor {
     }
 }
 
+/// The lookups in flight were cancelled with the old context: answer their
+/// waiters now (they would otherwise wait forever), and start from an empty
+/// cache so nothing half-written survives.
 impl Supervised for AuthActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.meter.restarted();
+        self.generation += 1;
         self.cache.clear();
+        for (_, waiters) in self.pending.drain() {
+            for w in waiters {
+                let _ = w.send(Err(GatewayError::Unavailable(
+                    "the key cache restarted; retry the request".into(),
+                )));
+            }
+        }
     }
 }
+
+crate::actors::supervise::crashable!(AuthActor);
 
 #[derive(Message)]
 #[rtype(result = "Result<Arc<KeyInfo>, GatewayError>")]

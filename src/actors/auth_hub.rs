@@ -46,11 +46,12 @@ impl Actor for AuthHub {
     }
 }
 
-impl Supervised for AuthHub {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        self.meter.restarted();
-    }
-}
+/// The worker list stays; the subscription task was cancelled with the
+/// old context and `started` opens a new one (which flushes every cache,
+/// as any re-subscription does).
+impl Supervised for AuthHub {}
+
+crate::actors::supervise::crashable!(AuthHub);
 
 /// Keeps a subscription to the invalidation channel alive for as long as
 /// the hub lives.
@@ -107,7 +108,10 @@ impl Handler<Register> for AuthHub {
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
         let _t = self.meter.handling();
-        self.workers.push(msg.0);
+        // A restarted AuthActor registers again: keep one entry per worker.
+        if !self.workers.contains(&msg.0) {
+            self.workers.push(msg.0);
+        }
     }
 }
 

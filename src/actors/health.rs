@@ -67,6 +67,17 @@ impl HealthActor {
         }
     }
 
+    fn schedule_recovery(&self, ctx: &mut Context<Self>, idx: usize, after: Duration) {
+        ctx.run_later(after, move |act, _| {
+            let h = &mut act.health[idx];
+            if h.cooldown_until.is_some_and(|u| u <= Instant::now()) {
+                h.cooldown_until = None;
+                h.healthy_gauge.set(1);
+                act.announce(idx, None);
+            }
+        });
+    }
+
     fn cooling(&self, idx: usize, now: Instant) -> bool {
         self.health[idx].cooldown_until.is_some_and(|u| u > now)
     }
@@ -74,13 +85,25 @@ impl HealthActor {
 
 impl Actor for HealthActor {
     type Context = Context<Self>;
-}
 
-impl Supervised for HealthActor {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        self.meter.restarted();
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // After a restart the timers that end cooldowns are gone: set them
+        // again for every deployment still cooling down.
+        let now = Instant::now();
+        for idx in 0..self.health.len() {
+            if let Some(until) = self.health[idx].cooldown_until {
+                self.schedule_recovery(ctx, idx, until.saturating_duration_since(now));
+            }
+        }
     }
 }
+
+/// Failure counts and cooldowns survive a restart as they are: they are
+/// plain numbers, and forgetting a cooldown would send traffic to a
+/// deployment known to be failing.
+impl Supervised for HealthActor {}
+
+crate::actors::supervise::crashable!(HealthActor);
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -101,7 +124,10 @@ impl Handler<RegisterRouter> for HealthActor {
                 });
             }
         }
-        self.routers.push(msg.0);
+        // A restarted router registers again: keep one entry per router.
+        if !self.routers.contains(&msg.0) {
+            self.routers.push(msg.0);
+        }
     }
 }
 
@@ -153,14 +179,7 @@ impl Handler<Report> for HealthActor {
         h.healthy_gauge.set(0);
         tracing::warn!(deployment = %d.id, model = %d.group, cooldown_secs = secs, "deployment cooling down after repeated failures");
         self.announce(idx, Some(until));
-        ctx.run_later(cooldown, move |act, _| {
-            let h = &mut act.health[idx];
-            if h.cooldown_until.is_some_and(|u| u <= Instant::now()) {
-                h.cooldown_until = None;
-                h.healthy_gauge.set(1);
-                act.announce(idx, None);
-            }
-        });
+        self.schedule_recovery(ctx, idx, cooldown);
     }
 }
 

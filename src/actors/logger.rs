@@ -89,6 +89,12 @@ impl Actor for LoggerActor {
     }
 }
 
+/// The sink stays open; `started` sets the mailbox bound and the flush
+/// timer again.
+impl Supervised for LoggerActor {}
+
+crate::actors::supervise::crashable!(LoggerActor);
+
 impl Handler<RequestLog> for LoggerActor {
     type Result = ();
 

@@ -10,6 +10,7 @@ pub mod rate_limit;
 pub mod router;
 pub mod spend;
 pub mod spend_buffer;
+pub mod supervise;
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;

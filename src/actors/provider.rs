@@ -58,6 +58,11 @@ impl Actor for ProviderActor {
     type Context = Context<Self>;
 }
 
+/// Nothing to rebuild: the client and its pool are still good.
+impl Supervised for ProviderActor {}
+
+crate::actors::supervise::crashable!(ProviderActor);
+
 /// One upstream attempt.
 #[derive(Message)]
 #[rtype(result = "Result<Reply, CallError>")]

@@ -71,11 +71,9 @@ impl Actor for RateLimitActor {
     }
 }
 
-impl Supervised for RateLimitActor {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        self.meter.restarted();
-    }
-}
+impl Supervised for RateLimitActor {}
+
+crate::actors::supervise::crashable!(RateLimitActor);
 
 /// Admit one request for `key_id`, or refuse it with 429 details.
 #[derive(Message)]

@@ -113,11 +113,20 @@ impl Actor for RouterActor {
     }
 }
 
+/// In-flight counts stay (the attempts they count still report their
+/// outcome); this worker's own failure runs and cooldown copies are dropped
+/// and re-learnt from HealthActor, which `started` registers with again.
 impl Supervised for RouterActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
-        self.meter.restarted();
+        for l in &mut self.local {
+            l.cooldown_until = None;
+            l.failing = false;
+            l.consecutive_fails = 0;
+        }
     }
 }
+
+crate::actors::supervise::crashable!(RouterActor);
 
 /// Choose a deployment of `group`, avoiding `exclude` (already tried) when
 /// any other healthy deployment exists.

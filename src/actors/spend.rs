@@ -53,11 +53,9 @@ impl Actor for SpendActor {
     type Context = Context<Self>;
 }
 
-impl Supervised for SpendActor {
-    fn restarting(&mut self, _: &mut Context<Self>) {
-        self.meter.restarted();
-    }
-}
+impl Supervised for SpendActor {}
+
+crate::actors::supervise::crashable!(SpendActor);
 
 /// The final usage and cost of one request.
 #[derive(Message)]

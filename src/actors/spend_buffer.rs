@@ -51,6 +51,12 @@ impl Actor for SpendBuffer {
     }
 }
 
+/// What is pending stays and goes out with the next flush; `started`
+/// schedules the flush timer again.
+impl Supervised for SpendBuffer {}
+
+crate::actors::supervise::crashable!(SpendBuffer);
+
 impl Drop for SpendBuffer {
     fn drop(&mut self) {
         self.flush();

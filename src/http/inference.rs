@@ -254,6 +254,9 @@ async fn run(
     record: &mut RequestRecord,
 ) -> Result<HttpResponse, GatewayError> {
     let gw = &st.gw;
+    if gw.config.fault_injection {
+        super::inject_crash(st, req);
+    }
     let key = authenticate(st, req).await?;
     record.key = Some(key.clone());
     key.check_active(crate::store::now_ms())?;

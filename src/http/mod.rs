@@ -101,6 +101,32 @@ pub fn presented_key(req: &HttpRequest) -> Result<&str, GatewayError> {
     Err(GatewayError::MissingKey)
 }
 
+/// Test-only fault hook (`Config::fault_injection`): makes the actor named
+/// by `x-tollgate-crash` panic, to prove supervision restarts it.
+pub(crate) fn inject_crash(st: &WorkerState, req: &HttpRequest) {
+    use crate::actors::supervise::Crash;
+    let Some(name) = req
+        .headers()
+        .get("x-tollgate-crash")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    let gw = &st.gw;
+    match name {
+        "auth" => st.auth.do_send(Crash),
+        "router" => st.router.do_send(Crash),
+        "spend_buffer" => st.spend.do_send(Crash),
+        "provider" => st.providers.iter().for_each(|p| p.do_send(Crash)),
+        "rate_limit" => gw.limiter.do_send(Crash),
+        "health" => gw.health.do_send(Crash),
+        "spend" => gw.spend.do_send(Crash),
+        "logger" => gw.logger.do_send(Crash),
+        "auth_hub" => gw.auth_hub.do_send(Crash),
+        other => tracing::warn!(actor = other, "x-tollgate-crash names no actor"),
+    }
+}
+
 pub async fn authenticate(
     st: &WorkerState,
     req: &HttpRequest,

@@ -34,13 +34,29 @@ pub async fn spawn_gateway(fragment: &str) -> RunningGateway {
 
 /// Like `spawn_gateway`, with `workers` HTTP worker threads.
 pub async fn spawn_gateway_workers(fragment: &str, workers: usize) -> RunningGateway {
+    spawn_gateway_tweaked(fragment, |c| c.server.workers = workers).await
+}
+
+/// The test config from `fragment`, before `tweak` changes what a file
+/// cannot say (e.g. `fault_injection`).
+pub fn test_config(fragment: &str) -> Config {
     let text = format!("master_key = \"{MASTER}\"\n{fragment}\n",);
     let mut config = Config::from_toml(&text).expect("test config is valid");
     config.server.host = "127.0.0.1".into();
     config.server.port = 0;
-    config.server.workers = workers;
+    config.server.workers = 1;
     config.server.shutdown_grace_secs = 5;
     config.logging.request_log = "off".into();
+    config
+}
+
+/// Like `spawn_gateway`, with the config adjusted in code first.
+pub async fn spawn_gateway_tweaked(
+    fragment: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> RunningGateway {
+    let mut config = test_config(fragment);
+    tweak(&mut config);
     tollgate::start(config).await.expect("gateway starts")
 }
 
