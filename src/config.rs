@@ -106,6 +106,8 @@ pub struct ServerConfig {
     /// How long SIGTERM waits for in-flight requests and streams.
     pub shutdown_grace_secs: u64,
     pub keep_alive_secs: u64,
+    /// Longest a client may take to send its whole request body (408 after).
+    pub body_read_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -117,6 +119,7 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             shutdown_grace_secs: 30,
             keep_alive_secs: 75,
+            body_read_timeout_secs: 30,
         }
     }
 }
@@ -194,8 +197,12 @@ pub struct RouterConfig {
     /// Consecutive failures that put a deployment into cooldown.
     pub allowed_fails: u32,
     pub cooldown_secs: u64,
-    /// Default upstream timeout (time to the response head / whole body).
+    /// Default upstream timeout per attempt (time to the whole body, or
+    /// to a stream's first event).
     pub timeout_secs: u64,
+    /// Overall deadline per request across every attempt and the waits
+    /// between them. A request's own `timeout` can only shorten it.
+    pub request_timeout_secs: u64,
     /// Longest silence allowed between two chunks of a stream.
     pub stream_idle_timeout_secs: u64,
 }
@@ -209,6 +216,7 @@ impl Default for RouterConfig {
             allowed_fails: 3,
             cooldown_secs: 30,
             timeout_secs: 600,
+            request_timeout_secs: 600,
             stream_idle_timeout_secs: 300,
         }
     }
@@ -469,7 +477,7 @@ impl Config {
     /// Every duration and count that feeds timers or arithmetic, bounded.
     fn check_bounds(&self) -> Result<(), ConfigError> {
         let day = MAX_DURATION_SECS;
-        let checks: [(&str, u64, u64, u64); 13] = [
+        let checks: [(&str, u64, u64, u64); 15] = [
             (
                 "server.shutdown_grace_secs",
                 self.server.shutdown_grace_secs,
@@ -510,6 +518,18 @@ impl Config {
             ),
             ("router.cooldown_secs", self.router.cooldown_secs, 1, day),
             ("router.timeout_secs", self.router.timeout_secs, 1, day),
+            (
+                "router.request_timeout_secs",
+                self.router.request_timeout_secs,
+                1,
+                day,
+            ),
+            (
+                "server.body_read_timeout_secs",
+                self.server.body_read_timeout_secs,
+                1,
+                3_600,
+            ),
             (
                 "router.stream_idle_timeout_secs",
                 self.router.stream_idle_timeout_secs,

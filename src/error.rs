@@ -97,6 +97,10 @@ pub enum GatewayError {
     Upstream(UpstreamError),
     #[error("The upstream provider did not answer in time.")]
     UpstreamTimeout,
+    #[error("The request did not complete within its deadline of {secs}s ({attempts} upstream attempt(s) made).")]
+    DeadlineExceeded { secs: f64, attempts: u32 },
+    #[error("The request body was not received within {secs}s.")]
+    BodyTimeout { secs: u64 },
     #[error("Could not reach the upstream provider: {0}")]
     UpstreamUnreachable(String),
     #[error("The upstream provider sent an invalid response: {0}")]
@@ -139,7 +143,8 @@ impl GatewayError {
                 "service_unavailable"
             }
             GatewayError::Upstream(u) => u.error_type.as_deref().unwrap_or("upstream_error"),
-            GatewayError::UpstreamTimeout => "timeout",
+            GatewayError::UpstreamTimeout | GatewayError::DeadlineExceeded { .. } => "timeout",
+            GatewayError::BodyTimeout { .. } => "invalid_request_error",
             GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamProtocol(_) => {
                 "upstream_error"
             }
@@ -237,7 +242,10 @@ impl ResponseError for GatewayError {
             GatewayError::Upstream(u) => {
                 StatusCode::from_u16(u.status).unwrap_or(StatusCode::BAD_GATEWAY)
             }
-            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamTimeout | GatewayError::DeadlineExceeded { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UpstreamUnreachable(_) | GatewayError::UpstreamProtocol(_) => {
                 StatusCode::BAD_GATEWAY
             }

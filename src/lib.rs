@@ -56,6 +56,9 @@ pub struct Gateway {
     pub group_meters: Vec<metrics::GroupMeters>,
     /// False when `logging.request_log = "off"`: nothing is sent at all.
     pub request_log_enabled: bool,
+    /// Set just before the shutdown grace ends: open streams send their
+    /// client an error event instead of being cut without a word.
+    pub draining: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,17 +101,51 @@ impl RunningGateway {
 
     /// Stop accepting, let in-flight requests and streams finish (bounded
     /// by `server.shutdown_grace_secs`), then flush every actor.
-    pub async fn stop(self) {
-        self.handle.stop(true).await;
-        self.wait().await;
+    pub async fn stop(mut self) {
+        self.drain().await;
+        self.finish().await;
     }
 
-    /// Runs until the server stops (SIGTERM/SIGINT or `stop`), then flushes
-    /// pending work and shuts the actors down.
-    pub async fn wait(self) {
-        if let Ok(Err(e)) = self.server.await {
+    /// Runs until SIGTERM or SIGINT (then drains as `stop` does) or until
+    /// the server ends by itself; then flushes pending work and shuts the
+    /// actors down.
+    pub async fn wait(mut self) {
+        tokio::select! {
+            res = &mut self.server => {
+                if let Ok(Err(e)) = res {
+                    tracing::error!(error = %e, "HTTP server ended with an error");
+                }
+            }
+            _ = shutdown_signal() => {
+                tracing::info!(
+                    grace_secs = self.gateway.config.server.shutdown_grace_secs,
+                    "shutting down: no new connections; in-flight requests and streams may finish"
+                );
+                self.drain().await;
+            }
+        }
+        self.finish().await;
+    }
+
+    /// Graceful stop within `server.shutdown_grace_secs`. Shortly before the
+    /// grace ends, streams still open get an error event and end, so no
+    /// client sees a stream cut without a word.
+    async fn drain(&mut self) {
+        let grace = Duration::from_secs(self.gateway.config.server.shutdown_grace_secs);
+        let margin = (grace / 10).clamp(Duration::from_millis(200), Duration::from_secs(2));
+        let gw = self.gateway.clone();
+        let warn_streams = actix_rt::spawn(async move {
+            actix_rt::time::sleep(grace.saturating_sub(margin)).await;
+            gw.draining.send_replace(true);
+        });
+        self.handle.stop(true).await;
+        warn_streams.abort();
+        if let Ok(Err(e)) = (&mut self.server).await {
             tracing::error!(error = %e, "HTTP server ended with an error");
         }
+    }
+
+    async fn finish(self) {
         let _ = self.gateway.spend.addr.send(spend::Flush).await;
         let _ = self.gateway.logger.addr.send(FlushLog).await;
         if let Some(mock) = self.mock {
@@ -116,6 +153,26 @@ impl RunningGateway {
         }
         for arbiter in self.arbiters {
             arbiter.stop();
+        }
+    }
+}
+
+/// SIGTERM or SIGINT (Ctrl-C). Never resolves if neither can be listened to.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("cannot listen for SIGTERM/SIGINT; stop the gateway another way");
+            std::future::pending::<()>().await
         }
     }
 }
@@ -257,6 +314,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             .map(|g| metrics.group(&g.name))
             .collect(),
         request_log_enabled: !matches!(config.logging.request_log.as_str(), "off" | ""),
+        draining: tokio::sync::watch::Sender::new(false),
     });
 
     let workers = match config.server.workers {
@@ -313,8 +371,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             .map(|d| {
                 let target = d.clone();
                 let m2 = meter.clone();
+                let draining = gw.draining.subscribe();
                 Metered::new(
-                    supervise::start(meter.clone(), move |_| ProviderActor::new(target, m2)),
+                    supervise::start(meter.clone(), move |_| {
+                        ProviderActor::new(target, draining, m2)
+                    }),
                     meter.clone(),
                 )
             })
@@ -327,6 +388,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
                 spend,
                 providers,
             }))
+            .app_data(http::query_config())
+            .app_data(http::path_config())
             .wrap(actix_web::middleware::Condition::new(
                 trace_requests,
                 tracing_actix_web::TracingLogger::default(),
@@ -335,6 +398,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             .default_service(web::to(http::not_found))
     })
     .workers(workers)
+    // SIGTERM/SIGINT are ours (`RunningGateway::wait`): streams are warned
+    // before the grace ends, which actix's own handling cannot do.
+    .disable_signals()
     .backlog(4096)
     .max_connection_rate(4096)
     .keep_alive(Duration::from_secs(config.server.keep_alive_secs))

@@ -3,6 +3,7 @@
 //! an upstream with at most `model` and `stream_options` changed.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -104,7 +105,50 @@ pub struct InferenceRequest {
     /// The client itself asked for the usage chunk at the end of a stream.
     pub client_wants_usage: bool,
     pub user: Option<String>,
+    /// The caller's own deadline for the whole request (`timeout`, seconds,
+    /// as LiteLLM takes it); never forwarded upstream.
+    pub timeout: Option<Duration>,
     pub body: RawObject,
+}
+
+/// Deepest nesting of arrays and objects a request may have. The body's
+/// unknown fields are kept raw, and serde skips raw values without counting
+/// depth: without this, a 100,000-deep array would be accepted and sent on.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Longest `timeout` a request may ask for.
+const MAX_REQUEST_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// Does `bytes` nest arrays/objects deeper than `max`? One pass, no
+/// allocation; strings (and escaped quotes in them) are skipped.
+pub fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 fn invalid(message: impl Into<String>, param: &'static str) -> GatewayError {
@@ -116,6 +160,12 @@ impl InferenceRequest {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(GatewayError::invalid(
                 "The request body is empty; expected a JSON object.",
+                None,
+            ));
+        }
+        if nests_deeper_than(bytes, MAX_JSON_DEPTH) {
+            return Err(GatewayError::invalid(
+                format!("The request body nests JSON deeper than {MAX_JSON_DEPTH} levels."),
                 None,
             ));
         }
@@ -196,6 +246,20 @@ impl InferenceRequest {
             Some(_) => return Err(invalid("`user` must be a string", "user")),
         };
 
+        let timeout = match body.get("timeout") {
+            None => None,
+            Some(v) if kind(v) == JsonKind::Null => None,
+            Some(v) => {
+                let secs: f64 = serde_json::from_str(v.get())
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                    .ok_or_else(|| {
+                        invalid("`timeout` must be a positive number of seconds", "timeout")
+                    })?;
+                Some(Duration::from_secs_f64(secs.min(MAX_REQUEST_TIMEOUT_SECS)))
+            }
+        };
+
         match endpoint {
             Endpoint::ChatCompletions => match body.get("messages") {
                 None => return Err(invalid("you must provide a messages parameter", "messages")),
@@ -235,6 +299,7 @@ impl InferenceRequest {
             stream,
             client_wants_usage,
             user,
+            timeout,
             body,
         })
     }
@@ -299,6 +364,14 @@ mod tests {
                 Some("max_tokens"),
             ),
             (r#"{"model":"m","messages":[{}],"user":5}"#, Some("user")),
+            (
+                r#"{"model":"m","messages":[{}],"timeout":"soon"}"#,
+                Some("timeout"),
+            ),
+            (
+                r#"{"model":"m","messages":[{}],"timeout":-1}"#,
+                Some("timeout"),
+            ),
             (r#"{"model":"m""#, None),
             (r#"[1,2]"#, None),
             ("", None),
@@ -307,6 +380,40 @@ mod tests {
             let e = parse(Endpoint::ChatCompletions, body).unwrap_err();
             assert_eq!(param_of(e), param, "{body}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_but_brackets_in_strings_do_not_count() {
+        let deep = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"x":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(parse(Endpoint::ChatCompletions, &deep).is_err());
+        let brackets = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"{}\"{}"}}]}}"#,
+            "[".repeat(500),
+            "{".repeat(500)
+        );
+        assert!(parse(Endpoint::ChatCompletions, &brackets).is_ok());
+        assert!(!nests_deeper_than(br#"{"a":[[[]]]}"#, 4));
+        assert!(nests_deeper_than(br#"{"a":[[[{}]]]}"#, 4));
+    }
+
+    #[test]
+    fn timeout_is_read_and_clamped() {
+        let r = parse(
+            Endpoint::ChatCompletions,
+            r#"{"model":"m","messages":[{}],"timeout":1e300}"#,
+        )
+        .unwrap();
+        assert_eq!(r.timeout, Some(Duration::from_secs(86_400)));
+        let r = parse(
+            Endpoint::ChatCompletions,
+            r#"{"model":"m","messages":[{}],"timeout":2.5}"#,
+        )
+        .unwrap();
+        assert_eq!(r.timeout, Some(Duration::from_millis(2500)));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::{GatewayError, UpstreamError};
 use crate::metrics::ActorMeter;
@@ -30,11 +30,18 @@ const STREAM_BUFFER: usize = 32;
 pub struct ProviderActor {
     target: Arc<DeploymentTarget>,
     client: awc::Client,
+    /// Turns true when the shutdown grace is about to end: open streams
+    /// are told so (an error event) before their connections are cut.
+    draining: watch::Receiver<bool>,
     meter: ActorMeter,
 }
 
 impl ProviderActor {
-    pub fn new(target: Arc<DeploymentTarget>, meter: ActorMeter) -> Self {
+    pub fn new(
+        target: Arc<DeploymentTarget>,
+        draining: watch::Receiver<bool>,
+        meter: ActorMeter,
+    ) -> Self {
         let connector = awc::Connector::new()
             .timeout(Duration::from_secs(5))
             .limit(0)
@@ -49,6 +56,7 @@ impl ProviderActor {
         ProviderActor {
             target,
             client,
+            draining,
             meter,
         }
     }
@@ -71,6 +79,10 @@ pub struct Call {
     pub body: Bytes,
     pub stream: bool,
     pub client_wants_usage: bool,
+    /// This attempt's time limit: the deployment's timeout, or less when
+    /// the request's overall deadline is nearer. For a stream it covers the
+    /// wait for the first event; after that the idle timeout applies.
+    pub timeout: Duration,
 }
 
 pub enum Reply {
@@ -78,8 +90,13 @@ pub enum Reply {
         body: Bytes,
         usage: Option<Usage>,
     },
-    /// Items arrive as the upstream sends them; the channel closes at the end.
-    Stream(mpsc::Receiver<StreamItem>),
+    /// The upstream's first item (already received, so the stream is known
+    /// to have started well), then the rest as the upstream sends them; the
+    /// channel closes at the end.
+    Stream {
+        first: StreamItem,
+        rest: mpsc::Receiver<StreamItem>,
+    },
 }
 
 #[derive(Debug)]
@@ -91,6 +108,9 @@ pub enum StreamItem {
     Done(Bytes),
     /// The upstream failed mid-stream; no more items follow.
     Failed(String),
+    /// The gateway ended the stream (shutdown grace is over); says nothing
+    /// about the upstream.
+    Aborted(String),
 }
 
 #[derive(Debug)]
@@ -154,10 +174,11 @@ impl Handler<Call> for ProviderActor {
     fn handle(&mut self, msg: Call, _: &mut Context<Self>) -> Self::Result {
         let _t = self.meter.handling();
         let target = self.target.clone();
+        let draining = self.draining.clone();
         let mut req = self
             .client
             .post(target.urls[msg.endpoint.index()].as_str())
-            .timeout(target.timeout)
+            .timeout(msg.timeout)
             .insert_header((CONTENT_TYPE, "application/json"));
         if let Some(auth) = &target.auth_header {
             req = req.insert_header((AUTHORIZATION, auth.clone()));
@@ -166,7 +187,7 @@ impl Handler<Call> for ProviderActor {
             req = req.insert_header((k.clone(), v.clone()));
         }
         Box::pin(async move {
-            let deadline = Instant::now() + target.timeout;
+            let deadline = Instant::now() + msg.timeout;
             let mut resp = req.send_body(msg.body).await.map_err(send_error)?;
             let status = resp.status().as_u16();
             if !(200..300).contains(&status) {
@@ -185,17 +206,43 @@ impl Handler<Call> for ProviderActor {
             }
             if !msg.stream {
                 let body = read_body(&mut resp, deadline, MAX_RESPONSE_BYTES).await?;
-                let usage = openai::usage_from_body(&body).map_err(CallError::Protocol)?;
+                let usage =
+                    openai::usage_from_body(msg.endpoint, &body).map_err(CallError::Protocol)?;
                 return Ok(Reply::Full { body, usage });
             }
-            let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+            if let Some(kind) = header_str(resp.headers(), "content-type").map(str::to_string) {
+                if !kind.trim_start().starts_with("text/event-stream") {
+                    // A JSON or HTML page where a stream was asked for: an
+                    // error page or a proxy speaking for the upstream.
+                    let body = read_body(&mut resp, deadline, 4096)
+                        .await
+                        .unwrap_or_default();
+                    let snippet: String =
+                        String::from_utf8_lossy(&body).chars().take(200).collect();
+                    return Err(CallError::Protocol(format!(
+                        "the upstream answered a stream request with `{kind}`, not an event stream: {snippet}"
+                    )));
+                }
+            }
+            let (tx, mut rest) = mpsc::channel(STREAM_BUFFER);
             actix_rt::spawn(pump_stream(
                 resp,
                 tx,
                 msg.client_wants_usage,
                 target.stream_idle_timeout,
+                draining,
             ));
-            Ok(Reply::Stream(rx))
+            // Nothing reaches the client before the first event: a stream
+            // that fails before it can still be retried elsewhere.
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, rest.recv()).await {
+                Err(_) => Err(CallError::Timeout),
+                Ok(None) => Err(CallError::Protocol(
+                    "the upstream stream ended before its first event".into(),
+                )),
+                Ok(Some(StreamItem::Failed(m))) => Err(CallError::Protocol(m)),
+                Ok(Some(first)) => Ok(Reply::Stream { first, rest }),
+            }
         })
     }
 }
@@ -225,6 +272,7 @@ async fn pump_stream<S>(
     tx: mpsc::Sender<StreamItem>,
     client_wants_usage: bool,
     idle_timeout: Duration,
+    mut draining: watch::Receiver<bool>,
 ) where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
 {
@@ -232,6 +280,14 @@ async fn pump_stream<S>(
     loop {
         let next = tokio::select! {
             _ = tx.closed() => return,
+            Ok(_) = draining.wait_for(|d| *d) => {
+                let _ = tx
+                    .send(StreamItem::Aborted(
+                        "the gateway is shutting down and cut this stream short; retry the request".into(),
+                    ))
+                    .await;
+                return;
+            }
             next = tokio::time::timeout(idle_timeout, resp.next()) => next,
         };
         let chunk = match next {
@@ -290,7 +346,7 @@ async fn pump_stream<S>(
 }
 
 /// Sends one translated event. `None`: the client is gone; `Some(true)`:
-/// the stream is complete.
+/// the stream is over (complete, or failed with the client told).
 async fn forward(
     tx: &mpsc::Sender<StreamItem>,
     event: &[u8],
@@ -306,5 +362,13 @@ async fn forward(
             Some(false)
         }
         StreamStep::Done(bytes) => tx.send(StreamItem::Done(bytes)).await.ok().map(|_| true),
+        StreamStep::Invalid => {
+            let _ = tx
+                .send(StreamItem::Failed(
+                    "the upstream sent a stream event that is not JSON".into(),
+                ))
+                .await;
+            Some(true)
+        }
     }
 }

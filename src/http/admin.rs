@@ -83,7 +83,7 @@ pub async fn json_body<T: DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<T, GatewayError> {
-    let bytes = read_body(req, payload, st.gw.config.server.max_body_bytes).await?;
+    let bytes = read_body(req, payload, &st.gw.config.server).await?;
     let text = if bytes.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]
     } else {

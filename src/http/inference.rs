@@ -14,7 +14,7 @@ use super::stream::SseBody;
 use super::{authenticate, read_body, WorkerState};
 use crate::access::KeyInfo;
 use crate::actors::logger::RequestLog;
-use crate::actors::provider::{Call, Reply};
+use crate::actors::provider::{Call, CallError, Reply};
 use crate::actors::rate_limit::Acquire;
 use crate::actors::router::{Outcome, OutcomeKind, Route, RouterActor};
 use crate::actors::spend::Settle;
@@ -261,7 +261,7 @@ async fn run(
     record.key = Some(key.clone());
     key.check_active(crate::store::now_ms())?;
 
-    let body = read_body(req, payload, gw.config.server.max_body_bytes).await?;
+    let body = read_body(req, payload, &gw.config.server).await?;
     let parsed = InferenceRequest::parse(record.endpoint, &body)?;
     drop(body);
     record.model = parsed.model.clone();
@@ -293,9 +293,23 @@ async fn run(
     };
 
     let router_cfg = &gw.config.router;
+    // One deadline for every attempt and every wait between them; the
+    // request's own `timeout` may shorten it, never lengthen it.
+    let budget = {
+        let configured = Duration::from_secs(router_cfg.request_timeout_secs);
+        parsed.timeout.map_or(configured, |t| t.min(configured))
+    };
+    let deadline = record.started + budget;
     let mut tried: Vec<usize> = Vec::new();
-    let mut last_err: Option<crate::actors::provider::CallError> = None;
+    let mut last_err: Option<CallError> = None;
     loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(GatewayError::DeadlineExceeded {
+                secs: budget.as_secs_f64(),
+                attempts: record.attempts,
+            });
+        }
         record.attempts += 1;
         let routed = st
             .router
@@ -320,11 +334,15 @@ async fn run(
             started: Instant::now(),
             done: false,
         };
+        // Cut short by the request's deadline, a timeout says nothing
+        // about the deployment's health.
+        let cut_by_deadline = remaining < target.timeout;
         let call = Call {
             endpoint: record.endpoint,
             body: openai::upstream_body(&parsed, &target.upstream_model),
             stream: parsed.stream,
             client_wants_usage: parsed.client_wants_usage,
+            timeout: target.timeout.min(remaining),
         };
         let result = st.providers[idx]
             .send(call)
@@ -341,18 +359,19 @@ async fn run(
                 take_record(record).finish(200, usage, None);
                 return Ok(resp.body(body));
             }
-            Ok(Reply::Stream(rx)) => {
+            Ok(Reply::Stream { first, rest }) => {
                 let mut resp = HttpResponse::Ok();
                 resp.content_type("text/event-stream")
                     .insert_header(("cache-control", "no-cache"))
                     .insert_header(("x-accel-buffering", "no"));
                 response_headers(&mut resp, record, &target, limits.as_ref(), None);
                 let record = take_record(record);
-                return Ok(resp.streaming(SseBody::new(rx, record, attempt)));
+                return Ok(resp.streaming(SseBody::new(first, rest, record, attempt)));
             }
             Err(err) => {
                 let retryable = err.retryable();
-                attempt.finish(if retryable {
+                let deadline_hit = cut_by_deadline && matches!(err, CallError::Timeout);
+                attempt.finish(if retryable && !deadline_hit {
                     OutcomeKind::Failure {
                         retry_after: err.retry_after(),
                     }
@@ -367,22 +386,24 @@ async fn run(
                         .retry_backoff_ms
                         .saturating_mul(1 << (record.attempts - 1).min(10)),
                 );
-                let wait = match err.retry_after() {
-                    Some(asked) => {
-                        if asked > Duration::from_millis(router_cfg.max_retry_wait_ms)
-                            && group.deployments.len() <= 1
-                        {
-                            // Waiting that long on the client's clock helps no one.
-                            return Err(err.into_gateway_error());
+                let wait = deadline.saturating_duration_since(Instant::now()).min(
+                    match err.retry_after() {
+                        Some(asked) => {
+                            if asked > Duration::from_millis(router_cfg.max_retry_wait_ms)
+                                && group.deployments.len() <= 1
+                            {
+                                // Waiting that long on the client's clock helps no one.
+                                return Err(err.into_gateway_error());
+                            }
+                            if group.deployments.len() > 1 {
+                                backoff
+                            } else {
+                                asked.max(backoff)
+                            }
                         }
-                        if group.deployments.len() > 1 {
-                            backoff
-                        } else {
-                            asked.max(backoff)
-                        }
-                    }
-                    None => backoff,
-                };
+                        None => backoff,
+                    },
+                );
                 tracing::debug!(deployment = %target.id, attempt = record.attempts, wait_ms = wait.as_millis() as u64, "retrying upstream call");
                 tried.push(idx);
                 last_err = Some(err);

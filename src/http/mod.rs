@@ -69,6 +69,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics));
 }
 
+/// Query-string errors (`/key/list?page=abc`) in the JSON error shape,
+/// naming what was wrong, instead of actix's plain-text default.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        GatewayError::invalid(format!("Invalid query string: {err}"), None).into()
+    })
+}
+
+/// Path-segment errors in the JSON error shape too.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _req| {
+        GatewayError::invalid(format!("Invalid path: {err}"), None).into()
+    })
+}
+
 /// Unknown paths and methods get an OpenAI-shaped error too.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     use actix_web::ResponseError;
@@ -139,9 +154,25 @@ pub async fn authenticate(
         .map_err(|_| GatewayError::Unavailable("the auth service is restarting".into()))?
 }
 
-/// Reads the body up to `limit` bytes; larger bodies are refused with 413
-/// without buffering them.
+/// Reads the body up to `server.max_body_bytes`; larger bodies are refused
+/// with 413 without buffering them, and a body not complete within
+/// `server.body_read_timeout_secs` with 408 (a client that stalls mid-body
+/// must not hold its connection and buffer for minutes).
 pub async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    server: &crate::config::ServerConfig,
+) -> Result<bytes::Bytes, GatewayError> {
+    let secs = server.body_read_timeout_secs;
+    actix_rt::time::timeout(
+        std::time::Duration::from_secs(secs),
+        read_body_unbounded(req, payload, server.max_body_bytes),
+    )
+    .await
+    .map_err(|_| GatewayError::BodyTimeout { secs })?
+}
+
+async fn read_body_unbounded(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,

@@ -18,9 +18,12 @@ use crate::providers::Usage;
 enum End {
     Done,
     Failed(String),
+    Aborted(String),
 }
 
 pub struct SseBody {
+    /// The item the provider already received (see `Reply::Stream`).
+    first: Option<StreamItem>,
     rx: mpsc::Receiver<StreamItem>,
     record: Option<RequestRecord>,
     attempt: Option<Attempt>,
@@ -34,8 +37,14 @@ pub struct SseBody {
 }
 
 impl SseBody {
-    pub fn new(rx: mpsc::Receiver<StreamItem>, record: RequestRecord, attempt: Attempt) -> Self {
+    pub fn new(
+        first: StreamItem,
+        rx: mpsc::Receiver<StreamItem>,
+        record: RequestRecord,
+        attempt: Attempt,
+    ) -> Self {
         SseBody {
+            first: Some(first),
             rx,
             record: Some(record),
             attempt: Some(attempt),
@@ -74,6 +83,10 @@ impl SseBody {
                 attempt.finish(OutcomeKind::Failure { retry_after: None });
                 record.finish(502, self.usage, Some(msg));
             }
+            Some(End::Aborted(msg)) => {
+                attempt.finish(OutcomeKind::Neutral);
+                record.finish(503, self.usage, Some(msg));
+            }
             None => {
                 // The client went away first: says nothing about the upstream.
                 attempt.finish(OutcomeKind::Neutral);
@@ -83,11 +96,11 @@ impl SseBody {
     }
 }
 
-fn error_event(message: &str) -> Bytes {
+fn error_event(message: &str, kind: &str) -> Bytes {
     let body = serde_json::json!({
         "error": {
             "message": message,
-            "type": "upstream_error",
+            "type": kind,
             "param": null,
             "code": "stream_interrupted",
         }
@@ -104,7 +117,11 @@ impl Stream for SseBody {
             return Poll::Ready(None);
         }
         loop {
-            match this.rx.poll_recv(cx) {
+            let next = match this.first.take() {
+                Some(item) => Poll::Ready(Some(item)),
+                None => this.rx.poll_recv(cx),
+            };
+            match next {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(StreamItem::Data(bytes))) => {
                     this.note_first_chunk();
@@ -119,8 +136,15 @@ impl Stream for SseBody {
                     return Poll::Ready(Some(Ok(bytes)));
                 }
                 Poll::Ready(Some(StreamItem::Failed(msg))) => {
-                    let event = error_event(&msg);
+                    let event = error_event(&msg, "upstream_error");
                     this.end = Some(End::Failed(msg));
+                    this.finished = true;
+                    this.settle();
+                    return Poll::Ready(Some(Ok(event)));
+                }
+                Poll::Ready(Some(StreamItem::Aborted(msg))) => {
+                    let event = error_event(&msg, "service_unavailable");
+                    this.end = Some(End::Aborted(msg));
                     this.finished = true;
                     this.settle();
                     return Poll::Ready(Some(Ok(event)));

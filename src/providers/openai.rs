@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::Usage;
+use super::{Endpoint, Usage};
 use crate::error::UpstreamError;
 use crate::request::InferenceRequest;
 
@@ -36,6 +36,8 @@ pub fn upstream_body(req: &InferenceRequest, upstream_model: &str) -> Bytes {
         match k.as_str() {
             "model" => continue,
             "stream_options" if req.stream => continue,
+            // The gateway's own deadline, not a provider parameter.
+            "timeout" => continue,
             _ => {}
         }
         sep(&mut out);
@@ -68,16 +70,32 @@ fn stream_options_with_usage(original: Option<&RawValue>) -> String {
 }
 
 /// Token usage of a complete (non-stream) response body. The parse doubles
-/// as validation: a truncated or non-JSON 2xx body (a dropped connection
-/// can look like an empty success) is an error, not an answer.
-pub fn usage_from_body(body: &[u8]) -> Result<Option<Usage>, String> {
+/// as validation of the shape the endpoint promises: a truncated or
+/// non-JSON 2xx body (a dropped connection can look like an empty
+/// success), or JSON that is not a completion (`choices` / `data` missing
+/// or not a list), is an error to retry elsewhere, not an answer.
+pub fn usage_from_body(endpoint: Endpoint, body: &[u8]) -> Result<Option<Usage>, String> {
     #[derive(Deserialize)]
-    struct WithUsage {
+    struct Shape<'a> {
+        #[serde(borrow)]
+        choices: Option<&'a RawValue>,
+        #[serde(borrow)]
+        data: Option<&'a RawValue>,
         usage: Option<Usage>,
     }
-    serde_json::from_slice::<WithUsage>(body)
-        .map(|w| w.usage)
-        .map_err(|e| format!("the upstream sent an invalid JSON body: {e}"))
+    let shape = serde_json::from_slice::<Shape>(body)
+        .map_err(|e| format!("the upstream sent an invalid JSON body: {e}"))?;
+    let (field, list) = match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Completions => ("choices", shape.choices),
+        Endpoint::Embeddings => ("data", shape.data),
+    };
+    if !list.is_some_and(|v| v.get().starts_with('[')) {
+        return Err(format!(
+            "the upstream's answer has no `{field}` list: it is not a {} response",
+            endpoint.label()
+        ));
+    }
+    Ok(shape.usage)
 }
 
 /// What to do with one upstream stream event.
@@ -92,6 +110,8 @@ pub enum StreamStep {
     },
     /// The `[DONE]` sentinel: send it and end the stream.
     Done(Bytes),
+    /// Not JSON: never passed to a client, whose SDK would fail to parse it.
+    Invalid,
 }
 
 pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
@@ -110,6 +130,9 @@ pub fn sse_frame(data: &[u8]) -> Bytes {
 pub fn stream_step(data: &[u8], client_wants_usage: bool) -> StreamStep {
     if data == b"[DONE]" {
         return StreamStep::Done(Bytes::from_static(DONE_EVENT));
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_err() {
+        return StreamStep::Invalid;
     }
     // Cheap pre-check: only chunks mentioning usage are parsed.
     if memchr::memmem::find(data, b"\"usage\"").is_some() {
@@ -265,7 +288,7 @@ mod tests {
         // Shape from OpenAI's API reference for POST /v1/chat/completions.
         let body = br#"{"id":"chatcmpl-123","object":"chat.completion","created":1677652288,"model":"gpt-4o-mini","system_fingerprint":"fp_44709d6fcb","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how may I assist you today?"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21,"completion_tokens_details":{"reasoning_tokens":0}}}"#;
         assert_eq!(
-            usage_from_body(body).unwrap(),
+            usage_from_body(Endpoint::ChatCompletions, body).unwrap(),
             Some(Usage {
                 prompt_tokens: 9,
                 completion_tokens: 12,
@@ -276,17 +299,45 @@ mod tests {
 
     #[test]
     fn absurd_or_null_token_counts_are_clamped() {
-        let body = br#"{"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":null}}"#;
-        let u = usage_from_body(body).unwrap().unwrap();
+        let body = br#"{"choices":[],"usage":{"prompt_tokens":18446744073709551615,"completion_tokens":null}}"#;
+        let u = usage_from_body(Endpoint::ChatCompletions, body)
+            .unwrap()
+            .unwrap();
         assert_eq!(u.prompt_tokens, crate::providers::MAX_TOKENS);
         assert_eq!(u.completion_tokens, 0);
     }
 
     #[test]
     fn truncated_or_empty_bodies_are_errors() {
-        assert!(usage_from_body(b"").is_err());
-        assert!(usage_from_body(br#"{"id":"x","choices":[{"#).is_err());
-        assert_eq!(usage_from_body(br#"{"id":"x"}"#), Ok(None));
+        let chat = Endpoint::ChatCompletions;
+        assert!(usage_from_body(chat, b"").is_err());
+        assert!(usage_from_body(chat, br#"{"id":"x","choices":[{"#).is_err());
+        assert_eq!(
+            usage_from_body(chat, br#"{"id":"x","choices":[]}"#),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn json_that_is_not_the_promised_answer_is_an_error() {
+        let chat = Endpoint::ChatCompletions;
+        assert!(usage_from_body(chat, br#"{"id":"x"}"#).is_err());
+        assert!(usage_from_body(chat, br#"{"choices":{"a":1}}"#).is_err());
+        assert!(usage_from_body(chat, br#"[1,2]"#).is_err());
+        assert!(usage_from_body(Endpoint::Embeddings, br#"{"choices":[]}"#).is_err());
+        assert!(usage_from_body(Endpoint::Embeddings, br#"{"data":[]}"#).is_ok());
+    }
+
+    #[test]
+    fn a_non_json_stream_event_is_never_forwarded() {
+        assert_eq!(
+            stream_step(b"<html>oops</html>", false),
+            StreamStep::Invalid
+        );
+        assert_eq!(
+            stream_step(br#"{"choices": [trunc"#, true),
+            StreamStep::Invalid
+        );
     }
 
     #[test]
