@@ -26,6 +26,10 @@ pub struct KeyInfo {
     /// Public name → model group.
     pub aliases: HashMap<String, String>,
     pub rpm_limit: Option<u32>,
+    /// Never serialized: the shared Redis copy must not be able to carry
+    /// authority (whoever can write Redis could otherwise mint a master
+    /// key). Only the AuthActor sets it, for the configured master key.
+    #[serde(skip)]
     pub is_master: bool,
     pub user_id: Option<String>,
     pub team_id: Option<String>,

@@ -128,6 +128,12 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub db_pool_size: u32,
+    /// Longest any database operation may take (pool wait included) before
+    /// it counts as a failure and the database is treated as down.
+    pub db_timeout_ms: u64,
+    /// The same for Redis: it answers in well under a millisecond when
+    /// healthy, so waiting long only taxes requests during an outage.
+    pub redis_timeout_ms: u64,
     /// Prefix for every Redis key and channel, so deployments (and tests)
     /// can share one Redis.
     pub redis_prefix: String,
@@ -137,6 +143,8 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             db_pool_size: 10,
+            db_timeout_ms: 1_000,
+            redis_timeout_ms: 100,
             redis_prefix: "tollgate".into(),
         }
     }
@@ -150,6 +158,12 @@ pub struct AuthConfig {
     pub cache_ttl_secs: u64,
     /// Keys cached per HTTP worker.
     pub cache_max_entries: usize,
+    /// Database lookups of uncached keys in flight per HTTP worker; more
+    /// wait in a queue. Keeps a flood of unknown keys from taking every
+    /// database connection.
+    pub max_concurrent_lookups: usize,
+    /// Lookups allowed to wait per worker; beyond it, 503 at once.
+    pub max_queued_lookups: usize,
 }
 
 impl Default for AuthConfig {
@@ -157,6 +171,8 @@ impl Default for AuthConfig {
         AuthConfig {
             cache_ttl_secs: 60,
             cache_max_entries: 100_000,
+            max_concurrent_lookups: 4,
+            max_queued_lookups: 1_024,
         }
     }
 }
@@ -477,7 +493,7 @@ impl Config {
     /// Every duration and count that feeds timers or arithmetic, bounded.
     fn check_bounds(&self) -> Result<(), ConfigError> {
         let day = MAX_DURATION_SECS;
-        let checks: [(&str, u64, u64, u64); 15] = [
+        let checks: [(&str, u64, u64, u64); 19] = [
             (
                 "server.shutdown_grace_secs",
                 self.server.shutdown_grace_secs,
@@ -498,6 +514,30 @@ impl Config {
                 1 << 30,
             ),
             ("auth.cache_ttl_secs", self.auth.cache_ttl_secs, 1, day),
+            (
+                "auth.max_concurrent_lookups",
+                self.auth.max_concurrent_lookups as u64,
+                1,
+                1_024,
+            ),
+            (
+                "auth.max_queued_lookups",
+                self.auth.max_queued_lookups as u64,
+                0,
+                1_000_000,
+            ),
+            (
+                "storage.db_timeout_ms",
+                self.storage.db_timeout_ms,
+                10,
+                60_000,
+            ),
+            (
+                "storage.redis_timeout_ms",
+                self.storage.redis_timeout_ms,
+                5,
+                10_000,
+            ),
             (
                 "router.num_retries",
                 u64::from(self.router.num_retries),

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod actors;
+pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -86,6 +87,8 @@ pub struct RunningGateway {
     server: actix_rt::task::JoinHandle<std::io::Result<()>>,
     mock: Option<mock::MockServer>,
     arbiters: Vec<Arbiter>,
+    /// The dependency probes, stopped with the gateway.
+    probes: Vec<actix_rt::task::JoinHandle<()>>,
 }
 
 impl RunningGateway {
@@ -146,6 +149,9 @@ impl RunningGateway {
     }
 
     async fn finish(self) {
+        for probe in &self.probes {
+            probe.abort();
+        }
         let _ = self.gateway.spend.addr.send(spend::Flush).await;
         let _ = self.gateway.logger.addr.send(FlushLog).await;
         if let Some(mock) = self.mock {
@@ -208,27 +214,68 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         None
     };
 
+    let metrics = Arc::new(Metrics::new());
+    let up = |dependency| {
+        metrics
+            .dependency_up
+            .get_or_create_owned(&metrics::DependencyLabels { dependency })
+    };
     let store = match &config.resolved_database_url {
         Some(url) => {
             let applied = store::Store::migrate(url.expose()).await?;
             if applied > 0 {
                 tracing::info!(applied, "database migrations applied");
             }
-            Some(store::Store::connect(url.expose(), config.storage.db_pool_size).await?)
+            Some(
+                store::Store::connect(
+                    url.expose(),
+                    config.storage.db_pool_size,
+                    Duration::from_millis(config.storage.db_timeout_ms),
+                    breaker::Breaker::new("database", up("database")),
+                )
+                .await?,
+            )
         }
         None => None,
     };
     let redis = match &config.resolved_redis_url {
         Some(url) => Some(
-            shared::Redis::connect(url.expose(), &config.storage.redis_prefix)
-                .await
-                .map_err(StartError::Redis)?,
+            shared::Redis::connect(
+                url.expose(),
+                &config.storage.redis_prefix,
+                Duration::from_millis(config.storage.redis_timeout_ms),
+                breaker::Breaker::new("redis", up("redis")),
+            )
+            .map_err(StartError::Redis)?,
         ),
         None => None,
     };
+    // Each dependency's breaker is closed again by its probe alone.
+    let mut probes = Vec::new();
+    if let Some(s) = &store {
+        let s2 = s.clone();
+        probes.push(breaker::spawn_probe(
+            s.breaker().clone(),
+            Duration::from_millis(config.storage.db_timeout_ms),
+            move || {
+                let s = s2.clone();
+                async move { s.ping().await.map_err(|e| e.to_string()) }
+            },
+        ));
+    }
+    if let Some(r) = &redis {
+        let r2 = r.clone();
+        probes.push(breaker::spawn_probe(
+            r.breaker().clone(),
+            Duration::from_millis(config.storage.redis_timeout_ms.max(500)),
+            move || {
+                let r = r2.clone();
+                async move { r.ping().await }
+            },
+        ));
+    }
 
     let config = Arc::new(config);
-    let metrics = Arc::new(Metrics::new());
     let topology = Arc::new(Topology::build(
         &config,
         mock.as_ref().map(|m| m.url()).as_deref(),
@@ -330,13 +377,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         let auth_meter = gw.metrics.actor("auth");
         let auth = {
             let config = gw.config.clone();
-            let meter = auth_meter.clone();
+            let metrics = gw.metrics.clone();
             let store = gw.store.clone();
             let redis = gw.redis.clone();
             let hub = gw.auth_hub.addr.clone();
             Metered::new(
                 supervise::start(auth_meter.clone(), move |_| {
-                    AuthActor::new(&config, store, redis, Some(hub), meter)
+                    AuthActor::new(&config, store, redis, Some(hub), &metrics)
                 }),
                 auth_meter,
             )
@@ -430,5 +477,6 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         server,
         mock,
         arbiters: vec![control, log_arbiter],
+        probes,
     })
 }

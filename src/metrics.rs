@@ -69,6 +69,18 @@ pub struct Metrics {
     pub message_duration: HistogramFamily<ActorLabels>,
     pub actor_restarts: Family<ActorLabels, Counter>,
     pub log_events_dropped: Counter,
+    pub dependency_up: Family<DependencyLabels, Gauge>,
+    pub key_lookups: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DependencyLabels {
+    pub dependency: &'static str,
 }
 
 impl Default for Metrics {
@@ -96,6 +108,8 @@ impl Metrics {
             message_duration: Family::new_with_constructor(handling_histogram),
             actor_restarts: Family::default(),
             log_events_dropped: Counter::default(),
+            dependency_up: Family::default(),
+            key_lookups: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -164,6 +178,16 @@ impl Metrics {
             "log_events_dropped",
             "Request log events dropped because the logger queue was full",
             m.log_events_dropped.clone(),
+        );
+        registry.register(
+            "dependency_up",
+            "1 while a dependency (database, redis) answers, 0 while its circuit breaker is open",
+            m.dependency_up.clone(),
+        );
+        registry.register(
+            "key_lookups",
+            "Lookups of uncached virtual keys (Redis, then database) by outcome: found, absent, failed, or shed (queue full)",
+            m.key_lookups.clone(),
         );
         Metrics { registry, ..m }
     }

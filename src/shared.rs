@@ -1,15 +1,28 @@
 //! Redis, for what replicas share: a key cache in front of the database and
 //! the invalidation channel that makes a revoked key die everywhere at once.
-//! Every Redis failure is survivable: the cache falls through to the
-//! database, and a lost subscription is re-established (then every local
-//! cache is flushed, since messages may have been missed).
+//!
+//! Every Redis failure is survivable: each call is bounded by a short
+//! timeout and fails fast while the breaker is open (the cache then falls
+//! through to the database), and a lost subscription is re-established.
+//!
+//! **No write-back revives a revoked key.** Every invalidation bumps one
+//! generation counter (atomically with deleting the entries and publishing
+//! the change). A lookup reads the generation together with the entry; after
+//! reading the database it writes its row back only if the generation is
+//! still the one it saw (a Lua script checks and sets in one step). A
+//! block/delete that lands between the database read and the write-back
+//! therefore wins, on every replica. Authority flags (`is_master`) are
+//! never part of what is stored.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bb8_redis::RedisConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::access::KeyInfo;
+use crate::breaker::Breaker;
 
 /// What changed, so caches can drop exactly the affected entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,30 +32,81 @@ pub enum Invalidation {
     Key(String),
     User(String),
     Team(String),
+    /// Anything may have changed (messages were missed): every entry must
+    /// be checked again before it is trusted, but may still be served if
+    /// the database cannot be reached.
     All,
 }
+
+/// A shared cache lookup.
+#[derive(Debug)]
+pub enum Cached {
+    Found(Box<KeyInfo>),
+    /// Known not to exist (a negative entry another replica shared).
+    Absent,
+    /// Not cached; `generation` is the counter to write back against.
+    Miss {
+        generation: i64,
+    },
+}
+
+/// Stored for a key that does not exist.
+const ABSENT: &str = "absent";
+
+/// Sets the entry only if no invalidation happened since the lookup read
+/// the generation. KEYS: generation, entry. ARGV: generation seen, value,
+/// ttl seconds. Returns 1 if written.
+const WRITE_BACK: &str = r#"
+local current = redis.call('GET', KEYS[1]) or '0'
+if current == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+"#;
 
 #[derive(Clone)]
 pub struct Redis {
     pub pool: bb8::Pool<RedisConnectionManager>,
     pub url: String,
     pub prefix: String,
+    breaker: Arc<Breaker>,
+    timeout: Duration,
+    write_back: Arc<redis::Script>,
 }
 
 impl Redis {
-    pub async fn connect(url: &str, prefix: &str) -> Result<Redis, String> {
+    /// Sets up the pool without connecting: a Redis that is down at start
+    /// is an outage like any other (the breaker opens, the probe retries).
+    pub fn connect(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        breaker: Arc<Breaker>,
+    ) -> Result<Redis, String> {
         let manager = RedisConnectionManager::new(url).map_err(|e| e.to_string())?;
         let pool = bb8::Pool::builder()
-            .max_size(8)
-            .connection_timeout(Duration::from_secs(2))
-            .build(manager)
-            .await
-            .map_err(|e| e.to_string())?;
+            .max_size(16)
+            .min_idle(Some(0))
+            .connection_timeout(timeout)
+            .retry_connection(false)
+            .build_unchecked(manager);
         Ok(Redis {
             pool,
             url: url.to_string(),
             prefix: prefix.to_string(),
+            breaker,
+            timeout,
+            write_back: Arc::new(redis::Script::new(WRITE_BACK)),
         })
+    }
+
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn channel(&self) -> String {
@@ -53,63 +117,126 @@ impl Redis {
         format!("{}:key:{hash_hex}", self.prefix)
     }
 
+    fn generation_key(&self) -> String {
+        format!("{}:keys:generation", self.prefix)
+    }
+
+    /// Runs `op` on a pooled connection within the timeout, through the
+    /// breaker (bypassed only by the probe).
+    async fn run<T, F, Fut>(&self, check_breaker: bool, op: F) -> Result<T, String>
+    where
+        F: FnOnce(bb8::PooledConnection<'static, RedisConnectionManager>) -> Fut,
+        Fut: Future<Output = Result<T, redis::RedisError>>,
+    {
+        if check_breaker && self.breaker.is_open() {
+            return Err("redis is unreachable (probing it in the background)".into());
+        }
+        let attempt = async {
+            let conn = self.pool.get_owned().await.map_err(|e| e.to_string())?;
+            op(conn).await.map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(v)) => {
+                self.breaker.success();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                self.breaker.failure(&e);
+                Err(e)
+            }
+            Err(_) => {
+                let e = format!("no answer within {} ms", self.timeout.as_millis());
+                self.breaker.failure(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// For the breaker's probe.
     pub async fn ping(&self) -> Result<(), String> {
-        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut *conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        self.run(false, |mut c| async move {
+            redis::cmd("PING").query_async::<String>(&mut *c).await
+        })
+        .await
+        .map(|_| ())
     }
 
-    pub async fn get_key(&self, hash_hex: &str) -> Option<KeyInfo> {
-        let mut conn = self.pool.get().await.ok()?;
-        let raw: Option<String> = redis::cmd("GET")
-            .arg(self.key_entry(hash_hex))
-            .query_async(&mut *conn)
-            .await
-            .ok()?;
-        serde_json::from_str(&raw?).ok()
+    /// The shared entry for a key and, on a miss, the generation to write
+    /// back against — one round trip.
+    pub async fn lookup_key(&self, hash_hex: &str) -> Result<Cached, String> {
+        let (entry, generation) = (self.key_entry(hash_hex), self.generation_key());
+        let (raw, gen): (Option<String>, Option<i64>) = self
+            .run(true, |mut c| async move {
+                redis::cmd("MGET")
+                    .arg(entry)
+                    .arg(generation)
+                    .query_async(&mut *c)
+                    .await
+            })
+            .await?;
+        Ok(match raw.as_deref() {
+            Some(ABSENT) => Cached::Absent,
+            Some(json) => match serde_json::from_str::<KeyInfo>(json) {
+                Ok(info) => Cached::Found(Box::new(info)),
+                // Unreadable (an older format): treat as not cached.
+                Err(_) => Cached::Miss {
+                    generation: gen.unwrap_or(0),
+                },
+            },
+            None => Cached::Miss {
+                generation: gen.unwrap_or(0),
+            },
+        })
     }
 
-    pub async fn put_key(&self, info: &KeyInfo, ttl: Duration) {
-        let Ok(mut conn) = self.pool.get().await else {
-            return;
+    /// Shares what the database said about a key (`None`: no such key),
+    /// unless an invalidation happened since `generation` was read.
+    pub async fn remember_key(
+        &self,
+        hash_hex: &str,
+        info: Option<&KeyInfo>,
+        generation: i64,
+        ttl: Duration,
+    ) -> Result<bool, String> {
+        let value = match info {
+            Some(i) => serde_json::to_string(i).map_err(|e| e.to_string())?,
+            None => ABSENT.to_string(),
         };
-        let Ok(json) = serde_json::to_string(info) else {
-            return;
-        };
-        let _: Result<(), _> = redis::cmd("SET")
-            .arg(self.key_entry(&info.id))
-            .arg(json)
-            .arg("EX")
-            .arg(ttl.as_secs().max(1))
-            .query_async(&mut *conn)
-            .await;
+        let (entry, gen_key) = (self.key_entry(hash_hex), self.generation_key());
+        let script = self.write_back.clone();
+        self.run(true, |mut c| async move {
+            script
+                .key(gen_key)
+                .key(entry)
+                .arg(generation.to_string())
+                .arg(value)
+                .arg(ttl.as_secs().max(1))
+                .invoke_async::<i64>(&mut *c)
+                .await
+        })
+        .await
+        .map(|written| written == 1)
     }
 
-    /// Drops cached keys and tells every replica.
+    /// Bumps the generation, drops the keys' shared entries and tells every
+    /// replica — one atomic transaction.
     pub async fn invalidate(
         &self,
         what: &Invalidation,
         key_hashes: &[String],
     ) -> Result<(), String> {
-        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-        if !key_hashes.is_empty() {
-            let entries: Vec<String> = key_hashes.iter().map(|h| self.key_entry(h)).collect();
-            redis::cmd("DEL")
-                .arg(entries)
-                .query_async::<i64>(&mut *conn)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
         let payload = serde_json::to_string(what).map_err(|e| e.to_string())?;
-        redis::cmd("PUBLISH")
-            .arg(self.channel())
-            .arg(payload)
-            .query_async::<i64>(&mut *conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(())
+        let entries: Vec<String> = key_hashes.iter().map(|h| self.key_entry(h)).collect();
+        let (gen_key, channel) = (self.generation_key(), self.channel());
+        self.run(true, |mut c| async move {
+            let mut pipe = redis::pipe();
+            pipe.atomic().incr(gen_key, 1).ignore();
+            if !entries.is_empty() {
+                pipe.del(entries).ignore();
+            }
+            pipe.publish(channel, payload).ignore();
+            pipe.query_async::<()>(&mut *c).await
+        })
+        .await
     }
 }

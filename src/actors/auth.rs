@@ -2,13 +2,22 @@
 //! "who is this?". Handlers hash the presented token on their own thread
 //! and send only the SHA-256 digest; raw keys never reach actor state.
 //!
-//! Lookup order: master/config keys → local cache → Redis → database. Many
-//! concurrent misses of one key share one lookup. Entries live `ttl`; an
-//! invalidation (local or from another replica through Redis) drops them at
-//! once. If the database is down, an expired entry is served stale rather
-//! than failing a key we knew a moment ago; a key never seen gets 503.
+//! Lookup order: master/config keys → local cache → Redis → database.
+//!
+//! * The cache is bounded (quick_cache: a real eviction policy, no scans).
+//!   Entries are fresh for `ttl`; an invalidation (local, or from another
+//!   replica through Redis) removes the affected ones at once.
+//! * An entry past its TTL is still answered at once while a background
+//!   refresh runs: the database is never on the request path of a key we
+//!   know, and a database outage never slows one down (stale-on-outage).
+//! * Unknown keys are remembered as such for a few seconds, here and (via
+//!   Redis) on every replica, so repeated bad keys cost nothing.
+//! * Lookups per worker are capped (`auth.max_concurrent_lookups`), the
+//!   rest queue (bounded): a flood of random keys cannot take every
+//!   database connection. Tokens that cannot be ours never get a lookup.
+//! * Concurrent misses of one key share one lookup.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,9 +30,10 @@ use crate::access::KeyInfo;
 use crate::actors::auth_hub::{AuthHub, Register};
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::metrics::ActorMeter;
-use crate::shared::{Invalidation, Redis};
+use crate::metrics::{ActorMeter, Metrics, OutcomeLabels};
+use crate::shared::{Cached, Invalidation, Redis};
 use crate::store::{Store, StoreError};
+use prometheus_client::metrics::counter::Counter;
 
 pub type KeyHash = [u8; 32];
 
@@ -35,13 +45,20 @@ pub fn hash_hex(token: &str) -> String {
     hex::encode(hash_key(token))
 }
 
-/// How unknown keys are remembered: long enough to shield the database
-/// from a flood of bad keys, short enough not to matter.
-const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// How long an unknown key is remembered as unknown: long enough to shield
+/// the database from a repeated bad key, short enough not to matter.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+
+/// While the database cannot be reached, a stale entry is re-checked at
+/// most this often (per worker), not on every request.
+const RETRY_STALE_AFTER: Duration = Duration::from_secs(1);
 
 struct Entry {
     info: Option<Arc<KeyInfo>>,
-    loaded_at: Instant,
+    fresh_until: Instant,
+    /// `AuthActor::epoch` when loaded: an `Invalidation::All` bumps the
+    /// epoch, making every entry stale at once without touching them.
+    epoch: u64,
 }
 
 type Waiter = oneshot::Sender<Result<Arc<KeyInfo>, GatewayError>>;
@@ -53,14 +70,23 @@ pub struct AuthActor {
     store: Option<Store>,
     redis: Option<Redis>,
     hub: Option<Addr<AuthHub>>,
-    cache: HashMap<KeyHash, Entry>,
+    cache: quick_cache::unsync::Cache<KeyHash, Entry>,
+    /// Lookups wanted or running, with who waits for each (none for a
+    /// background refresh).
     pending: HashMap<KeyHash, Vec<Waiter>>,
+    /// Lookups waiting for a free slot, oldest first.
+    queued: VecDeque<KeyHash>,
+    running: usize,
+    max_running: usize,
+    max_queued: usize,
     /// Bumped by every invalidation: a lookup that started before one must
     /// not put what it read into the cache.
     generation: u64,
+    epoch: u64,
     ttl: Duration,
-    max_entries: usize,
     meter: ActorMeter,
+    /// `tollgate_key_lookups_total` by outcome: found, absent, failed, shed.
+    lookups: [Counter; 4],
 }
 
 impl AuthActor {
@@ -69,8 +95,13 @@ impl AuthActor {
         store: Option<Store>,
         redis: Option<Redis>,
         hub: Option<Addr<AuthHub>>,
-        meter: ActorMeter,
+        metrics: &Metrics,
     ) -> Self {
+        let lookups = ["found", "absent", "failed", "shed"].map(|outcome| {
+            metrics
+                .key_lookups
+                .get_or_create_owned(&OutcomeLabels { outcome })
+        });
         let master = config
             .resolved_master_key
             .as_ref()
@@ -105,45 +136,68 @@ impl AuthActor {
             store,
             redis,
             hub,
-            cache: HashMap::new(),
+            cache: quick_cache::unsync::Cache::new(config.auth.cache_max_entries.max(16)),
             pending: HashMap::new(),
+            queued: VecDeque::new(),
+            running: 0,
+            max_running: config.auth.max_concurrent_lookups.max(1),
+            max_queued: config.auth.max_queued_lookups,
             generation: 0,
+            epoch: 0,
             ttl: Duration::from_secs(config.auth.cache_ttl_secs.max(1)),
-            max_entries: config.auth.cache_max_entries.max(16),
-            meter,
+            meter: metrics.actor("auth"),
+            lookups,
         }
     }
 
     fn fresh(&self, entry: &Entry, now: Instant) -> bool {
-        let ttl = if entry.info.is_some() {
-            self.ttl
-        } else {
-            NEGATIVE_TTL.min(self.ttl)
-        };
-        now.duration_since(entry.loaded_at) < ttl
+        entry.epoch == self.epoch && now < entry.fresh_until
     }
 
-    fn insert(&mut self, hash: KeyHash, info: Option<Arc<KeyInfo>>) {
-        if self.cache.len() >= self.max_entries && !self.cache.contains_key(&hash) {
-            let now = Instant::now();
-            let ttl = self.ttl;
-            self.cache
-                .retain(|_, e| now.duration_since(e.loaded_at) < ttl);
-            if self.cache.len() >= self.max_entries {
-                // Still full of live entries: drop an arbitrary one (a
-                // HashMap's first is as good as random) rather than grow.
-                if let Some(victim) = self.cache.keys().next().copied() {
-                    self.cache.remove(&victim);
-                }
+    /// Asks for a lookup of `hash` (joining one already wanted); `waiter`
+    /// is answered when it completes. False if the queue is full.
+    fn want(&mut self, ctx: &mut Context<Self>, hash: KeyHash, waiter: Option<Waiter>) -> bool {
+        if let Some(waiters) = self.pending.get_mut(&hash) {
+            waiters.extend(waiter);
+            return true;
+        }
+        if self.running < self.max_running {
+            self.pending.insert(hash, waiter.into_iter().collect());
+            self.start(ctx, hash);
+            return true;
+        }
+        if self.queued.len() >= self.max_queued {
+            self.lookups[3].inc();
+            return false;
+        }
+        self.pending.insert(hash, waiter.into_iter().collect());
+        self.queued.push_back(hash);
+        true
+    }
+
+    fn start(&mut self, ctx: &mut Context<Self>, hash: KeyHash) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        self.running += 1;
+        let generation = self.generation;
+        let fut = load(store, self.redis.clone(), hex::encode(hash), self.ttl);
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.running -= 1;
+            act.complete(hash, generation, res);
+            act.start_queued(ctx);
+        }));
+    }
+
+    fn start_queued(&mut self, ctx: &mut Context<Self>) {
+        while self.running < self.max_running {
+            let Some(hash) = self.queued.pop_front() else {
+                return;
+            };
+            if self.pending.contains_key(&hash) {
+                self.start(ctx, hash);
             }
         }
-        self.cache.insert(
-            hash,
-            Entry {
-                info,
-                loaded_at: Instant::now(),
-            },
-        );
     }
 
     fn complete(
@@ -154,23 +208,54 @@ impl AuthActor {
     ) {
         let waiters = self.pending.remove(&hash).unwrap_or_default();
         // None: the key does not exist; Err: we could not find out.
+        self.lookups[match &result {
+            Ok(Some(_)) => 0,
+            Ok(None) => 1,
+            Err(_) => 2,
+        }]
+        .inc();
         let outcome: Result<Option<Arc<KeyInfo>>, ()> = match result {
             Ok(found) => {
                 let info = found.map(Arc::new);
                 if generation == self.generation {
-                    self.insert(hash, info.clone());
+                    let ttl = if info.is_some() {
+                        self.ttl
+                    } else {
+                        NEGATIVE_TTL.min(self.ttl)
+                    };
+                    self.cache.insert(
+                        hash,
+                        Entry {
+                            info: info.clone(),
+                            fresh_until: Instant::now() + ttl,
+                            epoch: self.epoch,
+                        },
+                    );
                 }
                 Ok(info)
             }
             Err(e) => {
-                // Serve what we knew if the database is away.
-                match self.cache.get(&hash).and_then(|e| e.info.clone()) {
+                // Serve what we knew if the database is away, and ask again
+                // in a second rather than on every request.
+                match self.cache.peek(&hash).and_then(|e| e.info.clone()) {
                     Some(stale) => {
-                        tracing::warn!(error = %e, "key lookup failed; serving the cached entry");
+                        tracing::debug!(error = %e, "key lookup failed; serving the cached entry");
+                        if generation == self.generation {
+                            self.cache.insert(
+                                hash,
+                                Entry {
+                                    info: Some(stale.clone()),
+                                    fresh_until: Instant::now() + RETRY_STALE_AFTER,
+                                    epoch: self.epoch,
+                                },
+                            );
+                        }
                         Ok(Some(stale))
                     }
                     None => {
-                        tracing::warn!(error = %e, "key lookup failed");
+                        if !waiters.is_empty() {
+                            tracing::warn!(error = %e, "key lookup failed");
+                        }
                         Err(())
                     }
                 }
@@ -188,18 +273,26 @@ impl AuthActor {
     }
 }
 
+/// Redis (shared cache), then the database; what the database said is
+/// shared back through Redis unless an invalidation happened meanwhile.
 async fn load(
     store: Store,
     redis: Option<Redis>,
     hash: String,
     ttl: Duration,
 ) -> Result<Option<KeyInfo>, StoreError> {
+    let mut generation = None;
     if let Some(r) = &redis {
-        if let Some(info) = r.get_key(&hash).await {
-            return Ok(Some(info));
+        match r.lookup_key(&hash).await {
+            Ok(Cached::Found(info)) => return Ok(Some(*info)),
+            Ok(Cached::Absent) => return Ok(None),
+            Ok(Cached::Miss { generation: g }) => generation = Some(g),
+            // Redis away: the database alone decides, and nothing is shared.
+            Err(_) => {}
         }
     }
     let Some(key) = store.get_key(&hash).await? else {
+        share(redis, generation, hash, None, NEGATIVE_TTL);
         return Ok(None);
     };
     let user = match &key.user_id {
@@ -211,10 +304,23 @@ async fn load(
         None => None,
     };
     let info = KeyInfo::from_rows(&key, user.as_ref(), team.as_ref());
-    if let Some(r) = &redis {
-        r.put_key(&info, ttl).await;
-    }
+    share(redis, generation, hash, Some(info.clone()), ttl);
     Ok(Some(info))
+}
+
+/// Writes a lookup's result back to Redis off the lookup's own clock.
+fn share(
+    redis: Option<Redis>,
+    generation: Option<i64>,
+    hash: String,
+    info: Option<KeyInfo>,
+    ttl: Duration,
+) {
+    if let (Some(r), Some(generation)) = (redis, generation) {
+        actix_rt::spawn(async move {
+            let _ = r.remember_key(&hash, info.as_ref(), generation, ttl).await;
+        });
+    }
 }
 
 impl Actor for AuthActor {
@@ -234,6 +340,8 @@ impl Supervised for AuthActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.generation += 1;
         self.cache.clear();
+        self.queued.clear();
+        self.running = 0;
         for (_, waiters) in self.pending.drain() {
             for w in waiters {
                 let _ = w.send(Err(GatewayError::Unavailable(
@@ -250,6 +358,9 @@ crate::actors::supervise::crashable!(AuthActor);
 #[rtype(result = "Result<Arc<KeyInfo>, GatewayError>")]
 pub struct Authenticate {
     pub key_hash: KeyHash,
+    /// False when the token cannot be a stored key (wrong shape): only the
+    /// master and config keys are checked, nothing is looked up.
+    pub lookup: bool,
 }
 
 impl Handler<Authenticate> for AuthActor {
@@ -270,34 +381,28 @@ impl Handler<Authenticate> for AuthActor {
             let info = info.clone();
             return Box::pin(async move { Ok(info) });
         }
+        if !msg.lookup || self.store.is_none() {
+            return Box::pin(async { Err(GatewayError::InvalidKey) });
+        }
         let now = Instant::now();
         if let Some(entry) = self.cache.get(&hash) {
             if self.fresh(entry, now) {
                 let res = entry.info.clone().ok_or(GatewayError::InvalidKey);
                 return Box::pin(async move { res });
             }
+            if let Some(stale) = entry.info.clone() {
+                // Known key past its TTL: answer now, refresh behind it.
+                self.want(ctx, hash, None);
+                return Box::pin(async move { Ok(stale) });
+            }
         }
-        let Some(store) = self.store.clone() else {
-            return Box::pin(async { Err(GatewayError::InvalidKey) });
-        };
         let (tx, rx) = oneshot::channel();
-        let first = match self.pending.get_mut(&hash) {
-            Some(waiters) => {
-                waiters.push(tx);
-                false
-            }
-            None => {
-                self.pending.insert(hash, vec![tx]);
-                true
-            }
-        };
-        if first {
-            let generation = self.generation;
-            let fut = load(store, self.redis.clone(), hex::encode(hash), self.ttl);
-            ctx.spawn(
-                fut.into_actor(self)
-                    .map(move |res, act, _| act.complete(hash, generation, res)),
-            );
+        if !self.want(ctx, hash, Some(tx)) {
+            return Box::pin(async {
+                Err(GatewayError::Unavailable(
+                    "too many API keys are being verified at once; retry shortly".into(),
+                ))
+            });
         }
         Box::pin(async move {
             rx.await.unwrap_or_else(|_| {
@@ -319,7 +424,7 @@ impl Handler<Invalidate> for AuthActor {
         let _t = self.meter.handling();
         self.generation += 1;
         match msg.0 {
-            Invalidation::All => self.cache.clear(),
+            Invalidation::All => self.epoch += 1,
             Invalidation::Key(hex_hash) => {
                 if let Ok(bytes) = hex::decode(&hex_hash) {
                     if let Ok(hash) = <KeyHash>::try_from(bytes.as_slice()) {

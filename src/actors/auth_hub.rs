@@ -3,7 +3,7 @@
 //! published to the other replicas; a change published elsewhere arrives
 //! through the subscription and is broadcast locally.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::StreamExt;
@@ -53,49 +53,100 @@ impl Supervised for AuthHub {}
 
 crate::actors::supervise::crashable!(AuthHub);
 
+/// How often the subscription connection is pinged, and how long an answer
+/// may take before the connection is presumed dead. A connection that dies
+/// silently (no FIN, no RST) would otherwise look alive forever while
+/// invalidations from other replicas go unheard.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(1);
+const KEEPALIVE_DEADLINE: Duration = Duration::from_secs(1);
+/// Opening and subscribing a new connection.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
+/// While unsubscribed, caches are marked stale this often: with no way to
+/// hear of revocations, a key is re-checked against the database at most
+/// this long after it was revoked elsewhere.
+const STALE_WHILE_DEAF: Duration = Duration::from_secs(5);
+
 /// Keeps a subscription to the invalidation channel alive for as long as
-/// the hub lives.
+/// the hub lives. Whenever it may have missed messages (lost, or newly
+/// re-established) every local cache is marked stale.
 async fn subscribe(redis: Redis, hub: Addr<AuthHub>) {
     let channel = redis.channel();
     let mut first = true;
+    let mut flushed_at = Instant::now();
     loop {
-        let conn = async {
+        let conn = actix_rt::time::timeout(CONNECT_DEADLINE, async {
             let client = redis::Client::open(redis.url.as_str())?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
-        }
+        })
         .await;
         match conn {
-            Ok(mut pubsub) => {
+            Ok(Ok(pubsub)) => {
                 if !first {
                     // Messages may have been missed while we were away.
                     hub.do_send(Received(Invalidation::All));
                     tracing::info!("redis invalidation channel re-subscribed");
                 }
-                let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
-                    let Ok(payload) = msg.get_payload::<String>() else {
-                        continue;
-                    };
-                    match serde_json::from_str::<Invalidation>(&payload) {
-                        Ok(what) => hub.do_send(Received(what)),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "ignoring a malformed invalidation message")
-                        }
-                    }
-                }
-                tracing::warn!("redis invalidation channel closed; reconnecting");
+                listen(pubsub, &hub).await;
+                hub.do_send(Received(Invalidation::All));
+                flushed_at = Instant::now();
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot subscribe to the redis invalidation channel; retrying");
+            }
+            Err(_) => {
+                tracing::warn!("subscribing to the redis invalidation channel timed out; retrying");
             }
         }
         if !hub.connected() {
             return;
         }
+        if flushed_at.elapsed() >= STALE_WHILE_DEAF {
+            hub.do_send(Received(Invalidation::All));
+            flushed_at = Instant::now();
+        }
         first = false;
         actix_rt::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Forwards messages until the connection closes or stops answering pings.
+async fn listen(pubsub: redis::aio::PubSub, hub: &Addr<AuthHub>) {
+    let (mut sink, mut stream) = pubsub.split();
+    let mut keepalive = actix_rt::time::interval(KEEPALIVE_EVERY);
+    keepalive.tick().await;
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let Some(msg) = msg else {
+                    tracing::warn!("redis invalidation channel closed; reconnecting");
+                    return;
+                };
+                let Ok(payload) = msg.get_payload::<String>() else {
+                    continue;
+                };
+                match serde_json::from_str::<Invalidation>(&payload) {
+                    Ok(what) => hub.do_send(Received(what)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ignoring a malformed invalidation message")
+                    }
+                }
+            }
+            _ = keepalive.tick() => {
+                match actix_rt::time::timeout(KEEPALIVE_DEADLINE, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "redis invalidation channel failed a ping; reconnecting");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(deadline_ms = KEEPALIVE_DEADLINE.as_millis() as u64, "redis invalidation channel did not answer a ping: presumed dead; reconnecting");
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest};
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{authenticate, read_body, WorkerState};
 use crate::access::KeyInfo;
@@ -150,6 +150,63 @@ pub fn token_of(key: &str) -> String {
     } else {
         crate::actors::auth::hash_hex(key)
     }
+}
+
+/// Longest id or name (user/team id, alias, model name, email) accepted.
+/// Ids are primary keys and aliases are indexed: PostgreSQL refuses index
+/// rows over ~2.7 KB, and no real id comes near this.
+pub const MAX_NAME_CHARS: usize = 256;
+
+/// An id or name as stored: not blank, at most `MAX_NAME_CHARS`
+/// characters, no control characters (PostgreSQL cannot store NUL; a
+/// newline in an id is a mistake). The same rule on every backend.
+pub fn check_name(field: &'static str, value: &str) -> Result<(), GatewayError> {
+    if value.trim().is_empty() {
+        return Err(bad_request(
+            format!("{field} must not be empty"),
+            Some(field),
+        ));
+    }
+    if value.chars().count() > MAX_NAME_CHARS {
+        return Err(bad_request(
+            format!("{field} is longer than {MAX_NAME_CHARS} characters"),
+            Some(field),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(bad_request(
+            format!("{field} must not contain control characters (NUL, newlines, …)"),
+            Some(field),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_names<'a>(
+    field: &'static str,
+    values: impl IntoIterator<Item = &'a String>,
+) -> Result<(), GatewayError> {
+    values.into_iter().try_for_each(|v| check_name(field, v))
+}
+
+pub fn check_opt_name(field: &'static str, value: &Option<String>) -> Result<(), GatewayError> {
+    value.as_deref().map_or(Ok(()), |v| check_name(field, v))
+}
+
+/// Largest `metadata` object, serialized: it travels with the key into
+/// every worker's cache and into Redis.
+pub const MAX_METADATA_BYTES: usize = 1024 * 1024;
+
+/// `metadata` as stored (JSON text), or a 400 if it is too large.
+pub fn metadata_text(m: &Map<String, Value>) -> Result<String, GatewayError> {
+    let text = Value::Object(m.clone()).to_string();
+    if text.len() > MAX_METADATA_BYTES {
+        return Err(bad_request(
+            format!("metadata is larger than {MAX_METADATA_BYTES} bytes"),
+            Some("metadata"),
+        ));
+    }
+    Ok(text)
 }
 
 pub fn check_non_negative(field: &'static str, v: Option<f64>) -> Result<(), GatewayError> {

@@ -25,6 +25,30 @@ pub fn new_key() -> String {
     )
 }
 
+/// Longest key a caller may choose.
+pub const MAX_KEY_CHARS: usize = 256;
+
+/// Could `token` be a key of ours? Every stored key starts `sk-`, is 8 to
+/// `MAX_KEY_CHARS` printable ASCII characters with no spaces: anything else
+/// is refused before any lookup (a flood of random tokens then costs the
+/// database nothing).
+pub fn could_be_virtual_key(token: &str) -> bool {
+    token.starts_with("sk-")
+        && (8..=MAX_KEY_CHARS).contains(&token.len())
+        && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn check_custom_key(field: &'static str, key: &str) -> Result<(), GatewayError> {
+    if could_be_virtual_key(key) {
+        Ok(())
+    } else {
+        Err(bad_request(
+            format!("Invalid {field} format: virtual keys start with 'sk-' and are 8 to {MAX_KEY_CHARS} printable ASCII characters without spaces."),
+            Some(field),
+        ))
+    }
+}
+
 fn key_name(raw: &str) -> String {
     let tail: String = raw
         .chars()
@@ -91,6 +115,29 @@ impl KeyFields {
         now: i64,
     ) -> Result<Option<f64>, GatewayError> {
         let store = store(st)?;
+        if let Some(Some(a)) = &self.key_alias {
+            check_name("key_alias", a)?;
+        }
+        if let Some(Some(u)) = &self.user_id {
+            check_name("user_id", u)?;
+        }
+        if let Some(Some(t)) = &self.team_id {
+            check_name("team_id", t)?;
+        }
+        if let Some(m) = &self.models {
+            check_names("models", m)?;
+        }
+        if let Some(a) = &self.aliases {
+            check_names("aliases", a.keys().chain(a.values()))?;
+        }
+        for (field, limits) in [
+            ("model_rpm_limit", &self.model_rpm_limit),
+            ("model_tpm_limit", &self.model_tpm_limit),
+        ] {
+            if let Some(Some(m)) = limits {
+                check_names(field, m.keys())?;
+            }
+        }
         if let Some(alias) = self.key_alias {
             if let Some(a) = &alias {
                 if store
@@ -125,8 +172,8 @@ impl KeyFields {
         if let Some(v) = self.model_tpm_limit {
             row.model_tpm_limit = v.map(|m| json!(m).to_string());
         }
-        if let Some(m) = self.metadata {
-            row.metadata = Value::Object(m).to_string();
+        if let Some(m) = &self.metadata {
+            row.metadata = metadata_text(m)?;
         }
         if let Some(u) = self.user_id {
             row.user_id = u;
@@ -222,19 +269,10 @@ pub async fn create_key(
     fields: KeyFields,
 ) -> Result<(String, KeyRow), GatewayError> {
     let raw = match custom_key {
-        Some(k) if !k.starts_with("sk-") => {
-            return Err(bad_request(
-                "Invalid key format. Virtual keys must start with 'sk-'.",
-                Some("key"),
-            ))
+        Some(k) => {
+            check_custom_key("key", &k)?;
+            k
         }
-        Some(k) if k.len() < 8 => {
-            return Err(bad_request(
-                "A custom key must be at least 8 characters.",
-                Some("key"),
-            ))
-        }
-        Some(k) => k,
         None => new_key(),
     };
     let now = now_ms();
@@ -291,14 +329,14 @@ pub async fn update(
     let mut row = load_key(&st, &key).await?;
     let spend = body.apply(&st, &mut row, now_ms()).await?;
     let store = store(&st)?;
-    if !store.update_key(&row).await.map_err(store_error)? {
+    if !store
+        .update_key(&row.token, &row, spend)
+        .await
+        .map_err(store_error)?
+    {
         return Err(not_found("Key not found in database", "key"));
     }
     if let Some(s) = spend {
-        store
-            .set_key_spend(&row.token, s)
-            .await
-            .map_err(store_error)?;
         row.spend = s;
     }
     changed(
@@ -330,6 +368,9 @@ pub async fn delete(
     require_master(&st, &req).await?;
     let body: DeleteRequest = json_body(&st, &req, payload).await?;
     let store = store(&st)?;
+    if let Some(aliases) = &body.key_aliases {
+        check_names("key_aliases", aliases)?;
+    }
     let (echo, tokens) = match (body.keys, body.key_aliases) {
         (Some(keys), _) if !keys.is_empty() => {
             let tokens: Vec<String> = keys.iter().map(|k| token_of(k)).collect();
@@ -412,6 +453,9 @@ pub async fn list(
     require_master(&st, &req).await?;
     let q = query.into_inner();
     let (page, size) = page_bounds(q.page, q.size, 10)?;
+    check_opt_name("user_id", &q.user_id)?;
+    check_opt_name("team_id", &q.team_id)?;
+    check_opt_name("key_alias", &q.key_alias)?;
     let filter = KeyFilter {
         user_id: q.user_id,
         team_id: q.team_id,
@@ -450,7 +494,10 @@ async fn set_blocked(
     let mut row = load_key(&st, &body.key).await?;
     row.blocked = blocked;
     row.updated_at = now_ms();
-    store(&st)?.update_key(&row).await.map_err(store_error)?;
+    store(&st)?
+        .update_key(&row.token, &row, None)
+        .await
+        .map_err(store_error)?;
     changed(
         &st,
         Invalidation::Key(row.token.clone()),
@@ -493,33 +540,25 @@ pub async fn regenerate(
     let mut row = load_key(&st, &old).await?;
     let old_token = row.token.clone();
     let raw = match body.new_key.take() {
-        Some(k) if !k.starts_with("sk-") || k.len() < 8 => {
-            return Err(bad_request(
-                "new_key must start with 'sk-' and be at least 8 characters.",
-                Some("new_key"),
-            ))
+        Some(k) => {
+            check_custom_key("new_key", &k)?;
+            k
         }
-        Some(k) => k,
         None => new_key(),
     };
     let now = now_ms();
     let spend = body.apply(&st, &mut row, now).await?;
-    let store = store(&st)?;
-    store.update_key(&row).await.map_err(store_error)?;
     row.token = hash_hex(&raw);
     row.key_name = key_name(&raw);
-    if !store
-        .replace_key_token(&old_token, &row)
+    // Fields, new secret and spend land together or not at all.
+    if !store(&st)?
+        .update_key(&old_token, &row, spend)
         .await
         .map_err(store_error)?
     {
         return Err(not_found(format!("Key {old} not found."), "key"));
     }
     if let Some(s) = spend {
-        store
-            .set_key_spend(&row.token, s)
-            .await
-            .map_err(store_error)?;
         row.spend = s;
     }
     changed(&st, Invalidation::Key(old_token.clone()), vec![old_token]).await;

@@ -148,8 +148,9 @@ pub async fn authenticate(
 ) -> Result<Arc<KeyInfo>, GatewayError> {
     let token = presented_key(req)?;
     let key_hash = hash_key(token);
+    let lookup = keys::could_be_virtual_key(token);
     st.auth
-        .send(Authenticate { key_hash })
+        .send(Authenticate { key_hash, lookup })
         .await
         .map_err(|_| GatewayError::Unavailable("the auth service is restarting".into()))?
 }

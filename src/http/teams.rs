@@ -47,6 +47,12 @@ fn user_role() -> String {
     "user".into()
 }
 
+/// A member as given: a valid user id and a known role.
+fn check_member(m: &Member) -> Result<(), GatewayError> {
+    check_name("user_id", &m.user_id)?;
+    check_role(&m.role)
+}
+
 fn check_role(role: &str) -> Result<(), GatewayError> {
     if role == "admin" || role == "user" {
         Ok(())
@@ -89,6 +95,12 @@ struct TeamFields {
 
 impl TeamFields {
     fn apply(&self, row: &mut TeamRow, now: i64) -> Result<(), GatewayError> {
+        if let Some(Some(a)) = &self.team_alias {
+            check_name("team_alias", a)?;
+        }
+        if let Some(m) = &self.models {
+            check_names("models", m)?;
+        }
         if let Some(a) = &self.team_alias {
             row.team_alias = a.clone();
         }
@@ -97,7 +109,7 @@ impl TeamFields {
         }
         apply_budget!(self, row, now)?;
         if let Some(m) = &self.metadata {
-            row.metadata = Value::Object(m.clone()).to_string();
+            row.metadata = metadata_text(m)?;
         }
         if let Some(b) = self.blocked {
             row.blocked = b;
@@ -115,24 +127,10 @@ async fn ensure_user(store: &Store, user_id: &str, now: i64) -> Result<(), Gatew
         .map_err(store_error)?
         .is_none()
     {
-        let row = UserRow {
-            user_id: user_id.to_string(),
-            user_email: None,
-            user_alias: None,
-            user_role: Some("internal_user".into()),
-            models: "[]".into(),
-            spend: 0.0,
-            max_budget: None,
-            budget_duration: None,
-            budget_reset_at: None,
-            rpm_limit: None,
-            tpm_limit: None,
-            max_parallel_requests: None,
-            metadata: "{}".into(),
-            created_at: now,
-            updated_at: now,
-        };
-        match store.insert_user(&row).await {
+        match store
+            .insert_user(&UserRow::blank(user_id.to_string(), now))
+            .await
+        {
             Ok(()) | Err(crate::store::StoreError::Duplicate(_)) => {}
             Err(e) => return Err(store_error(e)),
         }
@@ -153,6 +151,7 @@ pub async fn new(
         .clone()
         .filter(|t| !t.trim().is_empty())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    check_name("team_id", &team_id)?;
     let duplicate = || {
         bad_request(
             format!("Team id = {team_id} already exists. Please use a different team id."),
@@ -188,7 +187,7 @@ pub async fn new(
     row.spend = body.spend.unwrap_or(0.0);
     let mut members = Vec::new();
     for m in &body.members_with_roles {
-        check_role(&m.role)?;
+        check_member(m)?;
         ensure_user(store, &m.user_id, now).await?;
         if !members.iter().any(|x: &MemberRow| x.user_id == m.user_id) {
             members.push(MemberRow {
@@ -210,6 +209,7 @@ pub async fn new(
 }
 
 async fn load_team(store: &Store, team_id: &str) -> Result<TeamRow, GatewayError> {
+    check_name("team_id", team_id)?;
     store
         .get_team(team_id)
         .await
@@ -293,12 +293,17 @@ pub async fn update(
     let store = store(&st)?;
     let mut row = load_team(store, &team_id).await?;
     body.apply(&mut row, now_ms())?;
-    store.update_team(&row).await.map_err(store_error)?;
+    if !store
+        .update_team(&row, body.spend)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(not_found(
+            format!("Team not found, passed team_id={team_id}"),
+            "team_id",
+        ));
+    }
     if let Some(s) = body.spend {
-        store
-            .set_team_spend(&row.team_id, s)
-            .await
-            .map_err(store_error)?;
         row.spend = s;
     }
     team_changed(&st, store, &row.team_id).await?;
@@ -343,6 +348,7 @@ pub async fn list(
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
     require_master(&st, &req).await?;
+    check_opt_name("user_id", &query.user_id)?;
     let store = store(&st)?;
     let rows = store
         .list_teams(query.user_id.as_deref())
@@ -385,7 +391,7 @@ pub async fn member_add(
     let existing = store.members(&row.team_id).await.map_err(store_error)?;
     let now = now_ms();
     for m in &members {
-        check_role(&m.role)?;
+        check_member(m)?;
         if existing.iter().any(|e| e.user_id == m.user_id) {
             return Err(bad_request(
                 format!("User={} already in team.", m.user_id),
@@ -432,6 +438,7 @@ pub async fn member_delete(
     let body: MemberDelete = json_body(&st, &req, payload).await?;
     let store = store(&st)?;
     let row = load_team(store, &body.team_id).await?;
+    check_name("user_id", &body.user_id)?;
     if !store
         .remove_member(&body.team_id, &body.user_id)
         .await
@@ -460,7 +467,7 @@ async fn set_blocked(
     let mut row = load_team(store, &body.team_id).await?;
     row.blocked = blocked;
     row.updated_at = now_ms();
-    store.update_team(&row).await.map_err(store_error)?;
+    store.update_team(&row, None).await.map_err(store_error)?;
     team_changed(&st, store, &row.team_id).await?;
     let members = store.members(&row.team_id).await.map_err(store_error)?;
     Ok(HttpResponse::Ok().json(team_json(&row, &members)))

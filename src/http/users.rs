@@ -83,8 +83,17 @@ impl UserFields {
         row: &mut UserRow,
         now: i64,
     ) -> Result<(), GatewayError> {
+        if let Some(Some(a)) = &self.user_alias {
+            check_name("user_alias", a)?;
+        }
+        if let Some(m) = &self.models {
+            check_names("models", m)?;
+        }
+        check_opt_name("team_id", &self.team_id)?;
+        check_opt_name("key_alias", &self.key_alias)?;
         if let Some(email) = &self.user_email {
             if let Some(e) = email {
+                check_name("user_email", e)?;
                 if store(st)?
                     .user_email_taken(e, Some(&row.user_id))
                     .await
@@ -119,31 +128,11 @@ impl UserFields {
         }
         apply_budget!(self, row, now)?;
         if let Some(m) = &self.metadata {
-            row.metadata = Value::Object(m.clone()).to_string();
+            row.metadata = metadata_text(m)?;
         }
         check_non_negative("spend", self.spend)?;
         row.updated_at = now;
         Ok(())
-    }
-}
-
-fn blank_user(user_id: String, now: i64) -> UserRow {
-    UserRow {
-        user_id,
-        user_email: None,
-        user_alias: None,
-        user_role: Some("internal_user".into()),
-        models: "[]".into(),
-        spend: 0.0,
-        max_budget: None,
-        budget_duration: None,
-        budget_reset_at: None,
-        rpm_limit: None,
-        tpm_limit: None,
-        max_parallel_requests: None,
-        metadata: "{}".into(),
-        created_at: now,
-        updated_at: now,
     }
 }
 
@@ -160,6 +149,7 @@ pub async fn new(
         .clone()
         .filter(|u| !u.trim().is_empty())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    check_name("user_id", &user_id)?;
     let store = store(&st)?;
     if store
         .get_user(&user_id)
@@ -174,7 +164,7 @@ pub async fn new(
             Some("user_id"),
         ));
     }
-    let mut row = blank_user(user_id.clone(), now);
+    let mut row = UserRow::blank(user_id.clone(), now);
     body.apply(&st, &mut row, now).await?;
     row.spend = body.spend.unwrap_or(0.0);
     store.insert_user(&row).await.map_err(|e| match e {
@@ -233,6 +223,7 @@ pub async fn info(
         (None, Some(own)) => own.clone(),
         (None, None) => return Err(bad_request("user_id is required", Some("user_id"))),
     };
+    check_name("user_id", &user_id)?;
     if !caller.is_master && caller.user_id.as_deref() != Some(user_id.as_str()) {
         return Err(forbidden(format!(
             "key not allowed to access this user's info. user_id={user_id}"
@@ -286,22 +277,22 @@ pub async fn update(
             Some("user_id"),
         )
     })?;
+    check_name("user_id", &user_id)?;
     let store = store(&st)?;
     let now = now_ms();
     let existing = store.get_user(&user_id).await.map_err(store_error)?;
     let is_new = existing.is_none();
-    let mut row = existing.unwrap_or_else(|| blank_user(user_id.clone(), now));
+    let mut row = existing.unwrap_or_else(|| UserRow::blank(user_id.clone(), now));
     body.apply(&st, &mut row, now).await?;
     if is_new {
         row.spend = body.spend.unwrap_or(0.0);
         store.insert_user(&row).await.map_err(store_error)?;
     } else {
-        store.update_user(&row).await.map_err(store_error)?;
+        store
+            .update_user(&row, body.spend)
+            .await
+            .map_err(store_error)?;
         if let Some(s) = body.spend {
-            store
-                .set_user_spend(&row.user_id, s)
-                .await
-                .map_err(store_error)?;
             row.spend = s;
         }
     }
@@ -329,6 +320,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, GatewayError> {
     require_master(&st, &req).await?;
     let body: DeleteUsers = json_body(&st, &req, payload).await?;
+    check_names("user_ids", &body.user_ids)?;
     let store = store(&st)?;
     for id in &body.user_ids {
         if store.get_user(id).await.map_err(store_error)?.is_none() {

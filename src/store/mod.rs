@@ -5,6 +5,7 @@
 pub mod models;
 pub mod schema;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -18,25 +19,36 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
 
 pub use models::{KeyRow, MemberRow, TeamRow, UserRow};
+
+use crate::breaker::Breaker;
 use schema::{keys, team_members, teams, users};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
+/// How long a SQLite writer waits for the lock (`PRAGMA busy_timeout`).
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
+/// A pool of either backend, every operation bounded by `timeout` and
+/// failing fast while `breaker` is open (the database is known down).
 #[derive(Clone)]
-pub enum Store {
+pub struct Store {
+    pools: Pools,
+    breaker: Arc<Breaker>,
+    timeout: Duration,
+}
+
+#[derive(Clone)]
+enum Pools {
     Postgres(Pool<AsyncPgConnection>),
     Sqlite(Pool<SqliteConn>),
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Store::Postgres(_) => "Store::Postgres",
-            Store::Sqlite(_) => "Store::Sqlite",
-        })
+        write!(f, "Store({})", self.backend())
     }
 }
 
@@ -87,22 +99,28 @@ fn pool_error<E: std::fmt::Display>(e: bb8::RunError<E>) -> StoreError {
     }
 }
 
-/// Runs `$body` with `$conn` bound to a pooled connection of either backend.
+/// Runs `$body` with `$conn` bound to a pooled connection of either
+/// backend, through the breaker and within the store's timeout.
 macro_rules! with_conn {
-    ($store:expr, |$conn:ident| $body:expr) => {
-        match $store {
-            Store::Postgres(pool) => {
-                let mut guard = pool.get().await.map_err(pool_error)?;
-                let $conn: &mut AsyncPgConnection = &mut guard;
-                $body
-            }
-            Store::Sqlite(pool) => {
-                let mut guard = pool.get().await.map_err(pool_error)?;
-                let $conn: &mut SqliteConn = &mut guard;
-                $body
-            }
-        }
-    };
+    ($store:expr, |$conn:ident| $body:expr) => {{
+        let store: &Store = $store;
+        store
+            .guarded(true, async {
+                match &store.pools {
+                    Pools::Postgres(pool) => {
+                        let mut guard = pool.get().await.map_err(pool_error)?;
+                        let $conn: &mut AsyncPgConnection = &mut guard;
+                        $body
+                    }
+                    Pools::Sqlite(pool) => {
+                        let mut guard = pool.get().await.map_err(pool_error)?;
+                        let $conn: &mut SqliteConn = &mut guard;
+                        $body
+                    }
+                }
+            })
+            .await
+    }};
 }
 
 /// What `/key/list` filters on.
@@ -129,9 +147,71 @@ impl Store {
     }
 
     /// Opens a pool. `url`: `postgres://…` or `sqlite://path` (a bare path
-    /// is SQLite too).
-    pub async fn connect(url: &str, pool_size: u32) -> Result<Store, StoreError> {
-        let timeout = Duration::from_secs(3);
+    /// is SQLite too). Every operation, pool wait included, is bounded by
+    /// `timeout`; `breaker` learns of outages and makes calls fail fast
+    /// while it is open.
+    pub async fn connect(
+        url: &str,
+        pool_size: u32,
+        timeout: Duration,
+        breaker: Arc<Breaker>,
+    ) -> Result<Store, StoreError> {
+        let pools = Store::pools(url, pool_size, timeout).await?;
+        // A local file is never "unreachable"; what makes SQLite slow is a
+        // writer holding the lock, which busy_timeout (5 s) already waits
+        // out. Give it that long, and never open the breaker for it.
+        let timeout = match pools {
+            Pools::Sqlite(_) => timeout.max(SQLITE_BUSY_TIMEOUT + Duration::from_secs(1)),
+            Pools::Postgres(_) => timeout,
+        };
+        Ok(Store {
+            pools,
+            breaker,
+            timeout,
+        })
+    }
+
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+
+    /// Runs `op` within the timeout, telling the breaker what it learnt.
+    /// `check_breaker` is false only for the probe, which must reach the
+    /// database precisely while the breaker is open.
+    async fn guarded<T>(
+        &self,
+        check_breaker: bool,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if check_breaker && self.breaker.is_open() {
+            return Err(StoreError::Unavailable(
+                "the database is unreachable (probing it in the background)".into(),
+            ));
+        }
+        let remote = matches!(self.pools, Pools::Postgres(_));
+        match tokio::time::timeout(self.timeout, op).await {
+            Err(_) => {
+                let why = format!("no answer within {} ms", self.timeout.as_millis());
+                if remote {
+                    self.breaker.failure(&why);
+                }
+                Err(StoreError::Unavailable(why))
+            }
+            Ok(Err(StoreError::Unavailable(why))) => {
+                if remote {
+                    self.breaker.failure(&why);
+                }
+                Err(StoreError::Unavailable(why))
+            }
+            Ok(other) => {
+                // Any answer, even an error about the query, means reachable.
+                self.breaker.success();
+                other
+            }
+        }
+    }
+
+    async fn pools(url: &str, pool_size: u32, timeout: Duration) -> Result<Pools, StoreError> {
         if Store::is_postgres(url) {
             let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
             let pool = Pool::builder()
@@ -142,7 +222,7 @@ impl Store {
                 .build(manager)
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            Ok(Store::Postgres(pool))
+            Ok(Pools::Postgres(pool))
         } else {
             let path = sqlite_path(url).to_string();
             if path.is_empty() {
@@ -155,7 +235,7 @@ impl Store {
                     // WAL lets readers run beside the writer; busy_timeout
                     // queues writers instead of failing them.
                     conn.batch_execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                        &format!("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {}; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;", SQLITE_BUSY_TIMEOUT.as_millis()),
                     )
                     .await
                     .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
@@ -170,7 +250,7 @@ impl Store {
                 .build(manager)
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            Ok(Store::Sqlite(pool))
+            Ok(Pools::Sqlite(pool))
         }
     }
 
@@ -204,22 +284,29 @@ impl Store {
             .map_err(|_| StoreError::Migration("the migration thread died".into()))?
     }
 
-    /// A cheap round trip, for readiness checks.
+    /// A cheap round trip for the breaker's probe: it bypasses the open
+    /// breaker (finding out whether the database is back is its job).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        with_conn!(self, |conn| {
-            keys::table
-                .select(keys::token)
-                .limit(1)
-                .load::<String>(conn)
-                .await?;
+        self.guarded(false, async {
+            match &self.pools {
+                Pools::Postgres(pool) => {
+                    let mut conn = pool.get().await.map_err(pool_error)?;
+                    conn.batch_execute("SELECT 1").await?;
+                }
+                Pools::Sqlite(pool) => {
+                    let mut conn = pool.get().await.map_err(pool_error)?;
+                    conn.batch_execute("SELECT 1").await?;
+                }
+            }
             Ok(())
         })
+        .await
     }
 
     pub fn backend(&self) -> &'static str {
-        match self {
-            Store::Postgres(_) => "postgresql",
-            Store::Sqlite(_) => "sqlite",
+        match self.pools {
+            Pools::Postgres(_) => "postgresql",
+            Pools::Sqlite(_) => "sqlite",
         }
     }
 
@@ -234,48 +321,72 @@ impl Store {
             .optional()?))
     }
 
+    /// Inserts the key and, if its `user_id` names no user yet, that user
+    /// (as LiteLLM does), in one transaction.
     pub async fn insert_key(&self, row: &KeyRow) -> Result<(), StoreError> {
+        let row = row.clone();
         with_conn!(self, |conn| {
-            diesel::insert_into(keys::table)
-                .values(row)
-                .execute(conn)
-                .await?;
-            Ok(())
+            conn.transaction(async |conn| {
+                if let Some(user) = &row.user_id {
+                    diesel::insert_into(users::table)
+                        .values(UserRow::blank(user.clone(), row.updated_at))
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                        .await?;
+                }
+                diesel::insert_into(keys::table)
+                    .values(&row)
+                    .execute(conn)
+                    .await?;
+                Ok::<_, StoreError>(())
+            })
+            .await
         })
     }
 
-    /// Writes every column but `spend` and `created_at`; false if no such key.
-    pub async fn update_key(&self, row: &KeyRow) -> Result<bool, StoreError> {
-        with_conn!(self, |conn| Ok(diesel::update(
-            keys::table.find(&row.token)
-        )
-        .set(row)
-        .execute(conn)
-        .await?
-            == 1))
-    }
-
-    pub async fn set_key_spend(&self, token: &str, spend: f64) -> Result<(), StoreError> {
+    /// Writes every column but `spend` and `created_at` of the key stored
+    /// under `old_token` — and `row.token` when it differs (regenerate) —
+    /// then `spend` if given, creating its user if missing: one
+    /// transaction, all or nothing. False if no such key.
+    pub async fn update_key(
+        &self,
+        old_token: &str,
+        row: &KeyRow,
+        spend: Option<f64>,
+    ) -> Result<bool, StoreError> {
+        let (old, row) = (old_token.to_string(), row.clone());
         with_conn!(self, |conn| {
-            diesel::update(keys::table.find(token))
-                .set(keys::spend.eq(spend))
-                .execute(conn)
-                .await?;
-            Ok(())
+            conn.transaction(async |conn| {
+                if let Some(user) = &row.user_id {
+                    diesel::insert_into(users::table)
+                        .values(UserRow::blank(user.clone(), row.updated_at))
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                        .await?;
+                }
+                let n = diesel::update(keys::table.find(&old))
+                    .set(&row)
+                    .execute(conn)
+                    .await?;
+                if n != 1 {
+                    return Ok::<_, StoreError>(false);
+                }
+                if row.token != old {
+                    diesel::update(keys::table.find(&old))
+                        .set(keys::token.eq(&row.token))
+                        .execute(conn)
+                        .await?;
+                }
+                if let Some(spend) = spend {
+                    diesel::update(keys::table.find(&row.token))
+                        .set(keys::spend.eq(spend))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(true)
+            })
+            .await
         })
-    }
-
-    /// Replaces a key's token (regenerate): same row, new hash.
-    pub async fn replace_key_token(&self, old: &str, row: &KeyRow) -> Result<bool, StoreError> {
-        with_conn!(self, |conn| Ok(diesel::update(keys::table.find(old))
-            .set((
-                keys::token.eq(&row.token),
-                keys::key_name.eq(&row.key_name),
-                keys::updated_at.eq(row.updated_at),
-            ))
-            .execute(conn)
-            .await?
-            == 1))
     }
 
     pub async fn delete_keys(&self, tokens: &[String]) -> Result<usize, StoreError> {
@@ -393,23 +504,26 @@ impl Store {
         })
     }
 
-    pub async fn update_user(&self, row: &UserRow) -> Result<bool, StoreError> {
-        with_conn!(self, |conn| Ok(diesel::update(
-            users::table.find(&row.user_id)
-        )
-        .set(row)
-        .execute(conn)
-        .await?
-            == 1))
-    }
-
-    pub async fn set_user_spend(&self, user_id: &str, spend: f64) -> Result<(), StoreError> {
+    /// The row's columns, then `spend` if given, in one transaction.
+    pub async fn update_user(&self, row: &UserRow, spend: Option<f64>) -> Result<bool, StoreError> {
+        let row = row.clone();
         with_conn!(self, |conn| {
-            diesel::update(users::table.find(user_id))
-                .set(users::spend.eq(spend))
-                .execute(conn)
-                .await?;
-            Ok(())
+            conn.transaction(async |conn| {
+                let n = diesel::update(users::table.find(&row.user_id))
+                    .set(&row)
+                    .execute(conn)
+                    .await?;
+                if n == 1 {
+                    if let Some(spend) = spend {
+                        diesel::update(users::table.find(&row.user_id))
+                            .set(users::spend.eq(spend))
+                            .execute(conn)
+                            .await?;
+                    }
+                }
+                Ok::<_, StoreError>(n == 1)
+            })
+            .await
         })
     }
 
@@ -513,23 +627,26 @@ impl Store {
         })
     }
 
-    pub async fn update_team(&self, row: &TeamRow) -> Result<bool, StoreError> {
-        with_conn!(self, |conn| Ok(diesel::update(
-            teams::table.find(&row.team_id)
-        )
-        .set(row)
-        .execute(conn)
-        .await?
-            == 1))
-    }
-
-    pub async fn set_team_spend(&self, team_id: &str, spend: f64) -> Result<(), StoreError> {
+    /// The row's columns, then `spend` if given, in one transaction.
+    pub async fn update_team(&self, row: &TeamRow, spend: Option<f64>) -> Result<bool, StoreError> {
+        let row = row.clone();
         with_conn!(self, |conn| {
-            diesel::update(teams::table.find(team_id))
-                .set(teams::spend.eq(spend))
-                .execute(conn)
-                .await?;
-            Ok(())
+            conn.transaction(async |conn| {
+                let n = diesel::update(teams::table.find(&row.team_id))
+                    .set(&row)
+                    .execute(conn)
+                    .await?;
+                if n == 1 {
+                    if let Some(spend) = spend {
+                        diesel::update(teams::table.find(&row.team_id))
+                            .set(teams::spend.eq(spend))
+                            .execute(conn)
+                            .await?;
+                    }
+                }
+                Ok::<_, StoreError>(n == 1)
+            })
+            .await
         })
     }
 

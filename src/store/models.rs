@@ -56,6 +56,29 @@ pub struct UserRow {
     pub updated_at: i64,
 }
 
+impl UserRow {
+    /// A user with nothing set but its id (LiteLLM's default role).
+    pub fn blank(user_id: String, now: i64) -> UserRow {
+        UserRow {
+            user_id,
+            user_email: None,
+            user_alias: None,
+            user_role: Some("internal_user".into()),
+            models: "[]".into(),
+            spend: 0.0,
+            max_budget: None,
+            budget_duration: None,
+            budget_reset_at: None,
+            rpm_limit: None,
+            tpm_limit: None,
+            max_parallel_requests: None,
+            metadata: "{}".into(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = teams, primary_key(team_id), treat_none_as_null = true)]
 pub struct TeamRow {
