@@ -50,8 +50,10 @@ impl Breaker {
     }
 
     /// The dependency could not be reached (refused, timed out, broken).
-    pub fn failure(&self, why: &str) {
-        if !self.open.swap(true, Ordering::AcqRel) {
+    /// True if this opened the breaker.
+    pub fn failure(&self, why: &str) -> bool {
+        let opened = !self.open.swap(true, Ordering::AcqRel);
+        if opened {
             self.up.set(0);
             tracing::warn!(
                 dependency = self.name,
@@ -59,16 +61,19 @@ impl Breaker {
                 "dependency unreachable: failing fast while a background probe retries"
             );
         }
+        opened
     }
 
-    /// The dependency answered.
-    pub fn success(&self) {
+    /// The dependency answered. True if this closed the breaker.
+    pub fn success(&self) -> bool {
         // A load first: the common case (closed) writes nothing, so workers
         // do not bounce the cache line between cores.
-        if self.is_open() && self.open.swap(false, Ordering::AcqRel) {
+        let closed = self.is_open() && self.open.swap(false, Ordering::AcqRel);
+        if closed {
             self.up.set(1);
             tracing::info!(dependency = self.name, "dependency reachable again");
         }
+        closed
     }
 }
 
@@ -96,7 +101,7 @@ where
                 Ok(Ok(())) => breaker.success(),
                 Ok(Err(e)) => breaker.failure(&e),
                 Err(_) => breaker.failure(&format!("no answer within {timeout:?}")),
-            }
+            };
         }
     })
 }

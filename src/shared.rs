@@ -15,7 +15,7 @@
 //! never part of what is stored.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bb8_redis::RedisConnectionManager;
@@ -67,7 +67,10 @@ return 0
 
 #[derive(Clone)]
 pub struct Redis {
-    pub pool: bb8::Pool<RedisConnectionManager>,
+    /// Replaced when a call times out: a connection that died silently
+    /// would otherwise be handed out again and again (bb8 cannot discard
+    /// one that still looks healthy).
+    pool: Arc<RwLock<bb8::Pool<RedisConnectionManager>>>,
     pub url: String,
     pub prefix: String,
     breaker: Arc<Breaker>,
@@ -84,21 +87,43 @@ impl Redis {
         timeout: Duration,
         breaker: Arc<Breaker>,
     ) -> Result<Redis, String> {
-        let manager = RedisConnectionManager::new(url).map_err(|e| e.to_string())?;
-        let pool = bb8::Pool::builder()
-            .max_size(16)
-            .min_idle(Some(0))
-            .connection_timeout(timeout)
-            .retry_connection(false)
-            .build_unchecked(manager);
+        let pool = Redis::pool(url, timeout)?;
         Ok(Redis {
-            pool,
+            pool: Arc::new(RwLock::new(pool)),
             url: url.to_string(),
             prefix: prefix.to_string(),
             breaker,
             timeout,
             write_back: Arc::new(redis::Script::new(WRITE_BACK)),
         })
+    }
+
+    fn pool(url: &str, timeout: Duration) -> Result<bb8::Pool<RedisConnectionManager>, String> {
+        let manager = RedisConnectionManager::new(url).map_err(|e| e.to_string())?;
+        Ok(bb8::Pool::builder()
+            .max_size(16)
+            .min_idle(Some(0))
+            .connection_timeout(timeout)
+            .retry_connection(false)
+            .build_unchecked(manager))
+    }
+
+    fn current_pool(&self) -> bb8::Pool<RedisConnectionManager> {
+        match self.pool.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn reset_pool(&self) {
+        let Ok(fresh) = Redis::pool(&self.url, self.timeout) else {
+            return;
+        };
+        match self.pool.write() {
+            Ok(mut p) => *p = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        tracing::warn!("redis connections stopped answering: the pool was replaced");
     }
 
     pub fn breaker(&self) -> &Arc<Breaker> {
@@ -131,34 +156,66 @@ impl Redis {
         if check_breaker && self.breaker.is_open() {
             return Err("redis is unreachable (probing it in the background)".into());
         }
+        let pool = self.current_pool();
         let attempt = async {
-            let conn = self.pool.get_owned().await.map_err(|e| e.to_string())?;
+            let conn = pool.get_owned().await.map_err(|e| e.to_string())?;
             op(conn).await.map_err(|e| e.to_string())
         };
-        match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok(v)) => {
-                self.breaker.success();
-                Ok(v)
-            }
-            Ok(Err(e)) => {
-                self.breaker.failure(&e);
-                Err(e)
-            }
-            Err(_) => {
-                let e = format!("no answer within {} ms", self.timeout.as_millis());
-                self.breaker.failure(&e);
-                Err(e)
-            }
+        let result = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+        };
+        self.learn(&result);
+        result
+    }
+
+    /// Tells the breaker. Connections that stopped answering look healthy
+    /// to the pool, so a fresh pool starts when an outage begins and again
+    /// when it ends.
+    fn learn<T>(&self, result: &Result<T, String>) {
+        let transition = match result {
+            Ok(_) => self.breaker.success(),
+            Err(e) => self.breaker.failure(e),
+        };
+        if transition {
+            self.reset_pool();
         }
     }
 
-    /// For the breaker's probe.
+    /// For the breaker's probe: PING through the pool while up; while down,
+    /// through a new connection (the pool's may be stuck), bypassing the
+    /// breaker.
     pub async fn ping(&self) -> Result<(), String> {
-        self.run(false, |mut c| async move {
-            redis::cmd("PING").query_async::<String>(&mut *c).await
-        })
-        .await
-        .map(|_| ())
+        if !self.breaker.is_open() {
+            return self
+                .run(false, |mut c| async move {
+                    redis::cmd("PING").query_async::<String>(&mut *c).await
+                })
+                .await
+                .map(|_| ());
+        }
+        let url = self.url.clone();
+        let timeout = self.timeout.max(Duration::from_millis(500));
+        let attempt = async move {
+            let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout));
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let result = match tokio::time::timeout(timeout, attempt).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        };
+        self.learn(&result);
+        result
     }
 
     /// The shared entry for a key and, on a miss, the generation to write

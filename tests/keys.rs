@@ -1,27 +1,12 @@
 //! Virtual keys, users and teams over HTTP, on SQLite and on PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[actix_rt::test]
-            async fn sqlite() {
-                super::$name(Backend::Sqlite).await
-            }
-            #[actix_rt::test]
-            async fn postgres() {
-                super::$name(Backend::Postgres).await
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     key_lifecycle,
@@ -533,7 +518,7 @@ async fn when_the_database_goes_away_cached_keys_keep_working_and_new_ones_get_5
     let proxy = Cuttable::start("127.0.0.1:5432");
     let via_proxy = db
         .url
-        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port()));
     let mock = spawn_mock().await;
     // Create the keys with a direct gateway, then serve through the cuttable one.
     let admin = spawn_gateway_db(&model("m", &mock), &db, None).await;

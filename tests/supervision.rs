@@ -104,3 +104,44 @@ async fn every_actor_that_panics_is_restarted_and_requests_keep_working() {
     let _ = std::fs::remove_file(&log);
     db.cleanup().await;
 }
+
+#[actix_rt::test]
+async fn requests_waiting_on_a_key_lookup_are_answered_when_the_key_cache_restarts() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mock = spawn_mock().await;
+    let admin = spawn_gateway_db(&model("m", &mock), &db, None).await;
+    let key = post_json(&admin, "/key/generate", MASTER, json!({}))
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    admin.stop().await;
+    let proxy = FaultProxy::start("127.0.0.1:5432");
+    let fragment = format!(
+        "database_url = \"{}\"\n[storage]\ndb_timeout_ms = 20000\n{}",
+        db.url.replace("127.0.0.1:5432", &proxy.addr()),
+        model("m", &mock)
+    );
+    let gw = std::rc::Rc::new(spawn_gateway_tweaked(&fragment, |c| c.fault_injection = true).await);
+    // The lookup of an uncached key hangs on a database that never answers...
+    proxy.set(ProxyMode::Blackhole);
+    let waiting = {
+        let (gw, key) = (gw.clone(), key.clone());
+        actix_rt::spawn(async move {
+            let t0 = std::time::Instant::now();
+            let r = post(&gw, "/v1/chat/completions", Some(&key), &chat_body("m")).await;
+            (r.status, t0.elapsed())
+        })
+    };
+    actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+    // ...until the key cache is made to crash: its waiter is answered.
+    chat_crashing(&gw, MASTER, "auth").await;
+    let (status, took) = waiting.await.unwrap();
+    assert_eq!(status, 503);
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
+    proxy.set(ProxyMode::Pass);
+    let gw = std::rc::Rc::try_unwrap(gw).ok().unwrap();
+    gw.stop().await;
+    db.cleanup().await;
+}

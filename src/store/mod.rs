@@ -5,7 +5,7 @@
 pub mod models;
 pub mod schema;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -35,7 +35,16 @@ pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 /// failing fast while `breaker` is open (the database is known down).
 #[derive(Clone)]
 pub struct Store {
-    pools: Pools,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Replaced wholesale when an operation times out: a connection that
+    /// died silently (no FIN, no RST) looks healthy to the pool and would
+    /// be handed out again and again, and bb8 has no way to discard one.
+    pools: RwLock<Pools>,
+    url: String,
+    pool_size: u32,
     breaker: Arc<Breaker>,
     timeout: Duration,
 }
@@ -104,9 +113,10 @@ fn pool_error<E: std::fmt::Display>(e: bb8::RunError<E>) -> StoreError {
 macro_rules! with_conn {
     ($store:expr, |$conn:ident| $body:expr) => {{
         let store: &Store = $store;
+        let pools = store.pools();
         store
             .guarded(true, async {
-                match &store.pools {
+                match &pools {
                     Pools::Postgres(pool) => {
                         let mut guard = pool.get().await.map_err(pool_error)?;
                         let $conn: &mut AsyncPgConnection = &mut guard;
@@ -156,7 +166,7 @@ impl Store {
         timeout: Duration,
         breaker: Arc<Breaker>,
     ) -> Result<Store, StoreError> {
-        let pools = Store::pools(url, pool_size, timeout).await?;
+        let pools = Store::build_pools(url, pool_size, timeout).await?;
         // A local file is never "unreachable"; what makes SQLite slow is a
         // writer holding the lock, which busy_timeout (5 s) already waits
         // out. Give it that long, and never open the breaker for it.
@@ -165,14 +175,70 @@ impl Store {
             Pools::Postgres(_) => timeout,
         };
         Ok(Store {
-            pools,
-            breaker,
-            timeout,
+            inner: Arc::new(Inner {
+                pools: RwLock::new(pools),
+                url: url.to_string(),
+                pool_size,
+                breaker,
+                timeout,
+            }),
         })
     }
 
     pub fn breaker(&self) -> &Arc<Breaker> {
-        &self.breaker
+        &self.inner.breaker
+    }
+
+    fn pools(&self) -> Pools {
+        match self.inner.pools.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Drops every pooled PostgreSQL connection (in use ones finish first)
+    /// and starts a fresh pool that connects on demand.
+    fn reset_pool(&self) {
+        if !Store::is_postgres(&self.inner.url) {
+            return;
+        }
+        let fresh = Pools::Postgres(Store::pg_pool(
+            &self.inner.url,
+            self.inner.pool_size,
+            self.inner.timeout,
+        ));
+        match self.inner.pools.write() {
+            Ok(mut p) => *p = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        tracing::warn!("database connections stopped answering: the pool was replaced");
+    }
+
+    fn pg_pool(url: &str, pool_size: u32, timeout: Duration) -> Pool<AsyncPgConnection> {
+        // A connection attempt that hangs (a host that accepts and never
+        // answers) would hold its pool slot for good: bound it.
+        let mut config = ManagerConfig::<AsyncPgConnection>::default();
+        config.custom_setup = Box::new(move |url| {
+            async move {
+                tokio::time::timeout(timeout, AsyncPgConnection::establish(url))
+                    .await
+                    .map_err(|_| {
+                        diesel::ConnectionError::BadConnection(format!(
+                            "no answer within {} ms",
+                            timeout.as_millis()
+                        ))
+                    })?
+            }
+            .boxed()
+        });
+        let manager =
+            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+        Pool::builder()
+            .max_size(pool_size.max(1))
+            .min_idle(Some(0))
+            .connection_timeout(timeout)
+            .retry_connection(false)
+            .build_unchecked(manager)
     }
 
     /// Runs `op` within the timeout, telling the breaker what it learnt.
@@ -183,46 +249,46 @@ impl Store {
         check_breaker: bool,
         op: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        if check_breaker && self.breaker.is_open() {
+        if check_breaker && self.inner.breaker.is_open() {
             return Err(StoreError::Unavailable(
                 "the database is unreachable (probing it in the background)".into(),
             ));
         }
-        let remote = matches!(self.pools, Pools::Postgres(_));
-        match tokio::time::timeout(self.timeout, op).await {
-            Err(_) => {
-                let why = format!("no answer within {} ms", self.timeout.as_millis());
-                if remote {
-                    self.breaker.failure(&why);
+        let inner = &self.inner;
+        let remote = Store::is_postgres(&inner.url);
+        let result = match tokio::time::timeout(inner.timeout, op).await {
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {} ms",
+                inner.timeout.as_millis()
+            ))),
+            Ok(r) => r,
+        };
+        match &result {
+            Err(StoreError::Unavailable(why)) if remote => {
+                // Connections that stopped answering look healthy to the
+                // pool: start from a fresh one when the outage begins...
+                if inner.breaker.failure(why) {
+                    self.reset_pool();
                 }
-                Err(StoreError::Unavailable(why))
             }
-            Ok(Err(StoreError::Unavailable(why))) => {
-                if remote {
-                    self.breaker.failure(&why);
+            // Any answer, even an error about the query, means reachable;
+            // ...and again when it ends, dropping anything stuck meanwhile.
+            _ => {
+                if inner.breaker.success() {
+                    self.reset_pool();
                 }
-                Err(StoreError::Unavailable(why))
-            }
-            Ok(other) => {
-                // Any answer, even an error about the query, means reachable.
-                self.breaker.success();
-                other
             }
         }
+        result
     }
 
-    async fn pools(url: &str, pool_size: u32, timeout: Duration) -> Result<Pools, StoreError> {
+    async fn build_pools(
+        url: &str,
+        pool_size: u32,
+        timeout: Duration,
+    ) -> Result<Pools, StoreError> {
         if Store::is_postgres(url) {
-            let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
-            let pool = Pool::builder()
-                .max_size(pool_size.max(1))
-                .min_idle(Some(0))
-                .connection_timeout(timeout)
-                .retry_connection(false)
-                .build(manager)
-                .await
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            Ok(Pools::Postgres(pool))
+            Ok(Pools::Postgres(Store::pg_pool(url, pool_size, timeout)))
         } else {
             let path = sqlite_path(url).to_string();
             if path.is_empty() {
@@ -287,10 +353,21 @@ impl Store {
     /// A cheap round trip for the breaker's probe: it bypasses the open
     /// breaker (finding out whether the database is back is its job).
     pub async fn ping(&self) -> Result<(), StoreError> {
+        let pools = self.pools();
+        let url = self.inner.url.clone();
+        let down = self.inner.breaker.is_open();
         self.guarded(false, async {
-            match &self.pools {
-                Pools::Postgres(pool) => {
+            match &pools {
+                Pools::Postgres(pool) if !down => {
                     let mut conn = pool.get().await.map_err(pool_error)?;
+                    conn.batch_execute("SELECT 1").await?;
+                }
+                // While down, a new connection rather than a pooled one: it
+                // proves the database answers, whatever state the pool is in.
+                Pools::Postgres(_) => {
+                    let mut conn = AsyncPgConnection::establish(&url)
+                        .await
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
                     conn.batch_execute("SELECT 1").await?;
                 }
                 Pools::Sqlite(pool) => {
@@ -304,7 +381,7 @@ impl Store {
     }
 
     pub fn backend(&self) -> &'static str {
-        match self.pools {
+        match self.pools() {
             Pools::Postgres(_) => "postgresql",
             Pools::Sqlite(_) => "sqlite",
         }

@@ -9,6 +9,24 @@ use tollgate::config::Config;
 use tollgate::mock::{Behaviour, MockOptions, MockServer};
 use tollgate::RunningGateway;
 
+/// One test function, run once on SQLite and once on PostgreSQL.
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[actix_rt::test]
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await
+            }
+            #[actix_rt::test]
+            async fn postgres() {
+                super::$name(Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
 pub const MASTER: &str = "sk-test-master-key";
 
 pub async fn spawn_mock() -> MockServer {
@@ -281,81 +299,150 @@ pub async fn post_json(gw: &RunningGateway, path: &str, key: &str, body: Value) 
     post(gw, path, Some(key), &body).await
 }
 
-/// A TCP forwarder the test can cut and restore, to take a database away.
-pub struct Cuttable {
-    pub port: u16,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+/// How a `FaultProxy` treats traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forward everything.
+    Pass,
+    /// Close every connection (FIN) and every new one at once: a dependency
+    /// that is down and says so.
+    Refuse,
+    /// Connections open now go silent (bytes vanish, nothing is closed);
+    /// new ones are accepted and go silent too: a dependency behind a
+    /// black hole.
+    Blackhole,
+    /// Connections open now go silent for good (no FIN, no RST), new ones
+    /// work: a connection that died quietly (a NAT or firewall forgot it).
+    Silent,
 }
 
-impl Cuttable {
-    pub fn start(target: &str) -> Cuttable {
-        use std::sync::atomic::{AtomicBool, Ordering};
+/// A TCP forwarder between the gateway and a dependency, whose faults the
+/// test switches with `set`.
+pub struct FaultProxy {
+    pub port: u16,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    mode: std::sync::Mutex<ProxyMode>,
+    /// Connections numbered below this are silenced for good.
+    silenced_below: std::sync::atomic::AtomicU64,
+    next_id: std::sync::atomic::AtomicU64,
+    open: std::sync::Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl FaultProxy {
+    pub fn start(target: &str) -> FaultProxy {
+        use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let state = std::sync::Arc::new(ProxyState {
+            mode: std::sync::Mutex::new(ProxyMode::Pass),
+            silenced_below: Default::default(),
+            next_id: Default::default(),
+            open: Default::default(),
+        });
+        let st = state.clone();
         let target = target.to_string();
-        let flag = stop.clone();
-        let conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Default::default();
-        {
-            // One watcher: when cut, every open connection is shut at once.
-            let flag = stop.clone();
-            let conns = conns.clone();
-            std::thread::spawn(move || loop {
-                if flag.load(Ordering::SeqCst) {
-                    for c in conns.lock().unwrap().drain(..) {
-                        let _ = c.shutdown(std::net::Shutdown::Both);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            });
-        }
         std::thread::spawn(move || {
             for incoming in listener.incoming() {
                 let Ok(client) = incoming else { continue };
-                if flag.load(Ordering::SeqCst) {
-                    let _ = client.shutdown(std::net::Shutdown::Both);
-                    continue;
+                let id = st.next_id.fetch_add(1, Ordering::SeqCst);
+                let mode = *st.mode.lock().unwrap();
+                match mode {
+                    ProxyMode::Refuse => {
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                        continue;
+                    }
+                    ProxyMode::Blackhole => {
+                        // Accepted, never answered, never closed.
+                        st.silenced_below.fetch_max(id + 1, Ordering::SeqCst);
+                        st.open.lock().unwrap().push(client);
+                        continue;
+                    }
+                    ProxyMode::Pass | ProxyMode::Silent => {}
                 }
                 let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
                     continue;
                 };
-                conns.lock().unwrap().push(client.try_clone().unwrap());
-                conns.lock().unwrap().push(server.try_clone().unwrap());
-                for (mut a, mut b) in [
+                {
+                    let mut open = st.open.lock().unwrap();
+                    open.push(client.try_clone().unwrap());
+                    open.push(server.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),
                 ] {
-                    let flag = flag.clone();
+                    let st = st.clone();
                     std::thread::spawn(move || {
+                        use std::io::{Read, Write};
                         let mut buf = [0u8; 16384];
                         loop {
-                            use std::io::{Read, Write};
-                            if flag.load(Ordering::SeqCst) {
-                                break;
-                            }
-                            match a.read(&mut buf) {
+                            match from.read(&mut buf) {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => {
-                                    if b.write_all(&buf[..n]).is_err() {
+                                    if id < st.silenced_below.load(Ordering::SeqCst) {
+                                        continue; // swallowed: a dead link
+                                    }
+                                    if to.write_all(&buf[..n]).is_err() {
                                         break;
                                     }
                                 }
                             }
                         }
-                        let _ = a.shutdown(std::net::Shutdown::Both);
-                        let _ = b.shutdown(std::net::Shutdown::Both);
+                        if id >= st.silenced_below.load(Ordering::SeqCst) {
+                            let _ = from.shutdown(std::net::Shutdown::Both);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        }
                     });
                 }
             }
         });
-        Cuttable { port, stop }
+        FaultProxy { port, state }
+    }
+
+    pub fn set(&self, mode: ProxyMode) {
+        use std::sync::atomic::Ordering;
+        *self.state.mode.lock().unwrap() = mode;
+        match mode {
+            ProxyMode::Pass => {}
+            ProxyMode::Refuse => {
+                for c in self.state.open.lock().unwrap().drain(..) {
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                }
+            }
+            ProxyMode::Blackhole | ProxyMode::Silent => {
+                let next = self.state.next_id.load(Ordering::SeqCst);
+                self.state.silenced_below.fetch_max(next, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// `host:port` of the proxy.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// The database proxy of the older tests: cut (refuse) and restore.
+pub struct Cuttable(pub FaultProxy);
+
+impl Cuttable {
+    pub fn start(target: &str) -> Cuttable {
+        Cuttable(FaultProxy::start(target))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0.port
     }
 
     pub fn cut(&self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.set(ProxyMode::Refuse);
     }
 
     pub fn restore(&self) {
-        self.stop.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.0.set(ProxyMode::Pass);
     }
 }
