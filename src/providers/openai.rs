@@ -131,7 +131,11 @@ pub fn stream_step(data: &[u8], client_wants_usage: bool) -> StreamStep {
     if data == b"[DONE]" {
         return StreamStep::Done(Bytes::from_static(DONE_EVENT));
     }
-    if serde_json::from_slice::<serde::de::IgnoredAny>(data).is_err() {
+    // JSON, and UTF-8 throughout: serde skips string contents unchecked
+    // when it ignores them, and a client decoding the event would not.
+    let valid = std::str::from_utf8(data)
+        .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok());
+    if !valid {
         return StreamStep::Invalid;
     }
     // Cheap pre-check: only chunks mentioning usage are parsed.
