@@ -16,6 +16,8 @@
 #
 # Knobs (environment):
 #   BENCH_NO_BUILD=1            skip `cargo build --release`
+#   BENCH_BIN=path              benchmark this binary instead of target/release/tollgate
+#                               (A/B runs of two builds; implies BENCH_NO_BUILD)
 #   BENCH_DURATION=10           seconds per measured oha run
 #   BENCH_CONNECTIONS=64        connections for the saturation runs
 #   BENCH_RATES="100 1000 5000" fixed rates, requests/s
@@ -79,11 +81,12 @@ command -v python3 >/dev/null || die "python3 not found"
 command -v curl >/dev/null || die "curl not found"
 
 # --- 0. Build -----------------------------------------------------------------
-if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+if [[ ${BENCH_NO_BUILD:-0} != 1 && -z ${BENCH_BIN:-} ]]; then
   log "cargo build --release (BENCH_NO_BUILD=1 to skip)"
   (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release) || die "release build failed"
 fi
-[[ -x $ROOT/target/release/tollgate ]] || die "target/release/tollgate missing (build first)"
+SRC_BIN=${BENCH_BIN:-$ROOT/target/release/tollgate}
+[[ -x $SRC_BIN ]] || die "$SRC_BIN missing (build first)"
 
 # --- Run directory, cleanup ---------------------------------------------------
 T=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-bench.XXXXXX")
@@ -118,7 +121,7 @@ trap 'exit 130' INT TERM
 read -r LOAD1 LOAD5 LOAD15 _ </proc/loadavg
 
 # A private copy, so a concurrent `cargo build` cannot swap the binary mid-run.
-cp "$ROOT/target/release/tollgate" "$T/tollgate"
+cp "$SRC_BIN" "$T/tollgate"
 BIN="$T/tollgate"
 
 # Three distinct free loopback ports, chosen below the kernel's ephemeral
@@ -366,7 +369,7 @@ CPU=$(awk -F': *' '/^model name/{print $2; exit}' /proc/cpuinfo)
 KERNEL=$(uname -r)
 GIT_REV=$GIT_REV
 LOADAVG=$LOAD1 / $LOAD5 / $LOAD15
-BINARY_BUILT=$(date -u -r "$ROOT/target/release/tollgate" '+%Y-%m-%d %H:%M UTC')
+BINARY_BUILT=$(date -u -r "$SRC_BIN" '+%Y-%m-%d %H:%M UTC')
 OHA_VERSION=$("$OHA" --version 2>/dev/null | head -n1)
 GATEWAY_WORKERS=$GATEWAY_WORKERS
 MOCK_WORKERS=$MOCK_WORKERS
