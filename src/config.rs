@@ -74,6 +74,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub router: RouterConfig,
     pub logging: LoggingConfig,
+    pub spend: SpendConfig,
     /// The built-in fake provider, started in-process when a deployment uses
     /// `provider = "mock"`.
     pub mock_upstream: MockUpstreamConfig,
@@ -253,6 +254,49 @@ impl Default for LoggingConfig {
             level: "info".into(),
             request_log: "stdout".into(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpendConfig {
+    /// Directory of the spend spool (the local write-ahead log of
+    /// settlements). Default `tollgate-spool` in the working directory
+    /// when a database is configured. One per gateway process.
+    pub spool_dir: Option<String>,
+    /// Spool size at which new requests are refused (503) rather than
+    /// served without a durable record of their cost; a warning is logged
+    /// at 80 %.
+    pub spool_max_bytes: u64,
+    /// How often settled spend is written to the database (one
+    /// transaction per batch).
+    pub flush_interval_ms: u64,
+    /// Most settlements per transaction.
+    pub max_batch: usize,
+    /// HTTP status of a budget refusal: 400 (LiteLLM's long-standing
+    /// answer) or 429 (its newer one). The error type is `budget_exceeded`.
+    pub budget_exceeded_status: u16,
+    /// Completion tokens assumed when a request sets no `max_tokens`, to
+    /// reserve its cost against a budget before it runs.
+    pub default_max_tokens: u64,
+}
+
+impl Default for SpendConfig {
+    fn default() -> Self {
+        SpendConfig {
+            spool_dir: None,
+            spool_max_bytes: 1 << 30,
+            flush_interval_ms: 200,
+            max_batch: 5_000,
+            budget_exceeded_status: 400,
+            default_max_tokens: 1_024,
+        }
+    }
+}
+
+impl SpendConfig {
+    pub fn spool_path(&self) -> std::path::PathBuf {
+        std::path::PathBuf::from(self.spool_dir.as_deref().unwrap_or("tollgate-spool"))
     }
 }
 
@@ -493,7 +537,32 @@ impl Config {
     /// Every duration and count that feeds timers or arithmetic, bounded.
     fn check_bounds(&self) -> Result<(), ConfigError> {
         let day = MAX_DURATION_SECS;
-        let checks: [(&str, u64, u64, u64); 19] = [
+        if !matches!(self.spend.budget_exceeded_status, 400 | 429) {
+            return Err(ConfigError::at(
+                "spend.budget_exceeded_status",
+                "must be 400 or 429",
+            ));
+        }
+        let checks: [(&str, u64, u64, u64); 23] = [
+            (
+                "spend.spool_max_bytes",
+                self.spend.spool_max_bytes,
+                1 << 20,
+                1 << 40,
+            ),
+            (
+                "spend.flush_interval_ms",
+                self.spend.flush_interval_ms,
+                10,
+                60_000,
+            ),
+            ("spend.max_batch", self.spend.max_batch as u64, 1, 100_000),
+            (
+                "spend.default_max_tokens",
+                self.spend.default_max_tokens,
+                1,
+                10_000_000,
+            ),
             (
                 "server.shutdown_grace_secs",
                 self.server.shutdown_grace_secs,

@@ -13,8 +13,10 @@ pub mod pricing;
 pub mod providers;
 pub mod request;
 pub mod shared;
+pub mod spool;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod topology;
 
 use std::net::SocketAddr;
@@ -60,6 +62,9 @@ pub struct Gateway {
     /// Set just before the shutdown grace ends: open streams send their
     /// client an error event instead of being cut without a word.
     pub draining: tokio::sync::watch::Sender<bool>,
+    /// Set by SpendActor while the spend spool is full: requests that
+    /// would cost money are refused rather than served unrecorded.
+    pub spool_full: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +77,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error("redis: {0}")]
     Redis(String),
+    #[error("spend spool: {0}")]
+    Spool(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -89,6 +96,8 @@ pub struct RunningGateway {
     arbiters: Vec<Arbiter>,
     /// The dependency probes, stopped with the gateway.
     probes: Vec<actix_rt::task::JoinHandle<()>>,
+    /// Held for the gateway's lifetime: the spool is this process's alone.
+    _spool_lock: Option<spool::SpoolLock>,
 }
 
 impl RunningGateway {
@@ -152,7 +161,15 @@ impl RunningGateway {
         for probe in &self.probes {
             probe.abort();
         }
-        let _ = self.gateway.spend.addr.send(spend::Flush).await;
+        // Give queued spend a few seconds to reach the database; what does
+        // not stays in the spool for the next start.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while let Ok(waiting) = self.gateway.spend.addr.send(spend::Flush).await {
+            if waiting == 0 || std::time::Instant::now() > deadline {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
         let _ = self.gateway.logger.addr.send(FlushLog).await;
         if let Some(mock) = self.mock {
             mock.stop().await;
@@ -311,12 +328,25 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             meter,
         )
     };
+    // The spend spool: this process's alone (locked), replayed at start.
+    let (spool_lock, spool_dir, leftover) = if store.is_some() {
+        let dir = config.spend.spool_path();
+        let lock = spool::lock(&dir).map_err(StartError::Spool)?;
+        let leftover = spool::segments(&dir).map_err(StartError::Spool)?;
+        (Some(lock), Some(dir), leftover)
+    } else {
+        (None, None, Vec::new())
+    };
+    let spool_full = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let spend = {
         let m = metrics.clone();
         let meter = metrics.actor("spend");
+        let store = store.clone();
+        let cfg = config.spend.clone();
+        let full = spool_full.clone();
         Metered::new(
             supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
-                SpendActor::new(m)
+                SpendActor::new(store, &cfg, leftover, full, m)
             }),
             meter,
         )
@@ -362,6 +392,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             .collect(),
         request_log_enabled: !matches!(config.logging.request_log.as_str(), "off" | ""),
         draining: tokio::sync::watch::Sender::new(false),
+        spool_full,
     });
 
     let workers = match config.server.workers {
@@ -405,8 +436,12 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             let meter = gw.metrics.actor("spend_buffer");
             let m2 = meter.clone();
             let target = gw.spend.clone();
+            let spool = spool_dir.clone();
+            let metrics = gw.metrics.clone();
             Metered::new(
-                supervise::start(meter.clone(), move |_| SpendBuffer::new(target, m2)),
+                supervise::start(meter.clone(), move |_| {
+                    SpendBuffer::new(spool, target, metrics, m2)
+                }),
                 meter,
             )
         };
@@ -478,5 +513,6 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         mock,
         arbiters: vec![control, log_arbiter],
         probes,
+        _spool_lock: spool_lock,
     })
 }

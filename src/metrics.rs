@@ -71,6 +71,28 @@ pub struct Metrics {
     pub log_events_dropped: Counter,
     pub dependency_up: Family<DependencyLabels, Gauge>,
     pub key_lookups: Family<OutcomeLabels, Counter>,
+    pub key_spend: Family<KeySpendLabels, Counter<f64, AtomicU64>>,
+    pub budget_refusals: Family<EntityLabels, Counter>,
+    pub soft_budget_crossed: Family<EntityLabels, Counter>,
+    pub spend_batches: Counter,
+    pub spend_rows_written: Counter,
+    pub spend_write_failures: Counter,
+    pub spend_spool_errors: Counter,
+    pub spend_batch_rows: Histogram,
+    pub spend_batch_seconds: Histogram,
+    pub spend_queue_rows: Gauge,
+    pub spend_spool_bytes: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeySpendLabels {
+    pub key_alias: String,
+    pub team: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntityLabels {
+    pub entity: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -110,6 +132,17 @@ impl Metrics {
             log_events_dropped: Counter::default(),
             dependency_up: Family::default(),
             key_lookups: Family::default(),
+            key_spend: Family::default(),
+            budget_refusals: Family::default(),
+            soft_budget_crossed: Family::default(),
+            spend_batches: Counter::default(),
+            spend_rows_written: Counter::default(),
+            spend_write_failures: Counter::default(),
+            spend_spool_errors: Counter::default(),
+            spend_batch_rows: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            spend_batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            spend_queue_rows: Gauge::default(),
+            spend_spool_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -188,6 +221,61 @@ impl Metrics {
             "key_lookups",
             "Lookups of uncached virtual keys (Redis, then database) by outcome: found, absent, failed, or shed (queue full)",
             m.key_lookups.clone(),
+        );
+        registry.register(
+            "key_spend_usd",
+            "Spend in USD by key alias and team",
+            m.key_spend.clone(),
+        );
+        registry.register(
+            "budget_refusals",
+            "Requests refused for a budget, by entity (key, user, team, customer, key_model)",
+            m.budget_refusals.clone(),
+        );
+        registry.register(
+            "soft_budget_crossed",
+            "Soft budgets crossed, by entity",
+            m.soft_budget_crossed.clone(),
+        );
+        registry.register(
+            "spend_batches",
+            "Spend batches committed to the database",
+            m.spend_batches.clone(),
+        );
+        registry.register(
+            "spend_rows_written",
+            "Spend log rows written",
+            m.spend_rows_written.clone(),
+        );
+        registry.register(
+            "spend_write_failures",
+            "Failed spend writes (retried)",
+            m.spend_write_failures.clone(),
+        );
+        registry.register(
+            "spend_spool_errors",
+            "Failures to append to the local spend spool",
+            m.spend_spool_errors.clone(),
+        );
+        registry.register(
+            "spend_batch_rows",
+            "Rows per committed spend batch",
+            m.spend_batch_rows.clone(),
+        );
+        registry.register(
+            "spend_batch_seconds",
+            "Time to write one spend batch",
+            m.spend_batch_seconds.clone(),
+        );
+        registry.register(
+            "spend_queue_rows",
+            "Settlements waiting to be written to the database",
+            m.spend_queue_rows.clone(),
+        );
+        registry.register(
+            "spend_spool_bytes",
+            "Bytes of spend spool not yet committed",
+            m.spend_spool_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

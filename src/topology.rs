@@ -19,6 +19,8 @@ pub struct DeploymentTarget {
     pub group: Arc<str>,
     pub provider: Provider,
     pub upstream_model: String,
+    /// The base URL (for logs and `x-litellm-model-api-base`).
+    pub api_base: String,
     /// Full URL per endpoint (`Endpoint::index`), built once.
     pub urls: [String; 3],
     /// `Authorization: Bearer …`, marked sensitive so it is never logged.
@@ -85,6 +87,7 @@ impl Topology {
                 .map(|e| format!("{base_url}{}", e.path()));
                 t.deployments.push(Arc::new(DeploymentTarget {
                     urls,
+                    api_base: base_url.clone(),
                     idx,
                     id: d.id.clone().unwrap_or_else(|| format!("{name}-{i}")),
                     group: group_name.clone(),

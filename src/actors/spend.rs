@@ -1,136 +1,349 @@
-//! SpendActor: owns spend and token totals per key and per model group.
+//! SpendActor: owns the spend write path of this replica.
 //!
-//! Kept in memory for now; the storage issue makes these durable with
-//! batched writes, and budgets check against them.
+//! Batches arrive from the workers' SpendBuffers (each with the spool
+//! segment that holds it) and from the spool left by a previous run. They
+//! are written to the database in order, one transaction per write of up to
+//! `spend.max_batch` rows (`Store::record_spend`: idempotent by request id,
+//! rows locked in a fixed order), never more than one write at a time.
+//! Once committed, their segments are deleted. While the database is away,
+//! batches wait — in memory up to a bound, on disk only beyond it — and the
+//! write is retried once a second; when the spool reaches
+//! `spend.spool_max_bytes`, new requests are refused rather than served
+//! without a durable record of their cost.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde::Serialize;
 
-use crate::metrics::{ActorMeter, Metrics, ModelLabels, TokenLabels};
-use crate::providers::Usage;
+use crate::config::SpendConfig;
+use crate::metrics::{ActorMeter, KeySpendLabels, Metrics, ModelLabels, TokenLabels};
+use crate::store::{SpendCommit, SpendLogRow, Store, StoreError};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Totals {
-    pub requests: u64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub spend_usd: f64,
-}
+/// Rows kept in memory while they wait; beyond this, batches are re-read
+/// from their spool segments when their turn comes.
+const MAX_IN_MEMORY: usize = 200_000;
+/// Pause before retrying a failed write.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-impl Totals {
-    fn add(&mut self, usage: &Usage, cost: f64) {
-        self.requests += 1;
-        self.prompt_tokens = self.prompt_tokens.saturating_add(usage.prompt_tokens);
-        self.completion_tokens = self
-            .completion_tokens
-            .saturating_add(usage.completion_tokens);
-        self.spend_usd += cost;
-    }
+struct Batch {
+    /// `None` once dropped from memory (re-read from `segment`).
+    rows: Option<Vec<SpendLogRow>>,
+    count: usize,
+    segment: Option<PathBuf>,
+    bytes: u64,
 }
 
 pub struct SpendActor {
-    by_key: HashMap<String, Totals>,
-    by_model: HashMap<Arc<str>, Totals>,
+    store: Option<Store>,
+    queue: VecDeque<Batch>,
+    in_memory: usize,
+    spool_bytes: u64,
+    writing: bool,
+    retry_at: Option<Instant>,
+    failing_since: Option<Instant>,
+    max_batch: usize,
+    flush_every: Duration,
+    spool_max_bytes: u64,
+    spool_near_full: bool,
+    /// Set while the spool is full: admission refuses new requests.
+    spool_full: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     meter: ActorMeter,
 }
 
 impl SpendActor {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        SpendActor {
-            by_key: HashMap::new(),
-            by_model: HashMap::new(),
+    /// `leftover`: segments found in the spool at start-up (path, bytes).
+    pub fn new(
+        store: Option<Store>,
+        config: &SpendConfig,
+        leftover: Vec<(PathBuf, u64)>,
+        spool_full: Arc<AtomicBool>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let mut actor = SpendActor {
+            store,
+            queue: VecDeque::new(),
+            in_memory: 0,
+            spool_bytes: 0,
+            writing: false,
+            retry_at: None,
+            failing_since: None,
+            max_batch: config.max_batch.max(1),
+            flush_every: Duration::from_millis(config.flush_interval_ms),
+            spool_max_bytes: config.spool_max_bytes,
+            spool_near_full: false,
+            spool_full,
             meter: metrics.actor("spend"),
             metrics,
+        };
+        if !leftover.is_empty() {
+            tracing::info!(
+                segments = leftover.len(),
+                "replaying spend left in the spool by a previous run"
+            );
         }
+        for (path, bytes) in leftover {
+            actor.enqueue(Batch {
+                rows: None,
+                // Unknown until read; a row is a few hundred bytes.
+                count: (bytes / 300).max(1) as usize,
+                segment: Some(path),
+                bytes,
+            });
+        }
+        actor
+    }
+
+    fn enqueue(&mut self, mut batch: Batch) {
+        if let Some(rows) = &batch.rows {
+            if self.in_memory + rows.len() > MAX_IN_MEMORY && batch.segment.is_some() {
+                batch.rows = None; // on disk only until its turn
+            } else {
+                self.in_memory += rows.len();
+            }
+        }
+        self.spool_bytes += batch.bytes;
+        self.queue.push_back(batch);
+        self.update_gauges();
+    }
+
+    fn update_gauges(&mut self) {
+        let rows: usize = self.queue.iter().map(|b| b.count).sum();
+        self.metrics.spend_queue_rows.set(rows as i64);
+        self.metrics.spend_spool_bytes.set(self.spool_bytes as i64);
+        let near = self.spool_bytes * 10 >= self.spool_max_bytes * 8;
+        if near && !self.spool_near_full {
+            tracing::warn!(
+                spool_bytes = self.spool_bytes,
+                limit = self.spool_max_bytes,
+                "the spend spool is over 80% full: the database has not taken spend for a while; at 100% new requests are refused"
+            );
+        }
+        self.spool_near_full = near;
+        let full = self.spool_bytes >= self.spool_max_bytes;
+        if self.spool_full.swap(full, Ordering::Relaxed) != full {
+            if full {
+                tracing::error!("the spend spool is full: refusing new requests until the database takes spend again");
+            } else {
+                tracing::info!("the spend spool has room again: accepting requests");
+            }
+        }
+    }
+
+    /// Starts the next database write if none is running.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.queue.is_empty() {
+            return;
+        }
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let Some(store) = self.store.clone() else {
+            // Nothing to persist to: spend is metrics only.
+            self.queue.clear();
+            self.in_memory = 0;
+            self.update_gauges();
+            return;
+        };
+        let mut take = Vec::new();
+        let mut count = 0;
+        while let Some(b) = self.queue.front() {
+            if !take.is_empty() && count + b.count > self.max_batch {
+                break;
+            }
+            count += b.count;
+            take.extend(self.queue.pop_front());
+        }
+        self.writing = true;
+        let started = Instant::now();
+        let write = async move {
+            let mut rows = Vec::with_capacity(count);
+            for b in &mut take {
+                if b.rows.is_none() {
+                    if let Some(path) = b.segment.clone() {
+                        let read = actix_web::web::block(move || crate::spool::read(&path))
+                            .await
+                            .map_err(|e| StoreError::Query(e.to_string()))
+                            .and_then(|r| r.map_err(|e| StoreError::Query(e.to_string())));
+                        match read {
+                            Ok(r) => b.rows = Some(r),
+                            Err(e) => return (take, Err(e)),
+                        }
+                    }
+                }
+                rows.extend(b.rows.iter().flatten().cloned());
+            }
+            let result = store.record_spend(rows).await;
+            (take, result)
+        };
+        ctx.spawn(
+            write
+                .into_actor(self)
+                .map(move |(taken, result), act, ctx| {
+                    act.writing = false;
+                    act.finish_write(taken, result, started);
+                    act.pump(ctx);
+                }),
+        );
+    }
+
+    fn finish_write(
+        &mut self,
+        taken: Vec<Batch>,
+        result: Result<SpendCommit, StoreError>,
+        started: Instant,
+    ) {
+        match result {
+            Ok(commit) => {
+                let m = &self.metrics;
+                m.spend_batches.inc();
+                m.spend_rows_written.inc_by(commit.written as u64);
+                m.spend_batch_rows
+                    .observe((commit.written + commit.duplicates) as f64);
+                m.spend_batch_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                if let Some(since) = self.failing_since.take() {
+                    tracing::info!(
+                        after_secs = since.elapsed().as_secs(),
+                        "spend is reaching the database again"
+                    );
+                }
+                self.retry_at = None;
+                let mut segments = Vec::new();
+                for b in taken {
+                    if let Some(rows) = &b.rows {
+                        self.in_memory = self.in_memory.saturating_sub(rows.len());
+                    }
+                    self.spool_bytes = self.spool_bytes.saturating_sub(b.bytes);
+                    segments.extend(b.segment);
+                }
+                if !segments.is_empty() {
+                    actix_rt::task::spawn_blocking(move || {
+                        for s in segments {
+                            if let Err(e) = std::fs::remove_file(&s) {
+                                tracing::warn!(segment = %s.display(), error = %e, "cannot delete a committed spool segment (it will be replayed harmlessly)");
+                            }
+                        }
+                    });
+                }
+            }
+            Err(e) => {
+                if self.failing_since.is_none() {
+                    self.failing_since = Some(Instant::now());
+                    tracing::warn!(error = %e, "cannot write spend to the database; it is kept in the spool and retried");
+                }
+                self.metrics.spend_write_failures.inc();
+                self.retry_at = Some(Instant::now() + RETRY_AFTER);
+                for b in taken.into_iter().rev() {
+                    self.queue.push_front(b);
+                }
+            }
+        }
+        self.update_gauges();
     }
 }
 
 impl Actor for SpendActor {
     type Context = Context<Self>;
-}
 
-impl Supervised for SpendActor {}
-
-crate::actors::supervise::crashable!(SpendActor);
-
-/// The final usage and cost of one request.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Settle {
-    pub key_id: String,
-    pub model: Arc<str>,
-    pub usage: Usage,
-    pub cost_usd: f64,
-}
-
-impl Handler<Settle> for SpendActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Settle, _: &mut Context<Self>) {
-        let _t = self.meter.handling();
-        self.by_key
-            .entry(msg.key_id)
-            .or_default()
-            .add(&msg.usage, msg.cost_usd);
-        self.by_model
-            .entry(msg.model.clone())
-            .or_default()
-            .add(&msg.usage, msg.cost_usd);
-        let model = msg.model.to_string();
-        for (kind, n) in [
-            ("prompt", msg.usage.prompt_tokens),
-            ("completion", msg.usage.completion_tokens),
-        ] {
-            if n > 0 {
-                self.metrics
-                    .tokens
-                    .get_or_create(&TokenLabels {
-                        model: model.clone(),
-                        kind,
-                    })
-                    .inc_by(n);
-            }
-        }
-        if msg.cost_usd > 0.0 {
-            self.metrics
-                .cost
-                .get_or_create(&ModelLabels { model })
-                .inc_by(msg.cost_usd);
-        }
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.flush_every, |act, ctx| act.pump(ctx));
     }
 }
 
-/// Many settlements at once, from a worker's SpendBuffer.
+/// The queue is a plain list of batches and segment paths: it survives a
+/// restart as it is; the write that was running is retried.
+impl Supervised for SpendActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.writing = false;
+    }
+}
+
+crate::actors::supervise::crashable!(SpendActor);
+
+/// Settlements from a worker's SpendBuffer, with the spool segment (path,
+/// bytes) that holds them.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SettleBatch(pub Vec<Settle>);
+pub struct SettleBatch {
+    pub rows: Vec<SpendLogRow>,
+    pub segment: Option<(PathBuf, u64)>,
+}
 
 impl Handler<SettleBatch> for SpendActor {
     type Result = ();
 
     fn handle(&mut self, msg: SettleBatch, ctx: &mut Context<Self>) {
-        for settle in msg.0 {
-            // Each one is counted in as if it had been sent alone.
-            self.meter.sent();
-            self.handle(settle, ctx);
+        let _t = self.meter.handling();
+        for row in &msg.rows {
+            self.count(row);
+        }
+        let (segment, bytes) = match msg.segment {
+            Some((p, b)) => (Some(p), b),
+            None => (None, 0),
+        };
+        self.enqueue(Batch {
+            count: msg.rows.len(),
+            rows: Some(msg.rows),
+            segment,
+            bytes,
+        });
+        if self.queue.iter().map(|b| b.count).sum::<usize>() >= self.max_batch {
+            self.pump(ctx);
         }
     }
 }
 
-/// Persist anything pending (a no-op while spend lives in memory); answered
-/// once done, so shutdown can wait for it.
+impl SpendActor {
+    /// Token and spend metrics, as settlements arrive.
+    fn count(&self, row: &SpendLogRow) {
+        let m = &self.metrics;
+        for (kind, n) in [
+            ("prompt", row.prompt_tokens),
+            ("completion", row.completion_tokens),
+        ] {
+            if n > 0 {
+                m.tokens
+                    .get_or_create(&TokenLabels {
+                        model: row.model_group.clone(),
+                        kind,
+                    })
+                    .inc_by(n as u64);
+            }
+        }
+        if row.spend > 0.0 {
+            m.cost
+                .get_or_create(&ModelLabels {
+                    model: row.model_group.clone(),
+                })
+                .inc_by(row.spend);
+            m.key_spend
+                .get_or_create(&KeySpendLabels {
+                    key_alias: row.key_alias.clone().unwrap_or_default(),
+                    team: row.team_id.clone().unwrap_or_default(),
+                })
+                .inc_by(row.spend);
+        }
+    }
+}
+
+/// Write what is queued now; answers how many batches still wait (the
+/// caller polls until 0 or it gives up, e.g. at shutdown).
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "usize")]
 pub struct Flush;
 
 impl Handler<Flush> for SpendActor {
-    type Result = ();
+    type Result = usize;
 
-    fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> usize {
         let _t = self.meter.handling();
+        self.retry_at = None;
+        self.pump(ctx);
+        self.queue.len() + usize::from(self.writing)
     }
 }

@@ -4,29 +4,23 @@
 //! (route → call)* with retries → respond; everything after the response is
 //! fire-and-forget (`RequestRecord::finish`).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 
+use super::record::{settle, RequestRecord};
 use super::stream::SseBody;
 use super::{authenticate, read_body, WorkerState};
-use crate::access::KeyInfo;
-use crate::actors::logger::RequestLog;
 use crate::actors::provider::{Call, CallError, Reply};
 use crate::actors::rate_limit::Acquire;
 use crate::actors::router::{Outcome, OutcomeKind, Route, RouterActor};
-use crate::actors::spend::Settle;
-use crate::actors::spend_buffer::SpendBuffer;
 use crate::actors::Metered;
 use crate::error::{rate_limit_headers, GatewayError, RateLimitInfo};
-use crate::metrics::{ModelLabels, RequestLabels};
-use crate::pricing::cost_usd;
-use crate::providers::{openai, Endpoint, Usage};
+use crate::pricing::{cost_usd, python_float};
+use crate::providers::{openai, Endpoint};
 use crate::request::InferenceRequest;
 use crate::topology::DeploymentTarget;
-use crate::Gateway;
 
 pub async fn chat_completions(
     req: HttpRequest,
@@ -50,119 +44,6 @@ pub async fn embeddings(
     st: web::Data<WorkerState>,
 ) -> HttpResponse {
     handle(Endpoint::Embeddings, req, payload, st).await
-}
-
-/// Everything known about a request, carried to its end (which for a
-/// stream is when the last chunk is sent or the client goes away).
-pub struct RequestRecord {
-    pub gw: Arc<Gateway>,
-    /// Where this request's spend is settled (the worker's SpendBuffer).
-    pub spend: Metered<SpendBuffer>,
-    pub request_id: String,
-    pub started: Instant,
-    pub endpoint: Endpoint,
-    pub key: Option<Arc<KeyInfo>>,
-    pub model: String,
-    /// Index of the model group, once the model name resolved to one.
-    pub group: Option<usize>,
-    pub deployment: Option<Arc<DeploymentTarget>>,
-    pub attempts: u32,
-    pub upstream: Duration,
-    pub stream: bool,
-}
-
-impl RequestRecord {
-    /// Metrics, spend and the request log: all off the client's clock.
-    pub fn finish(self, status: u16, usage: Option<Usage>, error: Option<String>) {
-        let gw = &self.gw;
-        let total = self.started.elapsed();
-        let overhead = total.saturating_sub(self.upstream);
-        match self.group.and_then(|g| gw.group_meters.get(g)) {
-            Some(m) => {
-                if status == 200 {
-                    m.ok[self.endpoint.index()].inc();
-                } else {
-                    gw.metrics
-                        .requests
-                        .get_or_create(&RequestLabels {
-                            model: self.model.clone(),
-                            endpoint: self.endpoint.label(),
-                            status,
-                        })
-                        .inc();
-                }
-                m.request_duration.observe(total.as_secs_f64());
-                if self.deployment.is_some() {
-                    m.upstream_duration.observe(self.upstream.as_secs_f64());
-                    m.overhead_duration.observe(overhead.as_secs_f64());
-                }
-                if self.attempts > 1 {
-                    m.retries.inc_by(u64::from(self.attempts - 1));
-                }
-            }
-            None => {
-                // Unknown names would let any caller grow the metric families.
-                gw.metrics
-                    .requests
-                    .get_or_create(&RequestLabels {
-                        model: "unknown".into(),
-                        endpoint: self.endpoint.label(),
-                        status,
-                    })
-                    .inc();
-                gw.metrics
-                    .request_duration
-                    .get_or_create(&ModelLabels {
-                        model: "unknown".into(),
-                    })
-                    .observe(total.as_secs_f64());
-            }
-        }
-        let usage = usage.unwrap_or_default();
-        let cost = self
-            .deployment
-            .as_ref()
-            .map(|d| cost_usd(d, &usage))
-            .unwrap_or(0.0);
-        if let (Some(key), Some(d)) = (&self.key, &self.deployment) {
-            if usage != Usage::default() {
-                self.spend.do_send(Settle {
-                    key_id: key.id.clone(),
-                    model: d.group.clone(),
-                    usage,
-                    cost_usd: cost,
-                });
-            }
-        }
-        if !gw.request_log_enabled {
-            return;
-        }
-        let log = RequestLog {
-            ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            request_id: self.request_id,
-            key: self
-                .key
-                .as_ref()
-                .map(|k| k.display_name().to_string())
-                .unwrap_or_else(|| "-".into()),
-            endpoint: self.endpoint.label(),
-            model: self.model,
-            deployment: self.deployment.as_ref().map(|d| d.id.clone()),
-            status,
-            stream: self.stream,
-            attempts: self.attempts,
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            cost_usd: cost,
-            latency_ms: total.as_secs_f64() * 1000.0,
-            upstream_ms: self.upstream.as_secs_f64() * 1000.0,
-            overhead_ms: overhead.as_secs_f64() * 1000.0,
-            error,
-        };
-        if !gw.logger.try_send(log) {
-            gw.metrics.log_events_dropped.inc();
-        }
-    }
 }
 
 /// One attempt on one deployment; tells the router how it ended, also when
@@ -213,35 +94,29 @@ async fn handle(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> HttpResponse {
-    let mut record = RequestRecord {
-        gw: st.gw.clone(),
-        spend: st.spend.clone(),
-        request_id: request_id(&req),
-        started: Instant::now(),
-        endpoint,
-        key: None,
-        model: String::new(),
-        group: None,
-        deployment: None,
-        attempts: 0,
-        upstream: Duration::ZERO,
-        stream: false,
-    };
+    let mut record =
+        RequestRecord::new(st.gw.clone(), st.spend.clone(), request_id(&req), endpoint);
     match run(&st, &req, payload, &mut record).await {
         Ok(resp) => resp,
         Err(err) => {
             let mut resp = err.error_response();
-            if let Ok(v) = HeaderValue::from_str(&record.request_id) {
-                resp.headers_mut()
-                    .insert(HeaderName::from_static("x-request-id"), v);
+            let headers = resp.headers_mut();
+            for (name, value) in [
+                ("x-request-id", record.request_id.as_str()),
+                ("x-litellm-call-id", record.call_id.as_str()),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(value) {
+                    headers.insert(HeaderName::from_static(name), v);
+                }
             }
             if record.attempts > 0 {
-                resp.headers_mut().insert(
+                headers.insert(
                     HeaderName::from_static("x-tollgate-attempts"),
                     HeaderValue::from(record.attempts),
                 );
             }
-            record.finish(resp.status().as_u16(), None, Some(err.to_string()));
+            let row = record.finish(resp.status().as_u16(), None, Some(err.to_string()));
+            settle(st.spend.clone(), row).await;
             resp
         }
     }
@@ -263,9 +138,18 @@ async fn run(
 
     let body = read_body(req, payload, &gw.config.server).await?;
     let parsed = InferenceRequest::parse(record.endpoint, &body)?;
+    // About four bytes of JSON per token: only used when an upstream
+    // reports no usage.
+    record.prompt_estimate = (body.len() / 4) as u64;
     drop(body);
     record.model = parsed.model.clone();
     record.stream = parsed.stream;
+    record.end_user = parsed.user.clone();
+    record.metadata = parsed
+        .body
+        .get("metadata")
+        .filter(|m| m.get().starts_with('{'))
+        .map(|m| m.to_owned());
 
     let group = match gw.topology.group(key.resolve_model(&parsed.model)) {
         Some(g) => g,
@@ -356,7 +240,8 @@ async fn run(
                 let mut resp = HttpResponse::Ok();
                 resp.content_type("application/json");
                 response_headers(&mut resp, record, &target, limits.as_ref(), cost);
-                take_record(record).finish(200, usage, None);
+                let row = record.take().finish(200, usage, None);
+                settle(st.spend.clone(), row).await;
                 return Ok(resp.body(body));
             }
             Ok(Reply::Stream { first, rest }) => {
@@ -365,7 +250,7 @@ async fn run(
                     .insert_header(("cache-control", "no-cache"))
                     .insert_header(("x-accel-buffering", "no"));
                 response_headers(&mut resp, record, &target, limits.as_ref(), None);
-                let record = take_record(record);
+                let record = record.take();
                 return Ok(resp.streaming(SseBody::new(first, rest, record, attempt)));
             }
             Err(err) => {
@@ -415,24 +300,6 @@ async fn run(
     }
 }
 
-/// Moves the record out, leaving a husk behind in the handler.
-fn take_record(record: &mut RequestRecord) -> RequestRecord {
-    RequestRecord {
-        gw: record.gw.clone(),
-        spend: record.spend.clone(),
-        request_id: std::mem::take(&mut record.request_id),
-        started: record.started,
-        endpoint: record.endpoint,
-        key: record.key.take(),
-        model: std::mem::take(&mut record.model),
-        group: record.group,
-        deployment: record.deployment.take(),
-        attempts: record.attempts,
-        upstream: record.upstream,
-        stream: record.stream,
-    }
-}
-
 fn response_headers(
     resp: &mut HttpResponseBuilder,
     record: &RequestRecord,
@@ -441,16 +308,26 @@ fn response_headers(
     cost: Option<f64>,
 ) {
     let overhead = record.started.elapsed().saturating_sub(record.upstream);
+    let retries = record.attempts.saturating_sub(1);
     resp.insert_header(("x-request-id", record.request_id.as_str()))
         .insert_header(("x-tollgate-deployment", target.id.as_str()))
         .insert_header(("x-tollgate-attempts", record.attempts))
-        .insert_header(("x-tollgate-retries", record.attempts.saturating_sub(1)))
+        .insert_header(("x-tollgate-retries", retries))
         .insert_header((
             "x-tollgate-overhead-ms",
             format!("{:.3}", overhead.as_secs_f64() * 1000.0),
-        ));
+        ))
+        // LiteLLM's names, for clients written against it.
+        .insert_header(("x-litellm-call-id", record.call_id.as_str()))
+        .insert_header(("x-litellm-model-id", target.id.as_str()))
+        .insert_header(("x-litellm-model-group", &*target.group))
+        .insert_header(("x-litellm-model-api-base", target.api_base.as_str()))
+        .insert_header(("x-litellm-attempted-retries", retries));
     if let Some(cost) = cost {
         resp.insert_header(("x-tollgate-response-cost", format!("{cost:.10}")));
+        if cost > 0.0 {
+            resp.insert_header(("x-litellm-response-cost", python_float(cost)));
+        }
     }
     if let Some(info) = limits {
         for (k, v) in rate_limit_headers(info) {

@@ -221,6 +221,8 @@ fn blank_row(raw_key: &str, now: i64) -> KeyRow {
         blocked: false,
         created_at: now,
         updated_at: now,
+        soft_budget: None,
+        model_max_budget: None,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod health;
 pub mod inference;
 pub mod keys;
 pub mod models;
+pub mod record;
 pub mod stream;
 pub mod teams;
 pub mod users;

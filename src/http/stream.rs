@@ -2,6 +2,7 @@
 //! ProviderActor's channel and, when the stream ends for any reason (done,
 //! upstream failure, client gone), settles the request exactly once.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -10,7 +11,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-use super::inference::{Attempt, RequestRecord};
+use super::inference::Attempt;
+use super::record::{settle, RequestRecord};
 use crate::actors::provider::StreamItem;
 use crate::actors::router::OutcomeKind;
 use crate::providers::Usage;
@@ -21,6 +23,8 @@ enum End {
     Aborted(String),
 }
 
+type Ack = Pin<Box<dyn Future<Output = ()>>>;
+
 pub struct SseBody {
     /// The item the provider already received (see `Reply::Stream`).
     first: Option<StreamItem>,
@@ -28,9 +32,15 @@ pub struct SseBody {
     record: Option<RequestRecord>,
     attempt: Option<Attempt>,
     usage: Option<Usage>,
+    /// The frames sent while no usage has been seen: if the stream ends
+    /// without one, its tokens are counted from them.
+    sent: Vec<Bytes>,
     first_chunk_at: Option<Instant>,
-    end: Option<End>,
     finished: bool,
+    /// The settlement's spooling, awaited before `tail` (the last event)
+    /// goes out: a stream is not complete until its cost is durable.
+    ack: Option<Ack>,
+    tail: Option<Bytes>,
     /// When the upstream's response head arrived (the record's upstream
     /// time covers everything before it).
     head_at: Instant,
@@ -49,18 +59,24 @@ impl SseBody {
             record: Some(record),
             attempt: Some(attempt),
             usage: None,
+            sent: Vec::new(),
             first_chunk_at: None,
-            end: None,
             finished: false,
+            ack: None,
+            tail: None,
             head_at: Instant::now(),
         }
     }
 
-    fn note_first_chunk(&mut self) {
+    fn note_chunk(&mut self, bytes: &Bytes) {
+        if self.usage.is_none() {
+            self.sent.push(bytes.clone());
+        }
         if self.first_chunk_at.is_none() {
             let now = Instant::now();
             self.first_chunk_at = Some(now);
-            if let Some(r) = &self.record {
+            if let Some(r) = &mut self.record {
+                r.first_chunk_ms = Some(crate::store::now_ms());
                 if let Some(m) = r.group.and_then(|g| r.gw.group_meters.get(g)) {
                     m.time_to_first_chunk
                         .observe(now.duration_since(r.started).as_secs_f64());
@@ -69,30 +85,80 @@ impl SseBody {
         }
     }
 
-    fn settle(&mut self) {
+    /// Ends the request once: tells the router, and settles its cost.
+    /// Returns the spooling to await (`None` when it runs on its own: when
+    /// the tokens must be counted first, off this thread).
+    fn settle(&mut self, end: Option<End>) -> Option<Ack> {
         let (Some(mut record), Some(attempt)) = (self.record.take(), self.attempt.take()) else {
-            return;
+            return None;
         };
         record.upstream += self.head_at.elapsed();
-        match self.end.take() {
+        let (status, error) = match end {
             Some(End::Done) => {
                 attempt.finish(OutcomeKind::Success);
-                record.finish(200, self.usage, None);
+                (200, None)
             }
             Some(End::Failed(msg)) => {
                 attempt.finish(OutcomeKind::Failure { retry_after: None });
-                record.finish(502, self.usage, Some(msg));
+                (502, Some(msg))
             }
             Some(End::Aborted(msg)) => {
                 attempt.finish(OutcomeKind::Neutral);
-                record.finish(503, self.usage, Some(msg));
+                (503, Some(msg))
             }
             None => {
                 // The client went away first: says nothing about the upstream.
                 attempt.finish(OutcomeKind::Neutral);
-                record.finish(499, self.usage, Some("client disconnected".into()));
+                (499, Some("client disconnected".into()))
             }
+        };
+        let spend = record.spend.clone();
+        if let Some(usage) = self.usage {
+            let row = record.finish(status, Some(usage), error);
+            return Some(Box::pin(settle(spend, row)));
         }
+        // No usage from the upstream: count what was generated ourselves.
+        let sent = std::mem::take(&mut self.sent);
+        record.usage_estimated = true;
+        let prompt_tokens = record.prompt_estimate;
+        actix_rt::spawn(async move {
+            let completion_tokens = actix_web::web::block(move || {
+                crate::tokens::count(&crate::tokens::streamed_text(&sent))
+            })
+            .await
+            .unwrap_or(0);
+            let usage = Usage {
+                prompt_tokens,
+                completion_tokens,
+                total_tokens: prompt_tokens + completion_tokens,
+            };
+            let row = record.finish(status, Some(usage), error);
+            settle(spend, row).await;
+        });
+        None
+    }
+
+    /// Sends `last` after the settlement is spooled, then ends.
+    fn end_with(
+        &mut self,
+        end: End,
+        last: Bytes,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        self.finished = true;
+        self.ack = self.settle(Some(end));
+        self.tail = Some(last);
+        self.poll_tail(cx)
+    }
+
+    fn poll_tail(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+        if let Some(ack) = &mut self.ack {
+            if ack.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.ack = None;
+        }
+        Poll::Ready(self.tail.take().map(Ok))
     }
 }
 
@@ -114,7 +180,7 @@ impl Stream for SseBody {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if this.finished {
-            return Poll::Ready(None);
+            return this.poll_tail(cx);
         }
         loop {
             let next = match this.first.take() {
@@ -124,36 +190,30 @@ impl Stream for SseBody {
             match next {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(StreamItem::Data(bytes))) => {
-                    this.note_first_chunk();
+                    this.note_chunk(&bytes);
                     return Poll::Ready(Some(Ok(bytes)));
                 }
-                Poll::Ready(Some(StreamItem::Usage(u))) => this.usage = Some(u),
+                Poll::Ready(Some(StreamItem::Usage(u))) => {
+                    this.usage = Some(u);
+                    this.sent = Vec::new();
+                }
                 Poll::Ready(Some(StreamItem::Done(bytes))) => {
-                    this.note_first_chunk();
-                    this.end = Some(End::Done);
-                    this.finished = true;
-                    this.settle();
-                    return Poll::Ready(Some(Ok(bytes)));
+                    this.note_chunk(&bytes);
+                    return this.end_with(End::Done, bytes, cx);
                 }
                 Poll::Ready(Some(StreamItem::Failed(msg))) => {
                     let event = error_event(&msg, "upstream_error");
-                    this.end = Some(End::Failed(msg));
-                    this.finished = true;
-                    this.settle();
-                    return Poll::Ready(Some(Ok(event)));
+                    return this.end_with(End::Failed(msg), event, cx);
                 }
                 Poll::Ready(Some(StreamItem::Aborted(msg))) => {
                     let event = error_event(&msg, "service_unavailable");
-                    this.end = Some(End::Aborted(msg));
-                    this.finished = true;
-                    this.settle();
-                    return Poll::Ready(Some(Ok(event)));
+                    return this.end_with(End::Aborted(msg), event, cx);
                 }
                 Poll::Ready(None) => {
                     // The pump ended without a verdict (it only does that
                     // when it saw the client leave).
                     this.finished = true;
-                    this.settle();
+                    this.settle(None);
                     return Poll::Ready(None);
                 }
             }
@@ -163,6 +223,10 @@ impl Stream for SseBody {
 
 impl Drop for SseBody {
     fn drop(&mut self) {
-        self.settle();
+        // The client left mid-stream: settle what was generated. Nobody
+        // waits for the spooling now; it runs on its own.
+        if let Some(ack) = self.settle(None).or(self.ack.take()) {
+            actix_rt::spawn(ack);
+        }
     }
 }

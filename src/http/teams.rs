@@ -182,6 +182,7 @@ pub async fn new(
         blocked: false,
         created_at: now,
         updated_at: now,
+        soft_budget: None,
     };
     body.apply(&mut row, now)?;
     row.spend = body.spend.unwrap_or(0.0);

@@ -44,6 +44,15 @@ impl Endpoint {
         }
     }
 
+    /// LiteLLM's `call_type` in spend logs.
+    pub fn call_type(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "acompletion",
+            Endpoint::Completions => "atext_completion",
+            Endpoint::Embeddings => "aembedding",
+        }
+    }
+
     pub fn can_stream(self) -> bool {
         !matches!(self, Endpoint::Embeddings)
     }

@@ -18,7 +18,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
 
-pub use models::{KeyRow, MemberRow, TeamRow, UserRow};
+pub use models::{CustomerRow, KeyModelSpendRow, KeyRow, MemberRow, SpendLogRow, TeamRow, UserRow};
+pub use spend::{SpendCommit, SpendFilter};
 
 use crate::breaker::Breaker;
 use schema::{keys, team_members, teams, users};
@@ -818,3 +819,6 @@ impl Store {
             == 1))
     }
 }
+
+// After `with_conn!`, which it uses.
+mod spend;

@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::schema::{keys, team_members, teams, users};
+use super::schema::{customers, key_model_spend, keys, spend_logs, team_members, teams, users};
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = keys, primary_key(token), treat_none_as_null = true)]
@@ -32,6 +32,9 @@ pub struct KeyRow {
     #[diesel(skip_update)]
     pub created_at: i64,
     pub updated_at: i64,
+    pub soft_budget: Option<f64>,
+    /// JSON: model group → budget in USD (LiteLLM's `model_max_budget`).
+    pub model_max_budget: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
@@ -54,6 +57,7 @@ pub struct UserRow {
     #[diesel(skip_update)]
     pub created_at: i64,
     pub updated_at: i64,
+    pub soft_budget: Option<f64>,
 }
 
 impl UserRow {
@@ -75,6 +79,7 @@ impl UserRow {
             metadata: "{}".into(),
             created_at: now,
             updated_at: now,
+            soft_budget: None,
         }
     }
 }
@@ -98,6 +103,7 @@ pub struct TeamRow {
     #[diesel(skip_update)]
     pub created_at: i64,
     pub updated_at: i64,
+    pub soft_budget: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
@@ -107,4 +113,82 @@ pub struct MemberRow {
     pub user_id: String,
     pub role: String,
     pub created_at: i64,
+}
+
+/// One request's cost as logged (LiteLLM's `LiteLLM_SpendLogs`). Times are
+/// unix ms; `api_key` is the key's hash, never the key.
+#[derive(
+    Debug, Clone, PartialEq, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize,
+)]
+#[diesel(table_name = spend_logs, treat_none_as_default_value = false)]
+pub struct SpendLogRow {
+    pub request_id: String,
+    pub call_type: String,
+    pub api_key: String,
+    pub key_alias: Option<String>,
+    pub spend: f64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub start_time: i64,
+    pub end_time: i64,
+    pub completion_start_time: Option<i64>,
+    pub model: String,
+    pub model_group: String,
+    pub model_id: String,
+    pub api_base: String,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub end_user: Option<String>,
+    pub metadata: String,
+    pub cache_hit: bool,
+    pub status: String,
+    pub usage_estimated: bool,
+}
+
+/// An end user (LiteLLM's customer), named by a request's `user` field.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = customers, primary_key(user_id), treat_none_as_null = true)]
+pub struct CustomerRow {
+    pub user_id: String,
+    pub alias: Option<String>,
+    #[diesel(skip_update)]
+    pub spend: f64,
+    pub max_budget: Option<f64>,
+    pub soft_budget: Option<f64>,
+    pub budget_duration: Option<String>,
+    pub budget_reset_at: Option<i64>,
+    pub allowed_models: String,
+    pub blocked: bool,
+    pub metadata: String,
+    #[diesel(skip_update)]
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl CustomerRow {
+    pub fn blank(user_id: String, now: i64) -> CustomerRow {
+        CustomerRow {
+            user_id,
+            alias: None,
+            spend: 0.0,
+            max_budget: None,
+            soft_budget: None,
+            budget_duration: None,
+            budget_reset_at: None,
+            allowed_models: "[]".into(),
+            blocked: false,
+            metadata: "{}".into(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = key_model_spend)]
+pub struct KeyModelSpendRow {
+    pub token: String,
+    pub model: String,
+    pub spend: f64,
 }

@@ -25,6 +25,8 @@ diesel::table! {
         blocked -> Bool,
         created_at -> BigInt,
         updated_at -> BigInt,
+        soft_budget -> Nullable<Double>,
+        model_max_budget -> Nullable<Text>,
     }
 }
 
@@ -45,6 +47,7 @@ diesel::table! {
         metadata -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+        soft_budget -> Nullable<Double>,
     }
 }
 
@@ -64,6 +67,7 @@ diesel::table! {
         blocked -> Bool,
         created_at -> BigInt,
         updated_at -> BigInt,
+        soft_budget -> Nullable<Double>,
     }
 }
 
@@ -76,4 +80,64 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(keys, users, teams, team_members);
+diesel::table! {
+    spend_logs (request_id) {
+        request_id -> Text,
+        call_type -> Text,
+        api_key -> Text,
+        key_alias -> Nullable<Text>,
+        spend -> Double,
+        prompt_tokens -> BigInt,
+        completion_tokens -> BigInt,
+        total_tokens -> BigInt,
+        start_time -> BigInt,
+        end_time -> BigInt,
+        completion_start_time -> Nullable<BigInt>,
+        model -> Text,
+        model_group -> Text,
+        model_id -> Text,
+        api_base -> Text,
+        user_id -> Nullable<Text>,
+        team_id -> Nullable<Text>,
+        end_user -> Nullable<Text>,
+        metadata -> Text,
+        cache_hit -> Bool,
+        status -> Text,
+        usage_estimated -> Bool,
+    }
+}
+
+diesel::table! {
+    customers (user_id) {
+        user_id -> Text,
+        alias -> Nullable<Text>,
+        spend -> Double,
+        max_budget -> Nullable<Double>,
+        soft_budget -> Nullable<Double>,
+        budget_duration -> Nullable<Text>,
+        budget_reset_at -> Nullable<BigInt>,
+        allowed_models -> Text,
+        blocked -> Bool,
+        metadata -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    key_model_spend (token, model) {
+        token -> Text,
+        model -> Text,
+        spend -> Double,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    keys,
+    users,
+    teams,
+    team_members,
+    spend_logs,
+    customers,
+    key_model_spend
+);

@@ -65,6 +65,13 @@ pub fn test_config(fragment: &str) -> Config {
     config.server.workers = 1;
     config.server.shutdown_grace_secs = 5;
     config.logging.request_log = "off".into();
+    // Each gateway its own spend spool (the directory is locked).
+    config.spend.spool_dir = Some(
+        std::env::temp_dir()
+            .join(format!("tollgate-spool-{}", uuid::Uuid::new_v4().simple()))
+            .display()
+            .to_string(),
+    );
     config
 }
 

@@ -39,6 +39,8 @@ port = {port}
 workers = 1
 [router]
 num_retries = 0
+[spend]
+spool_dir = "{os.path.join(tmp, 'spool')}"
 [logging]
 level = "warn"
 request_log = "off"

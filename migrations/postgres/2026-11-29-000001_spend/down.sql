@@ -1,0 +1,11 @@
+DROP INDEX customers_budget_reset_at;
+DROP INDEX teams_budget_reset_at;
+DROP INDEX users_budget_reset_at;
+DROP INDEX keys_budget_reset_at;
+ALTER TABLE teams DROP COLUMN soft_budget;
+ALTER TABLE users DROP COLUMN soft_budget;
+ALTER TABLE keys DROP COLUMN model_max_budget;
+ALTER TABLE keys DROP COLUMN soft_budget;
+DROP TABLE key_model_spend;
+DROP TABLE customers;
+DROP TABLE spend_logs;

@@ -1,0 +1,249 @@
+//! A request's record, carried to its end (for a stream: the last chunk, or
+//! the client leaving), and what happens then, off the client's clock:
+//! metrics, the request log line, and the spend log row that settles it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+
+use crate::access::KeyInfo;
+use crate::actors::logger::RequestLog;
+use crate::actors::spend_buffer::{Settle, SpendBuffer};
+use crate::actors::Metered;
+use crate::metrics::{ModelLabels, RequestLabels};
+use crate::pricing::cost_usd;
+use crate::providers::{Endpoint, Usage};
+use crate::store::{now_ms, SpendLogRow};
+use crate::topology::DeploymentTarget;
+use crate::Gateway;
+
+pub struct RequestRecord {
+    pub gw: Arc<Gateway>,
+    /// Where this request's spend is settled (the worker's SpendBuffer).
+    pub spend: Metered<SpendBuffer>,
+    /// `x-request-id`: the caller's, or one we made.
+    pub request_id: String,
+    /// Ours alone (`x-litellm-call-id`), unique per request: the spend log's
+    /// primary key, which a caller-chosen id could not safely be.
+    pub call_id: String,
+    pub started: Instant,
+    /// Wall-clock start, unix ms.
+    pub started_ms: i64,
+    /// Streams: when the first chunk went out, unix ms.
+    pub first_chunk_ms: Option<i64>,
+    pub endpoint: Endpoint,
+    pub key: Option<Arc<KeyInfo>>,
+    pub model: String,
+    /// Index of the model group, once the model name resolved to one.
+    pub group: Option<usize>,
+    pub deployment: Option<Arc<DeploymentTarget>>,
+    pub attempts: u32,
+    pub upstream: Duration,
+    pub stream: bool,
+    /// The request's `user`: the end user (customer) it is for.
+    pub end_user: Option<String>,
+    /// The request's `metadata` object, kept for the spend log.
+    pub metadata: Option<Box<RawValue>>,
+    /// The usage was counted by us, not reported by the upstream.
+    pub usage_estimated: bool,
+    /// Prompt tokens, estimated from the request's size, for when the
+    /// upstream reports none.
+    pub prompt_estimate: u64,
+}
+
+impl RequestRecord {
+    pub fn new(
+        gw: Arc<Gateway>,
+        spend: Metered<SpendBuffer>,
+        request_id: String,
+        endpoint: Endpoint,
+    ) -> Self {
+        RequestRecord {
+            gw,
+            spend,
+            request_id,
+            call_id: uuid::Uuid::now_v7().to_string(),
+            started: Instant::now(),
+            started_ms: now_ms(),
+            first_chunk_ms: None,
+            endpoint,
+            key: None,
+            model: String::new(),
+            group: None,
+            deployment: None,
+            attempts: 0,
+            upstream: Duration::ZERO,
+            stream: false,
+            end_user: None,
+            metadata: None,
+            usage_estimated: false,
+            prompt_estimate: 0,
+        }
+    }
+
+    /// Moves the record out, leaving a husk behind in the handler.
+    pub fn take(&mut self) -> RequestRecord {
+        RequestRecord {
+            gw: self.gw.clone(),
+            spend: self.spend.clone(),
+            request_id: std::mem::take(&mut self.request_id),
+            call_id: std::mem::take(&mut self.call_id),
+            started: self.started,
+            started_ms: self.started_ms,
+            first_chunk_ms: self.first_chunk_ms,
+            endpoint: self.endpoint,
+            key: self.key.take(),
+            model: std::mem::take(&mut self.model),
+            group: self.group,
+            deployment: self.deployment.take(),
+            attempts: self.attempts,
+            upstream: self.upstream,
+            stream: self.stream,
+            end_user: self.end_user.take(),
+            metadata: self.metadata.take(),
+            usage_estimated: self.usage_estimated,
+            prompt_estimate: self.prompt_estimate,
+        }
+    }
+
+    /// Metrics and the request log; returns the spend log row to settle
+    /// (for a request that reached an upstream on a key's behalf).
+    pub fn finish(
+        self,
+        status: u16,
+        usage: Option<Usage>,
+        error: Option<String>,
+    ) -> Option<SpendLogRow> {
+        let gw = &self.gw;
+        let total = self.started.elapsed();
+        let overhead = total.saturating_sub(self.upstream);
+        self.observe(status, total, overhead);
+        let usage = usage.unwrap_or_default();
+        let cost = self
+            .deployment
+            .as_ref()
+            .map(|d| cost_usd(d, &usage))
+            .unwrap_or(0.0);
+        let row = self.spend_row(status, &usage, cost);
+        if gw.request_log_enabled {
+            let log = RequestLog {
+                ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                request_id: self.request_id,
+                key: self
+                    .key
+                    .as_ref()
+                    .map(|k| k.display_name().to_string())
+                    .unwrap_or_else(|| "-".into()),
+                endpoint: self.endpoint.label(),
+                model: self.model,
+                deployment: self.deployment.as_ref().map(|d| d.id.clone()),
+                status,
+                stream: self.stream,
+                attempts: self.attempts,
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                cost_usd: cost,
+                latency_ms: total.as_secs_f64() * 1000.0,
+                upstream_ms: self.upstream.as_secs_f64() * 1000.0,
+                overhead_ms: overhead.as_secs_f64() * 1000.0,
+                error,
+            };
+            if !gw.logger.try_send(log) {
+                gw.metrics.log_events_dropped.inc();
+            }
+        }
+        row
+    }
+
+    fn observe(&self, status: u16, total: Duration, overhead: Duration) {
+        let gw = &self.gw;
+        match self.group.and_then(|g| gw.group_meters.get(g)) {
+            Some(m) => {
+                if status == 200 {
+                    m.ok[self.endpoint.index()].inc();
+                } else {
+                    gw.metrics
+                        .requests
+                        .get_or_create(&RequestLabels {
+                            model: self.model.clone(),
+                            endpoint: self.endpoint.label(),
+                            status,
+                        })
+                        .inc();
+                }
+                m.request_duration.observe(total.as_secs_f64());
+                if self.deployment.is_some() {
+                    m.upstream_duration.observe(self.upstream.as_secs_f64());
+                    m.overhead_duration.observe(overhead.as_secs_f64());
+                }
+                if self.attempts > 1 {
+                    m.retries.inc_by(u64::from(self.attempts - 1));
+                }
+            }
+            None => {
+                // Unknown names would let any caller grow the metric families.
+                gw.metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        model: "unknown".into(),
+                        endpoint: self.endpoint.label(),
+                        status,
+                    })
+                    .inc();
+                gw.metrics
+                    .request_duration
+                    .get_or_create(&ModelLabels {
+                        model: "unknown".into(),
+                    })
+                    .observe(total.as_secs_f64());
+            }
+        }
+    }
+
+    /// LiteLLM's spend log row for this request.
+    fn spend_row(&self, status: u16, usage: &Usage, cost: f64) -> Option<SpendLogRow> {
+        let (key, d) = (self.key.as_ref()?, self.deployment.as_ref()?);
+        let end = now_ms();
+        let metadata = serde_json::json!({
+            "user_api_key_alias": key.alias,
+            "user_api_key_user_id": key.user_id,
+            "user_api_key_team_id": key.team_id,
+            "x_request_id": self.request_id,
+            "attempts": self.attempts,
+            "requester_metadata": self.metadata.as_deref(),
+        });
+        Some(SpendLogRow {
+            request_id: self.call_id.clone(),
+            call_type: self.endpoint.call_type().into(),
+            api_key: key.id.clone(),
+            key_alias: key.alias.clone(),
+            spend: cost,
+            prompt_tokens: usage.prompt_tokens as i64,
+            completion_tokens: usage.completion_tokens as i64,
+            total_tokens: (usage.prompt_tokens + usage.completion_tokens) as i64,
+            start_time: self.started_ms,
+            end_time: end,
+            completion_start_time: Some(self.first_chunk_ms.unwrap_or(end)),
+            model: d.upstream_model.clone(),
+            model_group: d.group.to_string(),
+            model_id: d.id.clone(),
+            api_base: d.api_base.clone(),
+            user_id: key.user_id.clone(),
+            team_id: key.team_id.clone(),
+            end_user: self.end_user.clone(),
+            metadata: metadata.to_string(),
+            cache_hit: false,
+            status: if status == 200 { "success" } else { "failure" }.into(),
+            usage_estimated: self.usage_estimated,
+        })
+    }
+}
+
+/// Puts a settlement in the worker's spool; resolves once it is there.
+/// Awaited before a response completes, so a crash loses no spend.
+pub async fn settle(spend: Metered<SpendBuffer>, row: Option<SpendLogRow>) {
+    if let Some(row) = row {
+        let _ = spend.send(Settle(row)).await;
+    }
+}

@@ -1,0 +1,251 @@
+//! Spend: the batched, idempotent write of settlements, the spend log
+//! queries, and budget resets.
+
+use std::collections::{BTreeMap, HashSet};
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use super::models::{CustomerRow, SpendLogRow};
+use super::schema::{customers, key_model_spend, keys, spend_logs, teams, users};
+use super::{pool_error, Pools, SqliteConn, Store, StoreError};
+
+/// Rows per statement: well inside SQLite's bound-parameter limit.
+const CHUNK: usize = 200;
+
+/// What one committed batch changed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SpendCommit {
+    /// Rows written now.
+    pub written: usize,
+    /// Rows already recorded (a replayed spool segment, say).
+    pub duplicates: usize,
+    /// Spend added per key (hash), user, team and end user.
+    pub keys: BTreeMap<String, f64>,
+    pub users: BTreeMap<String, f64>,
+    pub teams: BTreeMap<String, f64>,
+    pub customers: BTreeMap<String, f64>,
+    /// (key hash, model group) → spend added.
+    pub key_models: BTreeMap<(String, String), f64>,
+}
+
+impl SpendCommit {
+    fn add(&mut self, row: &SpendLogRow) {
+        if row.spend == 0.0 {
+            return;
+        }
+        *self.keys.entry(row.api_key.clone()).or_default() += row.spend;
+        if let Some(u) = &row.user_id {
+            *self.users.entry(u.clone()).or_default() += row.spend;
+        }
+        if let Some(t) = &row.team_id {
+            *self.teams.entry(t.clone()).or_default() += row.spend;
+        }
+        if let Some(e) = &row.end_user {
+            *self.customers.entry(e.clone()).or_default() += row.spend;
+        }
+        *self
+            .key_models
+            .entry((row.api_key.clone(), row.model_group.clone()))
+            .or_default() += row.spend;
+    }
+}
+
+/// Filters of `/spend/logs` (LiteLLM's names).
+#[derive(Debug, Default, Clone)]
+pub struct SpendFilter {
+    pub api_key: Option<String>,
+    pub user_id: Option<String>,
+    pub team_id: Option<String>,
+    pub end_user: Option<String>,
+    pub request_id: Option<String>,
+    /// Unix ms, inclusive.
+    pub start_ms: Option<i64>,
+    /// Unix ms, exclusive.
+    pub end_ms: Option<i64>,
+}
+
+/// Writes one batch in one transaction: the log rows not yet recorded, then
+/// `spend = spend + x` per key, user, team, end user and key×model, each
+/// kind in sorted id order — every replica locks rows in the same order, so
+/// two batches can wait on each other but never deadlock.
+/// Inserts spend log rows: multi-row INSERTs where the backend takes them
+/// through diesel-async (PostgreSQL); row by row for SQLite (diesel's
+/// batch insert for it needs the sync connection), a local call inside the
+/// same transaction anyway.
+macro_rules! insert_rows {
+    ($conn:ident, $fresh:ident, batched) => {
+        for chunk in $fresh.chunks(CHUNK) {
+            diesel::insert_into(spend_logs::table)
+                .values(chunk.iter().copied().collect::<Vec<_>>())
+                .execute($conn)
+                .await?;
+        }
+    };
+    ($conn:ident, $fresh:ident, one_by_one) => {
+        for row in &$fresh {
+            diesel::insert_into(spend_logs::table)
+                .values(*row)
+                .execute($conn)
+                .await?;
+        }
+    };
+}
+
+macro_rules! record_batch {
+    ($conn:ident, $rows:expr, $batched:ident) => {{
+        let rows: &[SpendLogRow] = $rows;
+        let ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
+        let mut recorded: HashSet<String> = HashSet::new();
+        for chunk in ids.chunks(CHUNK) {
+            let existing: Vec<String> = spend_logs::table
+                .filter(spend_logs::request_id.eq_any(chunk))
+                .select(spend_logs::request_id)
+                .load($conn)
+                .await?;
+            recorded.extend(existing);
+        }
+        let mut in_batch: HashSet<&str> = HashSet::with_capacity(rows.len());
+        let fresh: Vec<&SpendLogRow> = rows
+            .iter()
+            .filter(|r| !recorded.contains(&r.request_id) && in_batch.insert(&r.request_id))
+            .collect();
+        let mut commit = SpendCommit {
+            written: fresh.len(),
+            duplicates: rows.len() - fresh.len(),
+            ..Default::default()
+        };
+        insert_rows!($conn, fresh, $batched);
+        for row in &fresh {
+            commit.add(row);
+        }
+        for (token, x) in &commit.keys {
+            diesel::update(keys::table.find(token))
+                .set(keys::spend.eq(keys::spend + *x))
+                .execute($conn)
+                .await?;
+        }
+        for (id, x) in &commit.users {
+            diesel::update(users::table.find(id))
+                .set(users::spend.eq(users::spend + *x))
+                .execute($conn)
+                .await?;
+        }
+        for (id, x) in &commit.teams {
+            diesel::update(teams::table.find(id))
+                .set(teams::spend.eq(teams::spend + *x))
+                .execute($conn)
+                .await?;
+        }
+        let now = crate::store::now_ms();
+        for (id, x) in &commit.customers {
+            // End users exist from their first request, as in LiteLLM.
+            let mut blank = CustomerRow::blank(id.clone(), now);
+            blank.spend = *x;
+            diesel::insert_into(customers::table)
+                .values(&blank)
+                .on_conflict(customers::user_id)
+                .do_update()
+                .set(customers::spend.eq(customers::spend + *x))
+                .execute($conn)
+                .await?;
+        }
+        for ((token, model), x) in &commit.key_models {
+            diesel::insert_into(key_model_spend::table)
+                .values((
+                    key_model_spend::token.eq(token),
+                    key_model_spend::model.eq(model),
+                    key_model_spend::spend.eq(*x),
+                ))
+                .on_conflict((key_model_spend::token, key_model_spend::model))
+                .do_update()
+                .set(key_model_spend::spend.eq(key_model_spend::spend + *x))
+                .execute($conn)
+                .await?;
+        }
+        Ok::<_, StoreError>(commit)
+    }};
+}
+
+impl Store {
+    /// Records a batch of settlements, once each, in one transaction.
+    pub async fn record_spend(&self, rows: Vec<SpendLogRow>) -> Result<SpendCommit, StoreError> {
+        let pools = self.pools();
+        self.guarded(true, async {
+            match &pools {
+                Pools::Postgres(pool) => {
+                    let mut conn = pool.get().await.map_err(pool_error)?;
+                    let conn: &mut AsyncPgConnection = &mut conn;
+                    conn.transaction(async |conn| record_batch!(conn, &rows, batched))
+                        .await
+                }
+                Pools::Sqlite(pool) => {
+                    let mut conn = pool.get().await.map_err(pool_error)?;
+                    let conn: &mut SqliteConn = &mut conn;
+                    conn.transaction(async |conn| record_batch!(conn, &rows, one_by_one))
+                        .await
+                }
+            }
+        })
+        .await
+    }
+
+    /// Spend log rows matching `filter`, newest first.
+    pub async fn spend_logs(
+        &self,
+        filter: &SpendFilter,
+        limit: i64,
+    ) -> Result<Vec<SpendLogRow>, StoreError> {
+        macro_rules! filtered {
+            () => {{
+                let mut q = spend_logs::table.into_boxed();
+                if let Some(k) = &filter.api_key {
+                    q = q.filter(spend_logs::api_key.eq(k));
+                }
+                if let Some(u) = &filter.user_id {
+                    q = q.filter(spend_logs::user_id.eq(u));
+                }
+                if let Some(t) = &filter.team_id {
+                    q = q.filter(spend_logs::team_id.eq(t));
+                }
+                if let Some(e) = &filter.end_user {
+                    q = q.filter(spend_logs::end_user.eq(e));
+                }
+                if let Some(r) = &filter.request_id {
+                    q = q.filter(spend_logs::request_id.eq(r));
+                }
+                if let Some(s) = filter.start_ms {
+                    q = q.filter(spend_logs::start_time.ge(s));
+                }
+                if let Some(e) = filter.end_ms {
+                    q = q.filter(spend_logs::start_time.lt(e));
+                }
+                q
+            }};
+        }
+        with_conn!(self, |conn| Ok(filtered!()
+            .select(SpendLogRow::as_select())
+            .order((spend_logs::start_time.desc(), spend_logs::request_id.desc()))
+            .limit(limit)
+            .load(conn)
+            .await?))
+    }
+
+    /// A key's spend per model group.
+    pub async fn key_model_spend(&self, token: &str) -> Result<Vec<(String, f64)>, StoreError> {
+        with_conn!(self, |conn| Ok(key_model_spend::table
+            .filter(key_model_spend::token.eq(token))
+            .select((key_model_spend::model, key_model_spend::spend))
+            .load(conn)
+            .await?))
+    }
+
+    pub async fn get_customer(&self, user_id: &str) -> Result<Option<CustomerRow>, StoreError> {
+        with_conn!(self, |conn| Ok(customers::table
+            .find(user_id)
+            .select(CustomerRow::as_select())
+            .first(conn)
+            .await
+            .optional()?))
+    }
+}
