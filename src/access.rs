@@ -38,6 +38,15 @@ pub struct KeyInfo {
     pub expires: Option<i64>,
     pub spend: f64,
     pub max_budget: Option<f64>,
+    #[serde(default)]
+    pub soft_budget: Option<f64>,
+    /// Model group → budget in USD, against `model_spend`.
+    #[serde(default)]
+    pub model_max_budget: HashMap<String, f64>,
+    /// Model group → this key's spend on it (loaded only when the key has
+    /// per-model budgets).
+    #[serde(default)]
+    pub model_spend: HashMap<String, f64>,
     pub user: Option<Owner>,
     pub team: Option<Owner>,
 }
@@ -49,7 +58,29 @@ pub struct Owner {
     pub models: Vec<String>,
     pub spend: f64,
     pub max_budget: Option<f64>,
+    #[serde(default)]
+    pub soft_budget: Option<f64>,
     pub blocked: bool,
+}
+
+/// The budget in a `model_max_budget` entry: LiteLLM's
+/// `{"budget_limit": x, "time_period": ..}`, `{"max_budget": x}`, or a
+/// bare number; `budget_limit` may be a string holding a number.
+pub fn model_budget(spec: &serde_json::Value) -> Option<f64> {
+    use serde_json::Value;
+    let number = |v: &Value| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let b = match spec {
+        Value::Object(o) => o
+            .get("budget_limit")
+            .or_else(|| o.get("max_budget"))
+            .and_then(number),
+        other => number(other),
+    }?;
+    (b.is_finite() && b >= 0.0).then_some(b)
 }
 
 fn json_list(s: &str) -> Vec<String> {
@@ -75,11 +106,26 @@ impl KeyInfo {
             expires: key.expires,
             spend: key.spend,
             max_budget: key.max_budget,
+            soft_budget: key.soft_budget,
+            model_max_budget: key
+                .model_max_budget
+                .as_deref()
+                .and_then(|s| {
+                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s).ok()
+                })
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(model, spec)| Some((model.clone(), model_budget(spec)?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            model_spend: HashMap::new(),
             user: user.map(|u| Owner {
                 id: u.user_id.clone(),
                 models: json_list(&u.models),
                 spend: u.spend,
                 max_budget: u.max_budget,
+                soft_budget: u.soft_budget,
                 blocked: false,
             }),
             team: team.map(|t| Owner {
@@ -87,6 +133,7 @@ impl KeyInfo {
                 models: json_list(&t.models),
                 spend: t.spend,
                 max_budget: t.max_budget,
+                soft_budget: t.soft_budget,
                 blocked: t.blocked,
             }),
         }
@@ -108,7 +155,8 @@ impl KeyInfo {
             .unwrap_or(requested)
     }
 
-    /// Blocked, expired or over budget: refused whatever the model.
+    /// Blocked or expired: refused whatever the model. (Budgets are the
+    /// BudgetActor's: they need spend fresher than this snapshot.)
     pub fn check_active(&self, now_ms: i64) -> Result<(), GatewayError> {
         if self.is_master {
             return Ok(());
@@ -125,32 +173,6 @@ impl KeyInfo {
             if expires <= now_ms {
                 return Err(GatewayError::KeyExpired {
                     expires_ms: expires,
-                });
-            }
-        }
-        let over = |spend: f64, max: Option<f64>| max.is_some_and(|m| spend >= m);
-        if over(self.spend, self.max_budget) {
-            return Err(GatewayError::BudgetExceeded {
-                entity: format!("Key={}", self.display_name()),
-                spend: self.spend,
-                max_budget: self.max_budget.unwrap_or_default(),
-            });
-        }
-        if let Some(u) = &self.user {
-            if over(u.spend, u.max_budget) {
-                return Err(GatewayError::BudgetExceeded {
-                    entity: format!("User={}", u.id),
-                    spend: u.spend,
-                    max_budget: u.max_budget.unwrap_or_default(),
-                });
-            }
-        }
-        if let Some(t) = &self.team {
-            if over(t.spend, t.max_budget) {
-                return Err(GatewayError::BudgetExceeded {
-                    entity: format!("Team={}", t.id),
-                    spend: t.spend,
-                    max_budget: t.max_budget.unwrap_or_default(),
                 });
             }
         }
@@ -304,23 +326,10 @@ mod tests {
             Err(GatewayError::KeyExpired { .. })
         ));
         k.expires = None;
-        k.max_budget = Some(1.0);
-        k.spend = 1.0;
-        assert!(matches!(
-            k.check_active(0),
-            Err(GatewayError::BudgetExceeded { .. })
-        ));
-        k.spend = 0.5;
         k.team = Some(Owner {
             id: "t".into(),
-            spend: 9.0,
-            max_budget: Some(5.0),
             ..Default::default()
         });
-        assert!(matches!(
-            k.check_active(0),
-            Err(GatewayError::BudgetExceeded { .. })
-        ));
         k.team.as_mut().unwrap().blocked = true;
         assert!(matches!(
             k.check_active(0),

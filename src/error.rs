@@ -56,12 +56,9 @@ pub enum GatewayError {
     TeamBlocked(String),
     #[error("Authentication Error - Expired Key. Key Expiry time {} and current time {}", fmt_ms(*.expires_ms), fmt_ms(chrono::Utc::now().timestamp_millis()))]
     KeyExpired { expires_ms: i64 },
-    #[error("Budget has been exceeded! {entity} Current cost: {spend}, Max budget: {max_budget}")]
-    BudgetExceeded {
-        entity: String,
-        spend: f64,
-        max_budget: f64,
-    },
+    /// LiteLLM's wording per entity; 400 or 429 (`spend.budget_exceeded_status`).
+    #[error("{message}")]
+    BudgetExceeded { message: String, status: u16 },
     #[error("{scope} not allowed to access model. This {scope} can only access models={allowed:?}. Tried to access {model}")]
     ModelAccessDenied {
         scope: &'static str,
@@ -228,7 +225,9 @@ impl ResponseError for GatewayError {
             GatewayError::KeyBlocked
             | GatewayError::TeamBlocked(_)
             | GatewayError::KeyExpired { .. } => StatusCode::UNAUTHORIZED,
-            GatewayError::BudgetExceeded { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::BudgetExceeded { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             GatewayError::Management { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }

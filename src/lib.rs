@@ -28,6 +28,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::actors::auth::AuthActor;
 use crate::actors::auth_hub::AuthHub;
+use crate::actors::budget::BudgetActor;
 use crate::actors::health::HealthActor;
 use crate::actors::logger::{FlushLog, LoggerActor};
 use crate::actors::provider::ProviderActor;
@@ -50,6 +51,8 @@ pub struct Gateway {
     /// Owner of deployment failure counts and cooldowns.
     pub health: Metered<HealthActor>,
     pub spend: Metered<SpendActor>,
+    /// Owner of the budget ledger (spend known + reserved per entity).
+    pub budget: Metered<BudgetActor>,
     pub logger: Metered<LoggerActor>,
     pub auth_hub: Metered<AuthHub>,
     /// The key/user/team database, if configured.
@@ -351,6 +354,17 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             meter,
         )
     };
+    let budget = {
+        let m = metrics.clone();
+        let meter = metrics.actor("budget");
+        let status = config.spend.budget_exceeded_status;
+        Metered::new(
+            supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
+                BudgetActor::new(status, m)
+            }),
+            meter,
+        )
+    };
     let auth_hub = {
         let redis = redis.clone();
         let meter = metrics.actor("auth_hub");
@@ -381,6 +395,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         limiter,
         health,
         spend,
+        budget,
         logger,
         auth_hub,
         store,

@@ -105,6 +105,9 @@ pub struct InferenceRequest {
     /// The client itself asked for the usage chunk at the end of a stream.
     pub client_wants_usage: bool,
     pub user: Option<String>,
+    /// `max_completion_tokens` or `max_tokens`: bounds the cost reserved
+    /// against budgets before the request runs.
+    pub max_tokens: Option<u64>,
     /// The caller's own deadline for the whole request (`timeout`, seconds,
     /// as LiteLLM takes it); never forwarded upstream.
     pub timeout: Option<Duration>,
@@ -246,6 +249,12 @@ impl InferenceRequest {
             Some(_) => return Err(invalid("`user` must be a string", "user")),
         };
 
+        let max_tokens = ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|f| body.get(f))
+            .and_then(|v| serde_json::from_str::<f64>(v.get()).ok())
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .map(|n| n.min(1e12) as u64);
         let timeout = match body.get("timeout") {
             None => None,
             Some(v) if kind(v) == JsonKind::Null => None,
@@ -299,6 +308,7 @@ impl InferenceRequest {
             stream,
             client_wants_usage,
             user,
+            max_tokens,
             timeout,
             body,
         })

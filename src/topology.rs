@@ -38,6 +38,10 @@ pub struct Group {
     pub idx: usize,
     pub name: Arc<str>,
     pub deployments: Vec<usize>,
+    /// The dearest prices among its deployments: a request's cost is
+    /// estimated (for budgets) before it is known where it goes.
+    pub max_input_cost_per_token: f64,
+    pub max_output_cost_per_token: f64,
 }
 
 #[derive(Debug, Default)]
@@ -107,9 +111,17 @@ impl Topology {
                 members.push(idx);
             }
             t.by_name.insert(name.clone(), gidx);
+            let max_of = |f: fn(&DeploymentTarget) -> f64| {
+                members
+                    .iter()
+                    .map(|&i| f(&t.deployments[i]))
+                    .fold(0.0, f64::max)
+            };
             t.groups.push(Group {
                 idx: gidx,
                 name: group_name,
+                max_input_cost_per_token: max_of(|d| d.input_cost_per_token),
+                max_output_cost_per_token: max_of(|d| d.output_cost_per_token),
                 deployments: members,
             });
         }

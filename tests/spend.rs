@@ -106,3 +106,208 @@ async fn spend_reaches_every_owner_and_the_log(backend: Backend) {
     gw.stop().await;
     db.cleanup().await;
 }
+
+/// `n` chat requests at once; the statuses.
+async fn burst(gws: &[&tollgate::RunningGateway], key: &str, n: usize) -> Vec<Resp> {
+    let mut body = chat_body("m");
+    body["max_tokens"] = json!(5);
+    let futures = (0..n).map(|i| {
+        let body = body.clone();
+        let gw = gws[i % gws.len()];
+        async move { post(gw, "/v1/chat/completions", Some(key), &body).await }
+    });
+    futures_util::future::join_all(futures).await
+}
+
+/// Cost of one mock answer through `model()`: 2 prompt + 5 completion tokens.
+const ONE: f64 = 2.0 * 0.000001 + 5.0 * 0.000002;
+
+#[actix_rt::test]
+async fn parallel_requests_cannot_overshoot_a_budget() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mock = spawn_mock().await;
+    let gw = spawn_gateway_tweaked(
+        &format!("database_url = \"{}\"\n{}", db.url, model("m", &mock)),
+        |c| c.server.workers = 2,
+    )
+    .await;
+    let budget = 10.0 * ONE;
+    let key = generate(&gw, json!({"max_budget": budget})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answers = burst(&[&gw], &key, 100).await;
+    let ok = answers.iter().filter(|r| r.status == 200).count();
+    assert!((1..=11).contains(&ok), "{ok} of 100 succeeded");
+    for r in answers.iter().filter(|r| r.status != 200) {
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json()["error"]["type"], "budget_exceeded", "{}", r.text());
+    }
+    // Spend the rest of the budget one by one: refused once it is reached.
+    let mut more = 0;
+    while chat(&gw, &key).await.status == 200 {
+        more += 1;
+        assert!(more <= 10, "the budget never tripped");
+    }
+    assert!(ok + more <= 11, "{ok} + {more} requests fit a budget of 10");
+    assert!(
+        wait_until!(5, key_spend(&gw, &key).await > budget - ONE / 2.0),
+        "spend {} never reached the budget",
+        key_spend(&gw, &key).await
+    );
+    assert!(key_spend(&gw, &key).await <= budget + ONE + 1e-12);
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn chat(gw: &tollgate::RunningGateway, key: &str) -> Resp {
+    post(gw, "/v1/chat/completions", Some(key), &chat_body("m")).await
+}
+
+#[actix_rt::test]
+async fn spend_logs_list_each_request_and_filter_like_litellm() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mock = spawn_mock().await;
+    let gw = spawn_gateway_db(&model("m", &mock), &db, None).await;
+    post_json(
+        &gw,
+        "/team/new",
+        MASTER,
+        json!({"team_id": "t1", "team_alias": "Search"}),
+    )
+    .await;
+    let a = generate(
+        &gw,
+        json!({"team_id": "t1", "user_id": "ann", "key_alias": "a"}),
+    )
+    .await;
+    let b = generate(&gw, json!({})).await;
+    let (ka, kb) = (a["key"].as_str().unwrap(), b["key"].as_str().unwrap());
+    let mut call_ids = Vec::new();
+    for _ in 0..3 {
+        let mut body = chat_body("m");
+        body["user"] = json!("end-user-9");
+        let r = post(&gw, "/v1/chat/completions", Some(ka), &body).await;
+        call_ids.push(r.header("x-litellm-call-id").unwrap());
+    }
+    chat(&gw, kb).await;
+    let logs = |q: String| {
+        let gw = &gw;
+        async move {
+            get(gw, &format!("/spend/logs{q}"), Some(MASTER))
+                .await
+                .json()
+        }
+    };
+    assert!(wait_until!(
+        5,
+        logs(String::new()).await.as_array().unwrap().len() == 4
+    ));
+    let mine = logs(format!("?api_key={ka}")).await;
+    assert_eq!(mine.as_array().unwrap().len(), 3, "{mine}");
+    let row = &mine[0];
+    assert_eq!(row["api_key"], a["token"]);
+    assert_eq!(row["model_group"], "m");
+    assert_eq!(row["model"], "mock-gpt");
+    assert_eq!(row["user"], "ann");
+    assert_eq!(row["team_id"], "t1");
+    assert_eq!(row["end_user"], "end-user-9");
+    assert_eq!(row["call_type"], "acompletion");
+    assert_eq!(row["status"], "success");
+    assert_eq!(row["total_tokens"], 7);
+    assert!(
+        (row["spend"].as_f64().unwrap() - ONE).abs() < 1e-12,
+        "{row}"
+    );
+    assert!(
+        row["startTime"].as_str().unwrap().ends_with("+00:00"),
+        "{row}"
+    );
+    assert!(
+        !serde_json::to_string(&mine).unwrap().contains(ka),
+        "the raw key never appears"
+    );
+    let one = logs(format!("?request_id={}", call_ids[1])).await;
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    assert_eq!(one[0]["request_id"], call_ids[1]);
+    assert_eq!(
+        logs("?user_id=ann".into()).await.as_array().unwrap().len(),
+        3
+    );
+    // With dates: a daily summary, the end day excluded as LiteLLM does.
+    let today = chrono::Utc::now().date_naive();
+    let tomorrow = today.succ_opt().unwrap();
+    let days = logs(format!("?start_date={today}&end_date={tomorrow}")).await;
+    assert_eq!(days[0]["startTime"], today.to_string(), "{days}");
+    assert!(
+        (days[0]["spend"].as_f64().unwrap() - 4.0 * ONE).abs() < 1e-12,
+        "{days}"
+    );
+    assert!((days[0][a["token"].as_str().unwrap()].as_f64().unwrap() - 3.0 * ONE).abs() < 1e-12);
+    let none = logs(format!("?start_date={tomorrow}&end_date={tomorrow}")).await;
+    assert_eq!(none, json!([]));
+    // A key sees only its own requests.
+    let own = get(&gw, "/spend/logs", Some(kb)).await.json();
+    assert_eq!(own.as_array().unwrap().len(), 1, "{own}");
+    // Reports.
+    let report = get(
+        &gw,
+        &format!("/global/spend/report?start_date={today}&end_date={tomorrow}"),
+        Some(MASTER),
+    )
+    .await
+    .json();
+    let teams = report[0]["teams"].as_array().unwrap();
+    assert!(teams.iter().any(|t| t["team_name"] == "Search"), "{report}");
+    let keys = get(&gw, "/global/spend/keys?limit=1", Some(MASTER))
+        .await
+        .json();
+    assert_eq!(keys[0]["api_key"], a["token"], "{keys}");
+    let models = get(&gw, "/global/spend/models", Some(MASTER)).await.json();
+    assert_eq!(models[0]["model"], "mock-gpt", "{models}");
+    assert_eq!(
+        get(&gw, "/spend/logs?start_date=yesterday", Some(MASTER))
+            .await
+            .status,
+        400
+    );
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+#[actix_rt::test]
+async fn a_stream_cut_short_is_settled_with_estimated_tokens() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mock = spawn_mock_with(Behaviour {
+        chunks: Some(200),
+        chunk_interval_ms: 20,
+        ..Default::default()
+    })
+    .await;
+    let gw = spawn_gateway_db(&model("m", &mock), &db, None).await;
+    let key = generate(&gw, json!({})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut body = chat_body("m");
+    body["stream"] = json!(true);
+    let mut resp = client()
+        .post(format!("{}/chat/completions", gw.url()))
+        .insert_header(("authorization", format!("Bearer {key}")))
+        .send_json(&body)
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        resp.next().await.unwrap().unwrap();
+    }
+    drop(resp);
+    let logs = || async { get(&gw, "/spend/logs", Some(MASTER)).await.json() };
+    assert!(wait_until!(5, logs().await.as_array().unwrap().len() == 1));
+    let row = &logs().await[0];
+    assert_eq!(row["usage_estimated"], true, "{row}");
+    assert!(row["completion_tokens"].as_i64().unwrap() >= 1, "{row}");
+    assert!(row["spend"].as_f64().unwrap() > 0.0, "{row}");
+    assert_eq!(row["status"], "failure");
+    gw.stop().await;
+    db.cleanup().await;
+}

@@ -303,7 +303,10 @@ async fn load(
         Some(t) => store.get_team(t).await?,
         None => None,
     };
-    let info = KeyInfo::from_rows(&key, user.as_ref(), team.as_ref());
+    let mut info = KeyInfo::from_rows(&key, user.as_ref(), team.as_ref());
+    if !info.model_max_budget.is_empty() {
+        info.model_spend = store.key_model_spend(&hash).await?.into_iter().collect();
+    }
     share(redis, generation, hash, Some(info.clone()), ttl);
     Ok(Some(info))
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod auth_hub;
+pub mod budget;
 pub mod health;
 pub mod logger;
 pub mod provider;

@@ -255,6 +255,7 @@ macro_rules! apply_budget {
     ($fields:expr, $row:expr, $now:expr) => {
         $crate::http::admin::BudgetPatch {
             max_budget: $fields.max_budget,
+            soft_budget: $fields.soft_budget,
             budget_duration: &$fields.budget_duration,
             rpm_limit: $fields.rpm_limit,
             tpm_limit: $fields.tpm_limit,
@@ -263,6 +264,7 @@ macro_rules! apply_budget {
         .apply(
             $crate::http::admin::BudgetColumns {
                 max_budget: &mut $row.max_budget,
+                soft_budget: &mut $row.soft_budget,
                 budget_duration: &mut $row.budget_duration,
                 budget_reset_at: &mut $row.budget_reset_at,
                 rpm_limit: &mut $row.rpm_limit,
@@ -279,6 +281,7 @@ pub(crate) use apply_budget;
 /// sent them (absent: leave alone; `null`: clear).
 pub struct BudgetPatch<'a> {
     pub max_budget: Option<Option<f64>>,
+    pub soft_budget: Option<Option<f64>>,
     pub budget_duration: &'a Option<Option<String>>,
     pub rpm_limit: Option<Option<i64>>,
     pub tpm_limit: Option<Option<i64>>,
@@ -288,6 +291,7 @@ pub struct BudgetPatch<'a> {
 /// Where those fields live in a row.
 pub struct BudgetColumns<'a> {
     pub max_budget: &'a mut Option<f64>,
+    pub soft_budget: &'a mut Option<f64>,
     pub budget_duration: &'a mut Option<String>,
     pub budget_reset_at: &'a mut Option<i64>,
     pub rpm_limit: &'a mut Option<i64>,
@@ -302,6 +306,10 @@ impl BudgetPatch<'_> {
         if let Some(b) = self.max_budget {
             check_non_negative("max_budget", b)?;
             *to.max_budget = b;
+        }
+        if let Some(b) = self.soft_budget {
+            check_non_negative("soft_budget", b)?;
+            *to.soft_budget = b;
         }
         if let Some(bd) = self.budget_duration {
             *to.budget_reset_at = match bd {

@@ -135,6 +135,11 @@ async fn run(
     let key = authenticate(st, req).await?;
     record.key = Some(key.clone());
     key.check_active(crate::store::now_ms())?;
+    if !key.is_master && gw.spool_full.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(GatewayError::Unavailable(
+            "spend cannot be recorded right now (the database has been unreachable and the local spend spool is full); retry later".into(),
+        ));
+    }
 
     let body = read_body(req, payload, &gw.config.server).await?;
     let parsed = InferenceRequest::parse(record.endpoint, &body)?;
@@ -158,6 +163,22 @@ async fn run(
     record.group = Some(group.idx);
     if let Some(denied) = key.model_denial(&group.name) {
         return Err(denied);
+    }
+
+    // Budgets: reserve the most this request can cost before it runs.
+    let limits = crate::actors::budget::limits_for(&key, &group.name);
+    if !limits.is_empty() {
+        let completion = parsed
+            .max_tokens
+            .unwrap_or(gw.config.spend.default_max_tokens);
+        let estimate = record.prompt_estimate as f64 * group.max_input_cost_per_token
+            + completion as f64 * group.max_output_cost_per_token;
+        let reservation = gw
+            .budget
+            .send(crate::actors::budget::Reserve { limits, estimate })
+            .await
+            .map_err(|_| GatewayError::Unavailable("the budget ledger is restarting".into()))??;
+        record.reservation = Some(reservation);
     }
 
     // No limit can apply: skip the round trip rather than ask.

@@ -82,6 +82,8 @@ pub struct KeyFields {
     #[serde(default, deserialize_with = "double_option")]
     pub max_budget: Option<Option<f64>>,
     #[serde(default, deserialize_with = "double_option")]
+    pub soft_budget: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "double_option")]
     pub budget_duration: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
     pub rpm_limit: Option<Option<i64>>,
@@ -93,6 +95,10 @@ pub struct KeyFields {
     pub model_rpm_limit: Option<Option<HashMap<String, i64>>>,
     #[serde(default, deserialize_with = "double_option")]
     pub model_tpm_limit: Option<Option<HashMap<String, i64>>>,
+    /// LiteLLM's `{"model": {"budget_limit": 1.0, "time_period": "30d"}}`
+    /// (`max_budget` for `budget_limit`, or a plain number, also taken).
+    #[serde(default, deserialize_with = "double_option")]
+    pub model_max_budget: Option<Option<Map<String, Value>>>,
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
     #[serde(default, deserialize_with = "double_option")]
@@ -166,6 +172,23 @@ impl KeyFields {
             row.aliases = json!(a).to_string();
         }
         apply_budget!(self, row, now)?;
+        if let Some(v) = &self.model_max_budget {
+            row.model_max_budget = match v {
+                Some(m) => {
+                    check_names("model_max_budget", m.keys())?;
+                    for (model, spec) in m {
+                        if crate::access::model_budget(spec).is_none() {
+                            return Err(bad_request(
+                                format!("Invalid model_max_budget for {model}: expected {{\"budget_limit\": <USD>, \"time_period\": \"30d\"}}"),
+                                Some("model_max_budget"),
+                            ));
+                        }
+                    }
+                    Some(Value::Object(m.clone()).to_string())
+                }
+                None => None,
+            };
+        }
         if let Some(v) = self.model_rpm_limit {
             row.model_rpm_limit = v.map(|m| json!(m).to_string());
         }
@@ -246,6 +269,8 @@ pub fn key_json(row: &KeyRow) -> Value {
         "model_tpm_limit": json_opt(&row.model_tpm_limit),
         "budget_duration": row.budget_duration,
         "budget_reset_at": iso(row.budget_reset_at),
+        "soft_budget": row.soft_budget,
+        "model_max_budget": json_opt(&row.model_max_budget),
         "metadata": json_text(&row.metadata, json!({})),
         "blocked": row.blocked,
         "created_at": iso(Some(row.created_at)),

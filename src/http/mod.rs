@@ -7,6 +7,7 @@ pub mod inference;
 pub mod keys;
 pub mod models;
 pub mod record;
+pub mod spend;
 pub mod stream;
 pub mod teams;
 pub mod users;
@@ -63,6 +64,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     keys::routes(cfg);
     users::routes(cfg);
     teams::routes(cfg);
+    spend::routes(cfg);
     cfg.route("/health/liveliness", web::get().to(health::liveliness))
         .route("/health/liveness", web::get().to(health::liveliness))
         .route("/health/readiness", web::get().to(health::readiness))

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use crate::access::KeyInfo;
+use crate::actors::budget::{Release, Reservation};
 use crate::actors::logger::RequestLog;
 use crate::actors::spend_buffer::{Settle, SpendBuffer};
 use crate::actors::Metered;
@@ -50,6 +51,8 @@ pub struct RequestRecord {
     /// Prompt tokens, estimated from the request's size, for when the
     /// upstream reports none.
     pub prompt_estimate: u64,
+    /// Cost reserved against budgets at admission, settled in `finish`.
+    pub reservation: Option<Reservation>,
 }
 
 impl RequestRecord {
@@ -79,6 +82,7 @@ impl RequestRecord {
             metadata: None,
             usage_estimated: false,
             prompt_estimate: 0,
+            reservation: None,
         }
     }
 
@@ -104,13 +108,14 @@ impl RequestRecord {
             metadata: self.metadata.take(),
             usage_estimated: self.usage_estimated,
             prompt_estimate: self.prompt_estimate,
+            reservation: self.reservation.take(),
         }
     }
 
     /// Metrics and the request log; returns the spend log row to settle
     /// (for a request that reached an upstream on a key's behalf).
     pub fn finish(
-        self,
+        mut self,
         status: u16,
         usage: Option<Usage>,
         error: Option<String>,
@@ -125,6 +130,12 @@ impl RequestRecord {
             .as_ref()
             .map(|d| cost_usd(d, &usage))
             .unwrap_or(0.0);
+        if let Some(reservation) = self.reservation.take() {
+            gw.budget.do_send(Release {
+                reservation,
+                actual: cost,
+            });
+        }
         let row = self.spend_row(status, &usage, cost);
         if gw.request_log_enabled {
             let log = RequestLog {

@@ -18,6 +18,7 @@ pub fn team_json(row: &TeamRow, members: &[MemberRow]) -> Value {
         "models": json_text(&row.models, json!([])),
         "spend": row.spend,
         "max_budget": row.max_budget,
+        "soft_budget": row.soft_budget,
         "budget_duration": row.budget_duration,
         "budget_reset_at": iso(row.budget_reset_at),
         "rpm_limit": row.rpm_limit,
@@ -77,6 +78,8 @@ struct TeamFields {
     models: Option<Vec<String>>,
     #[serde(default, deserialize_with = "double_option")]
     max_budget: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    soft_budget: Option<Option<f64>>,
     #[serde(default, deserialize_with = "double_option")]
     budget_duration: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
