@@ -46,6 +46,9 @@ pub struct SpendActor {
     retry_at: Option<Instant>,
     failing_since: Option<Instant>,
     max_batch: usize,
+    /// Rows per write now: halved after a failure (down to 100), doubled
+    /// back after each success — a backlog drains in pieces that fit.
+    batch_limit: usize,
     flush_every: Duration,
     spool_max_bytes: u64,
     spool_near_full: bool,
@@ -73,6 +76,7 @@ impl SpendActor {
             retry_at: None,
             failing_since: None,
             max_batch: config.max_batch.max(1),
+            batch_limit: config.max_batch.max(1),
             flush_every: Duration::from_millis(config.flush_interval_ms),
             spool_max_bytes: config.spool_max_bytes,
             spool_near_full: false,
@@ -152,7 +156,7 @@ impl SpendActor {
         let mut take = Vec::new();
         let mut count = 0;
         while let Some(b) = self.queue.front() {
-            if !take.is_empty() && count + b.count > self.max_batch {
+            if !take.is_empty() && count + b.count > self.batch_limit {
                 break;
             }
             count += b.count;
@@ -213,6 +217,7 @@ impl SpendActor {
                     );
                 }
                 self.retry_at = None;
+                self.batch_limit = (self.batch_limit * 2).min(self.max_batch);
                 let mut segments = Vec::new();
                 for b in taken {
                     if let Some(rows) = &b.rows {
@@ -238,6 +243,7 @@ impl SpendActor {
                 }
                 self.metrics.spend_write_failures.inc();
                 self.retry_at = Some(Instant::now() + RETRY_AFTER);
+                self.batch_limit = (self.batch_limit / 2).max(100.min(self.max_batch));
                 for b in taken.into_iter().rev() {
                     self.queue.push_front(b);
                 }

@@ -250,6 +250,18 @@ impl Store {
         check_breaker: bool,
         op: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        self.guarded_for(self.inner.timeout, check_breaker, op)
+            .await
+    }
+
+    /// `guarded` with its own time limit (a large batch write may take
+    /// longer than a lookup should).
+    async fn guarded_for<T>(
+        &self,
+        timeout: Duration,
+        check_breaker: bool,
+        op: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         if check_breaker && self.inner.breaker.is_open() {
             return Err(StoreError::Unavailable(
                 "the database is unreachable (probing it in the background)".into(),
@@ -257,10 +269,10 @@ impl Store {
         }
         let inner = &self.inner;
         let remote = Store::is_postgres(&inner.url);
-        let result = match tokio::time::timeout(inner.timeout, op).await {
+        let result = match tokio::time::timeout(timeout, op).await {
             Err(_) => Err(StoreError::Unavailable(format!(
                 "no answer within {} ms",
-                inner.timeout.as_millis()
+                timeout.as_millis()
             ))),
             Ok(r) => r,
         };

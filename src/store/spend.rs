@@ -13,6 +13,9 @@ use super::{pool_error, Pools, SqliteConn, Store, StoreError};
 /// Rows per statement: well inside SQLite's bound-parameter limit.
 const CHUNK: usize = 200;
 
+/// Least time a spend batch write is given.
+const SPEND_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// What one committed batch changed.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct SpendCommit {
@@ -171,7 +174,10 @@ impl Store {
     /// Records a batch of settlements, once each, in one transaction.
     pub async fn record_spend(&self, rows: Vec<SpendLogRow>) -> Result<SpendCommit, StoreError> {
         let pools = self.pools();
-        self.guarded(true, async {
+        // Thousands of rows may wait after an outage: a batch gets far
+        // longer than a lookup before it counts as the database failing.
+        let timeout = self.inner.timeout.max(SPEND_WRITE_TIMEOUT);
+        self.guarded_for(timeout, true, async {
             match &pools {
                 Pools::Postgres(pool) => {
                     let mut conn = pool.get().await.map_err(pool_error)?;
