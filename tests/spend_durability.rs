@@ -51,7 +51,7 @@ fn header(raw: &str, name: &str) -> Option<String> {
 }
 
 fn start(config: &std::path::Path, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["serve", "--config"])
         .arg(config)
         .stdout(Stdio::null())
@@ -65,6 +65,8 @@ fn start(config: &std::path::Path, port: u16) -> Child {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("gateway did not come up on port {port}");
 }
 
