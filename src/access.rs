@@ -220,7 +220,8 @@ impl KeyInfo {
     }
 }
 
-fn list_allows(list: &[String], model: &str) -> bool {
+/// Does a model list allow `model`? (Empty allows all.)
+pub fn list_allows(list: &[String], model: &str) -> bool {
     list.is_empty()
         || list
             .iter()
@@ -269,6 +270,65 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
     n.checked_mul(secs)
         .and_then(|v| v.checked_mul(1000))
         .ok_or_else(|| format!("invalid duration `{s}`: too long"))
+}
+
+/// When a budget period that starts now ends, as LiteLLM computes
+/// `budget_reset_at`: snapped to calendar boundaries in UTC — `1d` next
+/// midnight, `7d`/`1w` next Monday, `30d`/`1mo` the 1st of next month,
+/// `Nh`/`Nm`/`Ns` the next multiple of N within the day/hour/minute, other
+/// `Nd` midnight plus N days. Unix ms; `None` for a duration that does not
+/// parse.
+pub fn next_reset(duration: &str, now_ms: i64) -> Option<i64> {
+    use chrono::{Datelike, Duration as D, NaiveDate, TimeZone, Utc};
+    let s = duration.trim();
+    let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+    let n: i64 = digits.parse().ok().filter(|n| *n > 0)?;
+    let unit = &s[digits.len()..];
+    let now = Utc.timestamp_millis_opt(now_ms).single()?;
+    let midnight = now.date_naive().and_hms_opt(0, 0, 0)?.and_utc();
+    let first_of_next_month = |months: i64| -> Option<i64> {
+        let (y, m) = (now.year() as i64, now.month() as i64 - 1 + months);
+        let date = NaiveDate::from_ymd_opt(
+            (y + m.div_euclid(12)) as i32,
+            (m.rem_euclid(12) + 1) as u32,
+            1,
+        )?;
+        Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+    };
+    let next_monday = || {
+        let days = 7 - now.weekday().num_days_from_monday() as i64;
+        (midnight + D::days(days)).timestamp_millis()
+    };
+    // The next multiple of `step` ms after now, counted from `base`, within
+    // one `span` (else the next span's start).
+    let within = |base: i64, step: i64, span: i64| {
+        let t = base + ((now_ms - base) / step + 1) * step;
+        t.min(base + span)
+    };
+    let day_ms = 86_400_000;
+    Some(match unit {
+        "s" => {
+            let minute = now_ms - now_ms.rem_euclid(60_000);
+            within(minute, n.checked_mul(1_000)?, 60_000)
+        }
+        "m" | "min" => {
+            let hour = now_ms - now_ms.rem_euclid(3_600_000);
+            within(hour, n.checked_mul(60_000)?, 3_600_000)
+        }
+        "h" => within(
+            midnight.timestamp_millis(),
+            n.checked_mul(3_600_000)?,
+            day_ms,
+        ),
+        "d" if n == 1 => (midnight + D::days(1)).timestamp_millis(),
+        "d" if n == 7 => next_monday(),
+        "d" if n == 30 => first_of_next_month(1)?,
+        "d" => (midnight + D::days(n.min(36_500))).timestamp_millis(),
+        "w" if n == 1 => next_monday(),
+        "w" => (midnight + D::days(7 * n.min(5_200))).timestamp_millis(),
+        "mo" => first_of_next_month(n.min(1_200))?,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -345,6 +405,33 @@ mod tests {
         k.aliases.insert("my-gpt".into(), "gpt-4o".into());
         assert_eq!(k.resolve_model("my-gpt"), "gpt-4o");
         assert_eq!(k.resolve_model("other"), "other");
+    }
+
+    #[test]
+    fn budget_periods_end_on_calendar_boundaries() {
+        use chrono::{TimeZone, Utc};
+        let at = |y, mo, d, h, mi, s| {
+            Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+                .unwrap()
+                .timestamp_millis()
+        };
+        // Wednesday 2026-11-25 13:20:07 UTC.
+        let now = at(2026, 11, 25, 13, 20, 7);
+        assert_eq!(next_reset("1d", now), Some(at(2026, 11, 26, 0, 0, 0)));
+        assert_eq!(next_reset("7d", now), Some(at(2026, 11, 30, 0, 0, 0)));
+        assert_eq!(next_reset("1w", now), Some(at(2026, 11, 30, 0, 0, 0)));
+        assert_eq!(next_reset("30d", now), Some(at(2026, 12, 1, 0, 0, 0)));
+        assert_eq!(
+            next_reset("1mo", at(2026, 12, 31, 23, 0, 0)),
+            Some(at(2027, 1, 1, 0, 0, 0))
+        );
+        assert_eq!(next_reset("1h", now), Some(at(2026, 11, 25, 14, 0, 0)));
+        assert_eq!(next_reset("5h", now), Some(at(2026, 11, 25, 15, 0, 0)));
+        assert_eq!(next_reset("10m", now), Some(at(2026, 11, 25, 13, 30, 0)));
+        assert_eq!(next_reset("2s", now), Some(at(2026, 11, 25, 13, 20, 8)));
+        assert_eq!(next_reset("3d", now), Some(at(2026, 11, 28, 0, 0, 0)));
+        assert_eq!(next_reset("soon", now), None);
+        assert_eq!(next_reset("0d", now), None);
     }
 
     #[test]

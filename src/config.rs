@@ -279,6 +279,9 @@ pub struct SpendConfig {
     /// Completion tokens assumed when a request sets no `max_tokens`, to
     /// reserve its cost against a budget before it runs.
     pub default_max_tokens: u64,
+    /// How often budgets whose period ended (`budget_duration`) are reset.
+    /// Every replica checks; each period is reset exactly once.
+    pub budget_reset_interval_secs: u64,
 }
 
 impl Default for SpendConfig {
@@ -290,6 +293,7 @@ impl Default for SpendConfig {
             max_batch: 5_000,
             budget_exceeded_status: 400,
             default_max_tokens: 1_024,
+            budget_reset_interval_secs: 10,
         }
     }
 }
@@ -543,7 +547,13 @@ impl Config {
                 "must be 400 or 429",
             ));
         }
-        let checks: [(&str, u64, u64, u64); 23] = [
+        let checks: [(&str, u64, u64, u64); 24] = [
+            (
+                "spend.budget_reset_interval_secs",
+                self.spend.budget_reset_interval_secs,
+                1,
+                3_600,
+            ),
             (
                 "spend.spool_max_bytes",
                 self.spend.spool_max_bytes,

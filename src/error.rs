@@ -59,6 +59,8 @@ pub enum GatewayError {
     /// LiteLLM's wording per entity; 400 or 429 (`spend.budget_exceeded_status`).
     #[error("{message}")]
     BudgetExceeded { message: String, status: u16 },
+    #[error("User blocked from making LLM API Calls. User={0}")]
+    CustomerBlocked(String),
     #[error("{scope} not allowed to access model. This {scope} can only access models={allowed:?}. Tried to access {model}")]
     ModelAccessDenied {
         scope: &'static str,
@@ -127,11 +129,13 @@ impl GatewayError {
             | GatewayError::InvalidKey => "invalid_request_error",
             GatewayError::PermissionDenied(_) => "permission_error",
             GatewayError::KeyBlocked | GatewayError::TeamBlocked(_) => "auth_error",
+            GatewayError::CustomerBlocked(_) => "invalid_request_error",
             GatewayError::KeyExpired { .. } => "expired_key",
             GatewayError::BudgetExceeded { .. } => "budget_exceeded",
             GatewayError::ModelAccessDenied { scope, .. } => match *scope {
                 "team" => "team_model_access_denied",
                 "user" => "user_model_access_denied",
+                "customer" => "customer_model_access_denied",
                 _ => "key_model_access_denied",
             },
             GatewayError::Management { kind, .. } => kind,
@@ -225,6 +229,7 @@ impl ResponseError for GatewayError {
             GatewayError::KeyBlocked
             | GatewayError::TeamBlocked(_)
             | GatewayError::KeyExpired { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::CustomerBlocked(_) => StatusCode::BAD_REQUEST,
             GatewayError::BudgetExceeded { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
             }

@@ -341,19 +341,6 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         (None, None, Vec::new())
     };
     let spool_full = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let spend = {
-        let m = metrics.clone();
-        let meter = metrics.actor("spend");
-        let store = store.clone();
-        let cfg = config.spend.clone();
-        let full = spool_full.clone();
-        Metered::new(
-            supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
-                SpendActor::new(store, &cfg, leftover, full, m)
-            }),
-            meter,
-        )
-    };
     let budget = {
         let m = metrics.clone();
         let meter = metrics.actor("budget");
@@ -367,11 +354,26 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     };
     let auth_hub = {
         let redis = redis.clone();
+        let budget_addr = budget.addr.clone();
         let meter = metrics.actor("auth_hub");
         let m2 = meter.clone();
         Metered::new(
             supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
-                AuthHub::new(redis, m2)
+                AuthHub::new(redis, Some(budget_addr), m2)
+            }),
+            meter,
+        )
+    };
+    let spend = {
+        let m = metrics.clone();
+        let meter = metrics.actor("spend");
+        let store = store.clone();
+        let cfg = config.spend.clone();
+        let full = spool_full.clone();
+        let hub = auth_hub.addr.clone();
+        Metered::new(
+            supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
+                SpendActor::new(store, &cfg, leftover, full, hub, m)
             }),
             meter,
         )

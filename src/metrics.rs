@@ -74,6 +74,7 @@ pub struct Metrics {
     pub key_spend: Family<KeySpendLabels, Counter<f64, AtomicU64>>,
     pub budget_refusals: Family<EntityLabels, Counter>,
     pub soft_budget_crossed: Family<EntityLabels, Counter>,
+    pub budget_resets: Family<EntityLabels, Counter>,
     pub spend_batches: Counter,
     pub spend_rows_written: Counter,
     pub spend_write_failures: Counter,
@@ -135,6 +136,7 @@ impl Metrics {
             key_spend: Family::default(),
             budget_refusals: Family::default(),
             soft_budget_crossed: Family::default(),
+            budget_resets: Family::default(),
             spend_batches: Counter::default(),
             spend_rows_written: Counter::default(),
             spend_write_failures: Counter::default(),
@@ -236,6 +238,11 @@ impl Metrics {
             "soft_budget_crossed",
             "Soft budgets crossed, by entity",
             m.soft_budget_crossed.clone(),
+        );
+        registry.register(
+            "budget_resets",
+            "Budget periods reset by this replica (each period is reset by exactly one replica)",
+            m.budget_resets.clone(),
         );
         registry.register(
             "spend_batches",

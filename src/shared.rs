@@ -32,6 +32,8 @@ pub enum Invalidation {
     Key(String),
     User(String),
     Team(String),
+    /// An end user (customer), by id.
+    Customer(String),
     /// Anything may have changed (messages were missed): every entry must
     /// be checked again before it is trusted, but may still be served if
     /// the database cannot be reached.

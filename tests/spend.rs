@@ -311,3 +311,168 @@ async fn a_stream_cut_short_is_settled_with_estimated_tokens() {
     gw.stop().await;
     db.cleanup().await;
 }
+
+#[actix_rt::test]
+async fn end_users_are_tracked_budgeted_blocked_and_limited_to_their_models() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mock = spawn_mock().await;
+    let gw = spawn_gateway_db(
+        &format!("{}{}", model("m", &mock), model("other", &mock)),
+        &db,
+        None,
+    )
+    .await;
+    let key = generate(&gw, json!({})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let as_customer = |user: &'static str, model: &'static str| {
+        let mut body = chat_body(model);
+        body["user"] = json!(user);
+        body
+    };
+    // Seen for the first time: created with its spend.
+    post(
+        &gw,
+        "/v1/chat/completions",
+        Some(&key),
+        &as_customer("walk-in", "m"),
+    )
+    .await;
+    let info = || async { get(&gw, "/customer/info?end_user_id=walk-in", Some(MASTER)).await };
+    assert!(wait_until!(5, info().await.status == 200));
+    assert!((info().await.json()["spend"].as_f64().unwrap() - ONE).abs() < 1e-12);
+
+    // A budget of two requests.
+    let r = post_json(
+        &gw,
+        "/customer/new",
+        MASTER,
+        json!({"user_id": "acme", "max_budget": 2.0 * ONE, "allowed_models": ["m"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        post_json(&gw, "/customer/new", MASTER, json!({"user_id": "acme"}))
+            .await
+            .status,
+        400
+    );
+    let mut ok = 0;
+    for _ in 0..4 {
+        let r = post(
+            &gw,
+            "/v1/chat/completions",
+            Some(&key),
+            &as_customer("acme", "m"),
+        )
+        .await;
+        if r.status == 200 {
+            ok += 1;
+        } else {
+            assert_eq!(r.json()["error"]["type"], "budget_exceeded", "{}", r.text());
+            assert!(r.text().contains("End User=acme"), "{}", r.text());
+        }
+    }
+    assert_eq!(ok, 2);
+    // Only its models.
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some(&key),
+        &as_customer("acme", "other"),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // Blocked, then unblocked.
+    post_json(
+        &gw,
+        "/customer/block",
+        MASTER,
+        json!({"user_ids": ["walk-in"]}),
+    )
+    .await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some(&key),
+        &as_customer("walk-in", "m"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r
+        .text()
+        .contains("User blocked from making LLM API Calls. User=walk-in"));
+    post_json(
+        &gw,
+        "/customer/unblock",
+        MASTER,
+        json!({"user_ids": ["walk-in"]}),
+    )
+    .await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some(&key),
+        &as_customer("walk-in", "m"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let list = get(&gw, "/customer/list", Some(MASTER)).await.json();
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let r = post_json(
+        &gw,
+        "/customer/delete",
+        MASTER,
+        json!({"user_ids": ["acme", "nobody"]}),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let r = post_json(
+        &gw,
+        "/customer/delete",
+        MASTER,
+        json!({"user_ids": ["acme"]}),
+    )
+    .await;
+    assert_eq!(r.json()["deleted_customers"], 1);
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+#[actix_rt::test]
+async fn a_budget_period_ends_on_schedule_once_across_replicas() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mock = spawn_mock().await;
+    let prefix = format!("tollgate-test-{}", uuid::Uuid::new_v4().simple());
+    let fragment = format!(
+        "[spend]\nbudget_reset_interval_secs = 1\n{}",
+        model("m", &mock)
+    );
+    let a = spawn_gateway_db(&fragment, &db, Some(&prefix)).await;
+    let b = spawn_gateway_db(&fragment, &db, Some(&prefix)).await;
+    let k = generate(&a, json!({"max_budget": ONE, "budget_duration": "2s"})).await;
+    let key = k["key"].as_str().unwrap().to_string();
+    assert!(k["budget_reset_at"].is_string(), "{k}");
+    // One request spends the period's budget.
+    assert_eq!(chat(&a, &key).await.status, 200);
+    assert!(wait_until!(3, key_spend(&a, &key).await > 0.0));
+    let t0 = Instant::now();
+    assert!(
+        wait_until!(6, chat(&b, &key).await.status == 200),
+        "the budget never reset"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // Over a few more periods each one was reset by exactly one replica.
+    actix_rt::time::sleep(Duration::from_millis(4_200)).await;
+    let resets = metric(&a, "tollgate_budget_resets_total{entity=\"key\"}").await
+        + metric(&b, "tollgate_budget_resets_total{entity=\"key\"}").await;
+    let periods = t0.elapsed().as_secs_f64() / 2.0;
+    assert!(
+        resets >= 2.0 && resets <= periods.ceil() + 1.0,
+        "{resets} resets in about {periods:.1} periods"
+    );
+    a.stop().await;
+    b.stop().await;
+    db.cleanup().await;
+}

@@ -63,6 +63,25 @@ struct Entry {
 
 type Waiter = oneshot::Sender<Result<Arc<KeyInfo>, GatewayError>>;
 
+/// What the gateway knows of an end user (LiteLLM's customer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerInfo {
+    pub id: String,
+    pub blocked: bool,
+    pub spend: f64,
+    pub max_budget: Option<f64>,
+    pub soft_budget: Option<f64>,
+    /// Empty: any model.
+    pub allowed_models: Vec<String>,
+}
+
+struct CustomerEntry {
+    /// `None`: no such customer (no restrictions).
+    info: Option<Arc<CustomerInfo>>,
+    fresh_until: Instant,
+    epoch: u64,
+}
+
 pub struct AuthActor {
     master: Option<KeyHash>,
     master_info: Arc<KeyInfo>,
@@ -71,6 +90,8 @@ pub struct AuthActor {
     redis: Option<Redis>,
     hub: Option<Addr<AuthHub>>,
     cache: quick_cache::unsync::Cache<KeyHash, Entry>,
+    /// End users (customers) named by requests' `user` field.
+    customers: quick_cache::unsync::Cache<String, CustomerEntry>,
     /// Lookups wanted or running, with who waits for each (none for a
     /// background refresh).
     pending: HashMap<KeyHash, Vec<Waiter>>,
@@ -137,6 +158,7 @@ impl AuthActor {
             redis,
             hub,
             cache: quick_cache::unsync::Cache::new(config.auth.cache_max_entries.max(16)),
+            customers: quick_cache::unsync::Cache::new(config.auth.cache_max_entries.max(16)),
             pending: HashMap::new(),
             queued: VecDeque::new(),
             running: 0,
@@ -343,6 +365,7 @@ impl Supervised for AuthActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.generation += 1;
         self.cache.clear();
+        self.customers.clear();
         self.queued.clear();
         self.running = 0;
         for (_, waiters) in self.pending.drain() {
@@ -445,6 +468,70 @@ impl Handler<Invalidate> for AuthActor {
                     .as_ref()
                     .is_none_or(|i| i.team_id.as_deref() != Some(id.as_str()))
             }),
+            Invalidation::Customer(id) => {
+                self.customers.remove(&id);
+            }
         }
+    }
+}
+
+/// The end user a request names, if the database knows it.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Arc<CustomerInfo>>, GatewayError>")]
+pub struct LookupCustomer {
+    pub id: String,
+}
+
+impl Handler<LookupCustomer> for AuthActor {
+    type Result = ResponseActFuture<Self, Result<Option<Arc<CustomerInfo>>, GatewayError>>;
+
+    fn handle(&mut self, msg: LookupCustomer, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.meter.handling();
+        let now = Instant::now();
+        let cached = self.customers.get(&msg.id).map(|e| {
+            let fresh = e.epoch == self.epoch && now < e.fresh_until;
+            (fresh, e.info.clone())
+        });
+        if let Some((true, info)) = cached {
+            return Box::pin(actix::fut::ready(Ok(info)));
+        }
+        let Some(store) = self.store.clone() else {
+            return Box::pin(actix::fut::ready(Ok(None)));
+        };
+        let stale = cached.and_then(|(_, info)| info);
+        let (generation, ttl) = (self.generation, self.ttl);
+        let id = msg.id;
+        let lookup = {
+            let id = id.clone();
+            async move { store.get_customer(&id).await }
+        };
+        Box::pin(lookup.into_actor(self).map(move |res, act, _| match res {
+            Ok(row) => {
+                let info = row.map(|c| {
+                    Arc::new(CustomerInfo {
+                        id: c.user_id,
+                        blocked: c.blocked,
+                        spend: c.spend,
+                        max_budget: c.max_budget,
+                        soft_budget: c.soft_budget,
+                        allowed_models: serde_json::from_str(&c.allowed_models).unwrap_or_default(),
+                    })
+                });
+                if generation == act.generation {
+                    act.customers.insert(
+                        id,
+                        CustomerEntry {
+                            info: info.clone(),
+                            fresh_until: Instant::now() + ttl,
+                            epoch: act.epoch,
+                        },
+                    );
+                }
+                Ok(info)
+            }
+            // The database is away: what we knew, else no restrictions
+            // (the key itself was verified).
+            Err(_) => Ok(stale),
+        }))
     }
 }

@@ -9,19 +9,24 @@ use actix::prelude::*;
 use futures_util::StreamExt;
 
 use crate::actors::auth::{AuthActor, Invalidate};
+use crate::actors::budget::{BudgetActor, Forget, Kind};
 use crate::metrics::ActorMeter;
 use crate::shared::{Invalidation, Redis};
 
 pub struct AuthHub {
     workers: Vec<Addr<AuthActor>>,
+    /// The budget ledger: a change to an entity (a budget reset above all)
+    /// makes it start again from the database's spend.
+    budget: Option<Addr<BudgetActor>>,
     redis: Option<Redis>,
     meter: ActorMeter,
 }
 
 impl AuthHub {
-    pub fn new(redis: Option<Redis>, meter: ActorMeter) -> Self {
+    pub fn new(redis: Option<Redis>, budget: Option<Addr<BudgetActor>>, meter: ActorMeter) -> Self {
         AuthHub {
             workers: Vec::new(),
+            budget,
             redis,
             meter,
         }
@@ -31,6 +36,19 @@ impl AuthHub {
         self.workers.retain(|w| w.connected());
         for w in &self.workers {
             w.do_send(Invalidate(what.clone()));
+        }
+        if let Some(budget) = &self.budget {
+            let forget = |kind, id: &String| Forget {
+                kind,
+                id: id.clone(),
+            };
+            match what {
+                Invalidation::Key(h) => budget.do_send(forget(Kind::Key, h)),
+                Invalidation::User(id) => budget.do_send(forget(Kind::User, id)),
+                Invalidation::Team(id) => budget.do_send(forget(Kind::Team, id)),
+                Invalidation::Customer(id) => budget.do_send(forget(Kind::Customer, id)),
+                Invalidation::All => {}
+            }
         }
     }
 }

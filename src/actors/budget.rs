@@ -67,11 +67,29 @@ pub struct Limit {
 /// The budgets that apply to `key` calling `group`: its own, its user's,
 /// its team's, its per-model budget for `group`. Soft budgets count too
 /// (they are tracked, never enforced).
-pub fn limits_for(key: &crate::access::KeyInfo, group: &str) -> Vec<Limit> {
-    if key.is_master {
-        return Vec::new();
-    }
+pub fn limits_for(
+    key: &crate::access::KeyInfo,
+    group: &str,
+    customer: Option<&crate::actors::auth::CustomerInfo>,
+) -> Vec<Limit> {
     let mut out = Vec::new();
+    if let Some(c) = customer {
+        if c.max_budget.is_some() || c.soft_budget.is_some() {
+            out.push(Limit {
+                kind: Kind::Customer,
+                id: c.id.clone(),
+                db_spend: c.spend,
+                max_budget: c.max_budget,
+                soft_budget: c.soft_budget,
+                name: c.id.clone(),
+                alias: None,
+                model: None,
+            });
+        }
+    }
+    if key.is_master {
+        return out;
+    }
     let mut push = |kind,
                     id: &str,
                     db_spend,

@@ -19,8 +19,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use crate::actors::auth_hub::{AuthHub, Changed};
 use crate::config::SpendConfig;
-use crate::metrics::{ActorMeter, KeySpendLabels, Metrics, ModelLabels, TokenLabels};
+use crate::metrics::{ActorMeter, EntityLabels, KeySpendLabels, Metrics, ModelLabels, TokenLabels};
+use crate::shared::Invalidation;
+use crate::store::{now_ms, BudgetReset};
 use crate::store::{SpendCommit, SpendLogRow, Store, StoreError};
 
 /// Rows kept in memory while they wait; beyond this, batches are re-read
@@ -54,6 +57,11 @@ pub struct SpendActor {
     spool_near_full: bool,
     /// Set while the spool is full: admission refuses new requests.
     spool_full: Arc<AtomicBool>,
+    /// Told of every budget reset, so caches and ledgers everywhere start
+    /// the new period from zero.
+    hub: Addr<AuthHub>,
+    reset_every: Duration,
+    resetting: bool,
     metrics: Arc<Metrics>,
     meter: ActorMeter,
 }
@@ -65,6 +73,7 @@ impl SpendActor {
         config: &SpendConfig,
         leftover: Vec<(PathBuf, u64)>,
         spool_full: Arc<AtomicBool>,
+        hub: Addr<AuthHub>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let mut actor = SpendActor {
@@ -81,6 +90,9 @@ impl SpendActor {
             spool_max_bytes: config.spool_max_bytes,
             spool_near_full: false,
             spool_full,
+            hub,
+            reset_every: Duration::from_secs(config.budget_reset_interval_secs),
+            resetting: false,
             meter: metrics.actor("spend"),
             metrics,
         };
@@ -258,6 +270,71 @@ impl Actor for SpendActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.flush_every, |act, ctx| act.pump(ctx));
+        ctx.run_interval(self.reset_every, |act, ctx| act.reset_budgets(ctx));
+    }
+}
+
+impl SpendActor {
+    /// Resets every budget whose period is over (see
+    /// `Store::reset_due_budgets`) and tells every cache and ledger.
+    fn reset_budgets(&mut self, ctx: &mut Context<Self>) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        if self.resetting || store.breaker().is_open() {
+            return;
+        }
+        self.resetting = true;
+        let hub = self.hub.clone();
+        let metrics = self.metrics.clone();
+        let job = async move {
+            let reset = store
+                .reset_due_budgets(now_ms(), crate::access::next_reset)
+                .await?;
+            for r in &reset {
+                tracing::info!(budget = ?r, "budget period over: spend reset to 0");
+                let entity = match r {
+                    BudgetReset::Key(_) => "key",
+                    BudgetReset::User(_) => "user",
+                    BudgetReset::Team(_) => "team",
+                    BudgetReset::Customer(_) => "customer",
+                };
+                metrics
+                    .budget_resets
+                    .get_or_create(&EntityLabels { entity })
+                    .inc();
+                let (what, key_hashes) = match r {
+                    BudgetReset::Key(t) => (Invalidation::Key(t.clone()), vec![t.clone()]),
+                    BudgetReset::User(u) => (
+                        Invalidation::User(u.clone()),
+                        store
+                            .keys_of_user(u)
+                            .await?
+                            .into_iter()
+                            .map(|k| k.token)
+                            .collect(),
+                    ),
+                    BudgetReset::Team(t) => (
+                        Invalidation::Team(t.clone()),
+                        store
+                            .keys_of_team(t)
+                            .await?
+                            .into_iter()
+                            .map(|k| k.token)
+                            .collect(),
+                    ),
+                    BudgetReset::Customer(c) => (Invalidation::Customer(c.clone()), Vec::new()),
+                };
+                let _ = hub.send(Changed { what, key_hashes }).await;
+            }
+            Ok::<_, StoreError>(reset.len())
+        };
+        ctx.spawn(job.into_actor(self).map(|res, act, _| {
+            act.resetting = false;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "budget reset failed; retrying at the next interval");
+            }
+        }));
     }
 }
 

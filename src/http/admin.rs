@@ -313,7 +313,10 @@ impl BudgetPatch<'_> {
         }
         if let Some(bd) = self.budget_duration {
             *to.budget_reset_at = match bd {
-                Some(s) => Some(now.saturating_add(parse_duration("budget_duration", s)?)),
+                Some(s) => {
+                    parse_duration("budget_duration", s)?;
+                    crate::access::next_reset(s, now)
+                }
                 None => None,
             };
             *to.budget_duration = bd.clone();

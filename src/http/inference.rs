@@ -12,6 +12,7 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseErr
 use super::record::{settle, RequestRecord};
 use super::stream::SseBody;
 use super::{authenticate, read_body, WorkerState};
+use crate::actors::auth::LookupCustomer;
 use crate::actors::provider::{Call, CallError, Reply};
 use crate::actors::rate_limit::Acquire;
 use crate::actors::router::{Outcome, OutcomeKind, Route, RouterActor};
@@ -165,8 +166,31 @@ async fn run(
         return Err(denied);
     }
 
+    // The end user the request is for (`user`), if the database knows it.
+    let customer = match &parsed.user {
+        Some(id) if gw.store.is_some() => {
+            st.auth
+                .send(LookupCustomer { id: id.clone() })
+                .await
+                .map_err(|_| GatewayError::Unavailable("the auth service is restarting".into()))??
+        }
+        _ => None,
+    };
+    if let Some(c) = &customer {
+        if c.blocked {
+            return Err(GatewayError::CustomerBlocked(c.id.clone()));
+        }
+        if !crate::access::list_allows(&c.allowed_models, &group.name) {
+            return Err(GatewayError::ModelAccessDenied {
+                scope: "customer",
+                model: group.name.to_string(),
+                allowed: c.allowed_models.clone(),
+            });
+        }
+    }
+
     // Budgets: reserve the most this request can cost before it runs.
-    let limits = crate::actors::budget::limits_for(&key, &group.name);
+    let limits = crate::actors::budget::limits_for(&key, &group.name, customer.as_deref());
     if !limits.is_empty() {
         let completion = parsed
             .max_tokens

@@ -2,6 +2,7 @@
 //! they touch belongs to an actor.
 
 pub mod admin;
+pub mod customers;
 pub mod health;
 pub mod inference;
 pub mod keys;
@@ -65,6 +66,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     users::routes(cfg);
     teams::routes(cfg);
     spend::routes(cfg);
+    customers::routes(cfg);
     cfg.route("/health/liveliness", web::get().to(health::liveliness))
         .route("/health/liveness", web::get().to(health::liveliness))
         .route("/health/readiness", web::get().to(health::readiness))

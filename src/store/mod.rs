@@ -832,5 +832,8 @@ impl Store {
     }
 }
 
-// After `with_conn!`, which it uses.
+// After `with_conn!`, which they use.
+mod customers;
 mod spend;
+
+pub use customers::BudgetReset;
