@@ -345,9 +345,12 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         let m = metrics.clone();
         let meter = metrics.actor("budget");
         let status = config.spend.budget_exceeded_status;
+        let redis = redis.clone();
+        // A shared reservation outlives its replica by at most this much.
+        let lease = Duration::from_secs(config.router.request_timeout_secs + 60);
         Metered::new(
             supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
-                BudgetActor::new(status, m)
+                BudgetActor::new(status, redis, lease, m)
             }),
             meter,
         )

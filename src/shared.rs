@@ -67,6 +67,64 @@ end
 return 0
 "#;
 
+/// Reserves a request's estimate against several budgets, all or
+/// nothing. KEYS: per budget, its spent counter then its reservation set.
+/// ARGV: n, now (ms), lease end (ms), member (`<id>:<estimate>`), then per
+/// budget the database's spend and the budget (-1: none, track only).
+/// Expired reservations (a replica that died mid-request) are dropped
+/// first. Returns {0} when admitted, {i, spent} when budget i is reached.
+const RESERVE_BUDGET: &str = r#"
+local n = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+for i = 1, n do
+  local spent_key, resv_key = KEYS[2 * i - 1], KEYS[2 * i]
+  local db, max = tonumber(ARGV[3 + 2 * i]), tonumber(ARGV[4 + 2 * i])
+  redis.call('ZREMRANGEBYSCORE', resv_key, '-inf', now)
+  local spent = tonumber(redis.call('GET', spent_key) or '0')
+  if db > spent then
+    spent = db
+    redis.call('SET', spent_key, ARGV[3 + 2 * i], 'EX', 86400)
+  end
+  if max >= 0 then
+    local reserved = 0
+    for _, m in ipairs(redis.call('ZRANGE', resv_key, 0, -1)) do
+      reserved = reserved + (tonumber(string.match(m, ':([^:]+)$')) or 0)
+    end
+    if spent + reserved >= max then
+      return {i, tostring(spent)}
+    end
+  end
+end
+for i = 1, n do
+  redis.call('ZADD', KEYS[2 * i], ARGV[3], ARGV[4])
+  redis.call('PEXPIRE', KEYS[2 * i], 86400000)
+end
+return {0}
+"#;
+
+/// Turns a reservation into spend. KEYS as for reserve; ARGV: n, member,
+/// actual cost.
+const RELEASE_BUDGET: &str = r#"
+local n = tonumber(ARGV[1])
+for i = 1, n do
+  redis.call('ZREM', KEYS[2 * i], ARGV[2])
+  if tonumber(ARGV[3]) > 0 then
+    redis.call('INCRBYFLOAT', KEYS[2 * i - 1], ARGV[3])
+  end
+  redis.call('EXPIRE', KEYS[2 * i - 1], 86400)
+end
+return 0
+"#;
+
+/// One budget as the shared ledger sees it.
+pub struct SharedBudget<'a> {
+    /// Entity kind and id, e.g. ("key", hash).
+    pub kind: &'static str,
+    pub id: &'a str,
+    pub db_spend: f64,
+    pub max_budget: Option<f64>,
+}
+
 #[derive(Clone)]
 pub struct Redis {
     /// Replaced when a call times out: a connection that died silently
@@ -78,6 +136,8 @@ pub struct Redis {
     breaker: Arc<Breaker>,
     timeout: Duration,
     write_back: Arc<redis::Script>,
+    reserve_budget: Arc<redis::Script>,
+    release_budget: Arc<redis::Script>,
 }
 
 impl Redis {
@@ -97,6 +157,8 @@ impl Redis {
             breaker,
             timeout,
             write_back: Arc::new(redis::Script::new(WRITE_BACK)),
+            reserve_budget: Arc::new(redis::Script::new(RESERVE_BUDGET)),
+            release_budget: Arc::new(redis::Script::new(RELEASE_BUDGET)),
         })
     }
 
@@ -297,5 +359,88 @@ impl Redis {
             pipe.query_async::<()>(&mut *c).await
         })
         .await
+    }
+
+    /// The budget ledger's keys for an entity. One hash tag for all of
+    /// them: a reservation touches several entities atomically, which
+    /// Redis Cluster allows only within one slot.
+    fn budget_keys(&self, kind: &str, id: &str) -> (String, String) {
+        let tag = format!("{{{}:budget}}", self.prefix);
+        (
+            format!("{tag}:spent:{kind}:{id}"),
+            format!("{tag}:resv:{kind}:{id}"),
+        )
+    }
+
+    /// Reserves `estimate` against every budget, all or nothing, fleet-wide.
+    /// `Ok(None)`: admitted; `Ok(Some((i, spent)))`: budget `i` is reached.
+    pub async fn reserve_budget(
+        &self,
+        budgets: &[SharedBudget<'_>],
+        member: &str,
+        lease: Duration,
+    ) -> Result<Option<(usize, f64)>, String> {
+        let script = self.reserve_budget.clone();
+        let now = crate::store::now_ms();
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .arg(budgets.len())
+            .arg(now)
+            .arg(now + lease.as_millis() as i64)
+            .arg(member);
+        for b in budgets {
+            let (spent, resv) = self.budget_keys(b.kind, b.id);
+            invocation.key(spent).key(resv);
+            invocation
+                .arg(b.db_spend.to_string())
+                .arg(b.max_budget.map_or("-1".to_string(), |m| m.to_string()));
+        }
+        let answer: Vec<String> = self
+            .run(true, |mut c| async move {
+                invocation.invoke_async(&mut *c).await
+            })
+            .await?;
+        let index: usize = answer.first().and_then(|i| i.parse().ok()).unwrap_or(0);
+        if index == 0 {
+            return Ok(None);
+        }
+        let spent = answer.get(1).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+        Ok(Some((index - 1, spent)))
+    }
+
+    /// Replaces a reservation by the real cost.
+    pub async fn release_budget(
+        &self,
+        entities: &[(&'static str, String)],
+        member: &str,
+        actual: f64,
+    ) -> Result<(), String> {
+        let mut invocation = self.release_budget.prepare_invoke();
+        invocation
+            .arg(entities.len())
+            .arg(member)
+            .arg(actual.to_string());
+        for (kind, id) in entities {
+            let (spent, resv) = self.budget_keys(kind, id);
+            invocation.key(spent).key(resv);
+        }
+        self.run(true, |mut c| async move {
+            invocation.invoke_async::<i64>(&mut *c).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Forgets an entity's shared spend (its budget period was reset).
+    pub async fn forget_budget(&self, kind: &str, id: &str) -> Result<(), String> {
+        let (spent, _) = self.budget_keys(kind, id);
+        self.run(true, |mut c| async move {
+            redis::cmd("DEL")
+                .arg(spent)
+                .query_async::<i64>(&mut *c)
+                .await
+        })
+        .await
+        .map(|_| ())
     }
 }

@@ -476,3 +476,40 @@ async fn a_budget_period_ends_on_schedule_once_across_replicas() {
     b.stop().await;
     db.cleanup().await;
 }
+
+#[actix_rt::test]
+async fn two_replicas_share_one_budget_through_redis() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mock = spawn_mock().await;
+    let prefix = format!("tollgate-test-{}", uuid::Uuid::new_v4().simple());
+    let a = spawn_gateway_db(&model("m", &mock), &db, Some(&prefix)).await;
+    let b = spawn_gateway_db(&model("m", &mock), &db, Some(&prefix)).await;
+    let budget = 10.0 * ONE;
+    let key = generate(&a, json!({"max_budget": budget})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let answers = burst(&[&a, &b], &key, 100).await;
+    let ok = answers.iter().filter(|r| r.status == 200).count();
+    assert!(
+        (1..=11).contains(&ok),
+        "{ok} of 100 succeeded across two replicas"
+    );
+    let mut more = 0;
+    while chat(if more % 2 == 0 { &a } else { &b }, &key).await.status == 200 {
+        more += 1;
+        assert!(more <= 10, "the budget never tripped");
+    }
+    assert!(
+        ok + more <= 11,
+        "{ok} + {more} requests fit a budget of 10 on two replicas"
+    );
+    assert!(wait_until!(
+        5,
+        key_spend(&a, &key).await > budget - ONE / 2.0
+    ));
+    assert!(key_spend(&a, &key).await <= budget + ONE + 1e-12);
+    a.stop().await;
+    b.stop().await;
+    db.cleanup().await;
+}

@@ -22,6 +22,7 @@ use actix::prelude::*;
 use crate::error::GatewayError;
 use crate::metrics::{ActorMeter, EntityLabels, Metrics};
 use crate::pricing::python_float;
+use crate::shared::{Redis, SharedBudget};
 
 /// Entries unused this long (and with nothing reserved) are forgotten.
 const IDLE: Duration = Duration::from_secs(600);
@@ -156,6 +157,8 @@ pub fn limits_for(
 pub struct Reservation {
     entities: Vec<(Kind, String)>,
     estimate: f64,
+    /// Its member in the shared (Redis) ledger, if it was made there.
+    shared: Option<String>,
 }
 
 struct Entry {
@@ -169,6 +172,12 @@ struct Entry {
 
 pub struct BudgetActor {
     ledger: HashMap<(Kind, String), Entry>,
+    /// The fleet's ledger. Without it (or while it is unreachable) each
+    /// replica enforces budgets on its own view.
+    redis: Option<Redis>,
+    /// How long a shared reservation outlives a replica that died holding it.
+    lease: Duration,
+    fallback_logged: bool,
     /// HTTP status of a refusal (400 or 429, `spend.budget_exceeded_status`).
     status: u16,
     metrics: Arc<Metrics>,
@@ -176,9 +185,12 @@ pub struct BudgetActor {
 }
 
 impl BudgetActor {
-    pub fn new(status: u16, metrics: Arc<Metrics>) -> Self {
+    pub fn new(status: u16, redis: Option<Redis>, lease: Duration, metrics: Arc<Metrics>) -> Self {
         BudgetActor {
             ledger: HashMap::new(),
+            redis,
+            lease,
+            fallback_logged: false,
             status,
             meter: metrics.actor("budget"),
             metrics,
@@ -256,25 +268,65 @@ pub struct Reserve {
 }
 
 impl Handler<Reserve> for BudgetActor {
-    type Result = Result<Reservation, GatewayError>;
+    type Result = ResponseActFuture<Self, Result<Reservation, GatewayError>>;
 
     fn handle(&mut self, msg: Reserve, _: &mut Context<Self>) -> Self::Result {
         let _t = self.meter.handling();
-        let now = Instant::now();
-        // Check every level first: a refusal reserves nothing anywhere.
-        for l in &msg.limits {
-            let Some(max) = l.max_budget else { continue };
-            let (spent, reserved) = self
-                .ledger
-                .get(&(l.kind, l.id.clone()))
-                .map(|e| (e.spent.max(l.db_spend), e.reserved))
-                .unwrap_or((l.db_spend, 0.0));
-            if spent + reserved >= max {
-                return Err(self.refusal(l, spent, max));
+        let Some(redis) = self.redis.clone().filter(|r| !r.breaker().is_open()) else {
+            return Box::pin(actix::fut::ready(self.reserve_locally(msg)));
+        };
+        let member = format!("{}:{}", uuid::Uuid::new_v4().simple(), msg.estimate);
+        let lease = self.lease;
+        let shared = {
+            let member = member.clone();
+            let budgets: Vec<(&'static str, String, f64, Option<f64>)> = msg
+                .limits
+                .iter()
+                .map(|l| (l.kind.label(), l.id.clone(), l.db_spend, l.max_budget))
+                .collect();
+            async move {
+                let budgets: Vec<SharedBudget> = budgets
+                    .iter()
+                    .map(|(kind, id, db_spend, max_budget)| SharedBudget {
+                        kind,
+                        id,
+                        db_spend: *db_spend,
+                        max_budget: *max_budget,
+                    })
+                    .collect();
+                redis.reserve_budget(&budgets, &member, lease).await
             }
-        }
-        let mut entities = Vec::with_capacity(msg.limits.len());
-        for l in msg.limits {
+        };
+        Box::pin(shared.into_actor(self).map(move |res, act, _| match res {
+            Ok(None) => {
+                act.fallback_logged = false;
+                act.track(&msg.limits, 0.0);
+                Ok(Reservation {
+                    entities: msg.limits.into_iter().map(|l| (l.kind, l.id)).collect(),
+                    estimate: msg.estimate,
+                    shared: Some(member),
+                })
+            }
+            Ok(Some((i, spent))) => {
+                let l = &msg.limits[i.min(msg.limits.len() - 1)];
+                Err(act.refusal(l, spent, l.max_budget.unwrap_or(0.0)))
+            }
+            Err(e) => {
+                if !act.fallback_logged {
+                    act.fallback_logged = true;
+                    tracing::warn!(error = %e, "the shared budget ledger is unreachable: enforcing budgets on this replica's view");
+                }
+                act.reserve_locally(msg)
+            }
+        }))
+    }
+}
+
+impl BudgetActor {
+    /// Local entries for `limits`, `reserve` added to each.
+    fn track(&mut self, limits: &[Limit], reserve: f64) {
+        let now = Instant::now();
+        for l in limits {
             let e = self
                 .ledger
                 .entry((l.kind, l.id.clone()))
@@ -287,14 +339,30 @@ impl Handler<Reserve> for BudgetActor {
                     last_used: now,
                 });
             e.spent = e.spent.max(l.db_spend);
-            e.reserved += msg.estimate;
+            e.reserved += reserve;
             e.soft_budget = l.soft_budget;
             e.last_used = now;
-            entities.push((l.kind, l.id));
         }
+    }
+
+    fn reserve_locally(&mut self, msg: Reserve) -> Result<Reservation, GatewayError> {
+        // Check every level first: a refusal reserves nothing anywhere.
+        for l in &msg.limits {
+            let Some(max) = l.max_budget else { continue };
+            let (spent, reserved) = self
+                .ledger
+                .get(&(l.kind, l.id.clone()))
+                .map(|e| (e.spent.max(l.db_spend), e.reserved))
+                .unwrap_or((l.db_spend, 0.0));
+            if spent + reserved >= max {
+                return Err(self.refusal(l, spent, max));
+            }
+        }
+        self.track(&msg.limits, msg.estimate);
         Ok(Reservation {
-            entities,
+            entities: msg.limits.into_iter().map(|l| (l.kind, l.id)).collect(),
             estimate: msg.estimate,
+            shared: None,
         })
     }
 }
@@ -312,12 +380,27 @@ impl Handler<Release> for BudgetActor {
 
     fn handle(&mut self, msg: Release, _: &mut Context<Self>) {
         let _t = self.meter.handling();
-        for key in msg.reservation.entities {
+        let r = msg.reservation;
+        if let (Some(member), Some(redis)) = (&r.shared, self.redis.clone()) {
+            let entities: Vec<(&'static str, String)> = r
+                .entities
+                .iter()
+                .map(|(k, id)| (k.label(), id.clone()))
+                .collect();
+            let (member, actual) = (member.clone(), msg.actual);
+            // If this fails the reservation expires with its lease and the
+            // spend shows once the database has it.
+            actix_rt::spawn(async move {
+                let _ = redis.release_budget(&entities, &member, actual).await;
+            });
+        }
+        let local_reserve = if r.shared.is_some() { 0.0 } else { r.estimate };
+        for key in r.entities {
             let kind = key.0;
             let Some(e) = self.ledger.get_mut(&key) else {
                 continue;
             };
-            e.reserved = (e.reserved - msg.reservation.estimate).max(0.0);
+            e.reserved = (e.reserved - local_reserve).max(0.0);
             e.spent += msg.actual;
             if let Some(soft) = e.soft_budget {
                 if e.spent >= soft && !e.soft_crossed {
@@ -355,6 +438,12 @@ impl Handler<Forget> for BudgetActor {
 
     fn handle(&mut self, msg: Forget, _: &mut Context<Self>) {
         let _t = self.meter.handling();
+        if let Some(redis) = self.redis.clone() {
+            let (kind, id) = (msg.kind.label(), msg.id.clone());
+            actix_rt::spawn(async move {
+                let _ = redis.forget_budget(kind, &id).await;
+            });
+        }
         // A key's per-model budgets reset with it.
         let model_prefix = format!("{}\0", msg.id);
         for ((kind, id), e) in self.ledger.iter_mut() {

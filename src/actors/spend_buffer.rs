@@ -19,7 +19,9 @@ use actix::prelude::*;
 
 use crate::actors::spend::{SettleBatch, SpendActor};
 use crate::actors::Metered;
+use crate::http::record::RequestRecord;
 use crate::metrics::{ActorMeter, Metrics};
+use crate::providers::Usage;
 use crate::spool::Segment;
 use crate::store::SpendLogRow;
 
@@ -82,10 +84,18 @@ impl SpendBuffer {
         let segment = self.segment.take().map(|seg| {
             let bytes = seg.bytes();
             let (path, file) = seg.close();
-            // Group fsync, off this thread.
-            actix_rt::task::spawn_blocking(move || {
-                let _ = file.sync_data();
-            });
+            // Group fsync, off this thread — or here, when the runtime is
+            // already gone (a flush from `Drop` at shutdown).
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn_blocking(move || {
+                        let _ = file.sync_data();
+                    });
+                }
+                Err(_) => {
+                    let _ = file.sync_data();
+                }
+            }
             (path, bytes)
         });
         self.spend.do_send(SettleBatch {
@@ -134,6 +144,49 @@ impl Handler<Settle> for SpendBuffer {
         if self.pending.len() >= FLUSH_AT {
             self.flush();
         }
+    }
+}
+
+/// A request that ended without usage from its upstream (a stream cut
+/// short): its tokens are counted off this thread, then it is settled.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SettleEstimated {
+    pub record: RequestRecord,
+    pub status: u16,
+    pub error: Option<String>,
+    /// The stream frames sent to the client.
+    pub frames: Vec<bytes::Bytes>,
+}
+
+impl Handler<SettleEstimated> for SpendBuffer {
+    type Result = ();
+
+    fn handle(&mut self, msg: SettleEstimated, ctx: &mut Context<Self>) {
+        let _t = self.meter.handling();
+        let SettleEstimated {
+            mut record,
+            status,
+            error,
+            frames,
+        } = msg;
+        let prompt_tokens = record.prompt_estimate;
+        let count = actix_web::web::block(move || {
+            crate::tokens::count(&crate::tokens::streamed_text(&frames))
+        });
+        ctx.spawn(count.into_actor(self).map(move |counted, act, _| {
+            let completion_tokens = counted.unwrap_or(0);
+            record.usage_estimated = true;
+            let usage = Usage {
+                prompt_tokens,
+                completion_tokens,
+                total_tokens: prompt_tokens + completion_tokens,
+            };
+            if let Some(row) = record.finish(status, Some(usage), error) {
+                act.append(&row);
+                act.pending.push(row);
+            }
+        }));
     }
 }
 

@@ -15,6 +15,7 @@ use super::inference::Attempt;
 use super::record::{settle, RequestRecord};
 use crate::actors::provider::StreamItem;
 use crate::actors::router::OutcomeKind;
+use crate::actors::spend_buffer::{Settle, SettleEstimated};
 use crate::providers::Usage;
 
 enum End {
@@ -85,10 +86,12 @@ impl SseBody {
         }
     }
 
-    /// Ends the request once: tells the router, and settles its cost.
-    /// Returns the spooling to await (`None` when it runs on its own: when
-    /// the tokens must be counted first, off this thread).
-    fn settle(&mut self, end: Option<End>) -> Option<Ack> {
+    /// Ends the request once: tells the router, and settles its cost. With
+    /// `wait`, returns the spooling to await before the last bytes go out;
+    /// otherwise (the client is gone) the settlement is just sent. Without
+    /// usage from the upstream, SpendBuffer counts the tokens first, off
+    /// this thread.
+    fn settle(&mut self, end: Option<End>, wait: bool) -> Option<Ack> {
         let (Some(mut record), Some(attempt)) = (self.record.take(), self.attempt.take()) else {
             return None;
         };
@@ -113,28 +116,22 @@ impl SseBody {
             }
         };
         let spend = record.spend.clone();
-        if let Some(usage) = self.usage {
-            let row = record.finish(status, Some(usage), error);
+        let Some(usage) = self.usage else {
+            spend.do_send(SettleEstimated {
+                record,
+                status,
+                error,
+                frames: std::mem::take(&mut self.sent),
+            });
+            return None;
+        };
+        let row = record.finish(status, Some(usage), error);
+        if wait {
             return Some(Box::pin(settle(spend, row)));
         }
-        // No usage from the upstream: count what was generated ourselves.
-        let sent = std::mem::take(&mut self.sent);
-        record.usage_estimated = true;
-        let prompt_tokens = record.prompt_estimate;
-        actix_rt::spawn(async move {
-            let completion_tokens = actix_web::web::block(move || {
-                crate::tokens::count(&crate::tokens::streamed_text(&sent))
-            })
-            .await
-            .unwrap_or(0);
-            let usage = Usage {
-                prompt_tokens,
-                completion_tokens,
-                total_tokens: prompt_tokens + completion_tokens,
-            };
-            let row = record.finish(status, Some(usage), error);
-            settle(spend, row).await;
-        });
+        if let Some(row) = row {
+            spend.do_send(Settle(row));
+        }
         None
     }
 
@@ -146,7 +143,7 @@ impl SseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
         self.finished = true;
-        self.ack = self.settle(Some(end));
+        self.ack = self.settle(Some(end), true);
         self.tail = Some(last);
         self.poll_tail(cx)
     }
@@ -213,7 +210,7 @@ impl Stream for SseBody {
                     // The pump ended without a verdict (it only does that
                     // when it saw the client leave).
                     this.finished = true;
-                    this.settle(None);
+                    this.settle(None, false);
                     return Poll::Ready(None);
                 }
             }
@@ -223,10 +220,8 @@ impl Stream for SseBody {
 
 impl Drop for SseBody {
     fn drop(&mut self) {
-        // The client left mid-stream: settle what was generated. Nobody
-        // waits for the spooling now; it runs on its own.
-        if let Some(ack) = self.settle(None).or(self.ack.take()) {
-            actix_rt::spawn(ack);
-        }
+        // The client left mid-stream: settle what was generated. (A pending
+        // `ack` already sent its settlement when it was first polled.)
+        self.settle(None, false);
     }
 }
