@@ -348,10 +348,9 @@ pub struct Deployment {
     pub timeout_secs: Option<u64>,
     pub rpm: Option<u32>,
     pub tpm: Option<u64>,
-    #[serde(default)]
-    pub input_cost_per_token: f64,
-    #[serde(default)]
-    pub output_cost_per_token: f64,
+    /// USD per token; unset: the price map (`data/model_prices.json`).
+    pub input_cost_per_token: Option<f64>,
+    pub output_cost_per_token: Option<f64>,
     /// Headers added to every upstream request.
     #[serde(default)]
     pub extra_headers: BTreeMap<String, String>,
@@ -692,6 +691,7 @@ fn validate_deployment(path: &str, d: &mut Deployment) -> Result<(), ConfigError
         ("input_cost_per_token", d.input_cost_per_token),
         ("output_cost_per_token", d.output_cost_per_token),
     ] {
+        let Some(v) = v else { continue };
         if !(v.is_finite() && v >= 0.0) {
             return Err(ConfigError::at(
                 format!("{path}.{field}"),

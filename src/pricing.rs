@@ -1,7 +1,70 @@
-//! Cost of a request from its token usage and the deployment's prices.
+//! Cost of a request from its token usage and the deployment's prices,
+//! and the price map those come from when the config sets none.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
+use crate::config::Provider;
 use crate::providers::Usage;
 use crate::topology::DeploymentTarget;
+
+/// Public list prices per model (USD per token), shipped with the gateway.
+const PRICE_MAP: &str = include_str!("../data/model_prices.json");
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+pub struct ModelPrice {
+    #[serde(default)]
+    pub input_cost_per_token: f64,
+    #[serde(default)]
+    pub output_cost_per_token: f64,
+    pub max_input_tokens: Option<u64>,
+    pub max_output_tokens: Option<u64>,
+}
+
+fn price_map() -> &'static HashMap<String, ModelPrice> {
+    static MAP: OnceLock<HashMap<String, ModelPrice>> = OnceLock::new();
+    MAP.get_or_init(|| {
+        let raw: HashMap<String, serde_json::Value> =
+            serde_json::from_str(PRICE_MAP).unwrap_or_default();
+        raw.into_iter()
+            .filter(|(k, _)| !k.starts_with('_'))
+            .filter_map(|(k, v)| Some((k, serde_json::from_value(v).ok()?)))
+            .collect()
+    })
+}
+
+/// The list price of `model` as `provider` serves it: `provider/model`,
+/// then `model` as written (LiteLLM-style `openai/gpt-4o` names), then the
+/// bare name under any provider prefix.
+pub fn lookup(provider: Provider, model: &str) -> Option<ModelPrice> {
+    let map = price_map();
+    let prefix = match provider {
+        Provider::Openai => "openai",
+        Provider::OpenaiCompatible | Provider::Mock => "",
+    };
+    if !prefix.is_empty() {
+        if let Some(p) = map.get(&format!("{prefix}/{model}")) {
+            return Some(*p);
+        }
+    }
+    if let Some(p) = map.get(model) {
+        return Some(*p);
+    }
+    let bare = model.rsplit('/').next().unwrap_or(model);
+    [
+        "openai",
+        "anthropic",
+        "gemini",
+        "mistral",
+        "groq",
+        "deepseek",
+        "xai",
+    ]
+    .iter()
+    .find_map(|p| map.get(&format!("{p}/{bare}")).copied())
+}
 
 pub fn cost_usd(target: &DeploymentTarget, usage: &Usage) -> f64 {
     usage.prompt_tokens as f64 * target.input_cost_per_token
@@ -36,6 +99,21 @@ pub fn python_float(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_price_map_loads_and_answers_for_common_models() {
+        assert!(price_map().len() > 100);
+        let p = lookup(Provider::Openai, "gpt-4o").unwrap();
+        assert!(p.input_cost_per_token > 0.0 && p.output_cost_per_token > p.input_cost_per_token);
+        assert_eq!(
+            lookup(
+                Provider::OpenaiCompatible,
+                "anthropic/claude-3-haiku-20240307"
+            ),
+            lookup(Provider::OpenaiCompatible, "claude-3-haiku-20240307")
+        );
+        assert!(lookup(Provider::Mock, "mock-gpt").is_none());
+    }
 
     #[test]
     fn floats_print_as_python_prints_them() {

@@ -83,6 +83,24 @@ impl Topology {
                         ))
                     })
                     .collect();
+                // Explicit prices win; else the price map; else 0, said once.
+                let listed = crate::pricing::lookup(d.provider, &d.model).unwrap_or_default();
+                let price = crate::pricing::ModelPrice {
+                    input_cost_per_token: d
+                        .input_cost_per_token
+                        .unwrap_or(listed.input_cost_per_token),
+                    output_cost_per_token: d
+                        .output_cost_per_token
+                        .unwrap_or(listed.output_cost_per_token),
+                    ..listed
+                };
+                if price.input_cost_per_token == 0.0
+                    && price.output_cost_per_token == 0.0
+                    && d.input_cost_per_token.is_none()
+                    && d.output_cost_per_token.is_none()
+                {
+                    tracing::warn!(model_group = %name, model = %d.model, "no price known for this deployment (set input_cost_per_token / output_cost_per_token): its spend is recorded as 0");
+                }
                 let urls = [
                     Endpoint::ChatCompletions,
                     Endpoint::Completions,
@@ -105,8 +123,8 @@ impl Topology {
                         config.router.stream_idle_timeout_secs.max(1),
                     ),
                     weight: d.weight,
-                    input_cost_per_token: d.input_cost_per_token,
-                    output_cost_per_token: d.output_cost_per_token,
+                    input_cost_per_token: price.input_cost_per_token,
+                    output_cost_per_token: price.output_cost_per_token,
                 }));
                 members.push(idx);
             }
