@@ -203,7 +203,8 @@ STREAM_PID=$!; PIDS+=("$STREAM_PID")
 wait_http mock "$MOCK_PID" "http://127.0.0.1:$MOCK_PORT/v1/models"
 wait_http mock-stream "$STREAM_PID" "http://127.0.0.1:$STREAM_PORT/v1/models"
 
-"$BIN" serve --config "$T/config.toml" --workers "$GATEWAY_WORKERS" >"$T/gateway.log" 2>&1 3>&- &
+# Run from $T: the spend spool (default ./tollgate-spool) belongs to this run.
+(cd "$T" && exec "$BIN" serve --config "$T/config.toml" --workers "$GATEWAY_WORKERS") >"$T/gateway.log" 2>&1 3>&- &
 GW_PID=$!; PIDS+=("$GW_PID")
 wait_http gateway "$GW_PID" "http://127.0.0.1:$GW_PORT/health/liveliness"
 log "mock :$MOCK_PORT, streaming mock :$STREAM_PORT, gateway :$GW_PORT (pid $GW_PID), run dir $T"
