@@ -11,7 +11,7 @@
 //! `spend.spool_max_bytes`, new requests are refused rather than served
 //! without a durable record of their cost.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,7 +28,7 @@ use crate::store::{SpendCommit, SpendLogRow, Store, StoreError};
 
 /// Rows kept in memory while they wait; beyond this, batches are re-read
 /// from their spool segments when their turn comes.
-const MAX_IN_MEMORY: usize = 200_000;
+const MAX_IN_MEMORY: usize = 20_000;
 /// Pause before retrying a failed write.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -362,9 +362,7 @@ impl Handler<SettleBatch> for SpendActor {
 
     fn handle(&mut self, msg: SettleBatch, ctx: &mut Context<Self>) {
         let _t = self.meter.handling();
-        for row in &msg.rows {
-            self.count(row);
-        }
+        self.count(&msg.rows);
         let (segment, bytes) = match msg.segment {
             Some((p, b)) => (Some(p), b),
             None => (None, 0),
@@ -382,34 +380,52 @@ impl Handler<SettleBatch> for SpendActor {
 }
 
 impl SpendActor {
-    /// Token and spend metrics, as settlements arrive.
-    fn count(&self, row: &SpendLogRow) {
-        let m = &self.metrics;
-        for (kind, n) in [
-            ("prompt", row.prompt_tokens),
-            ("completion", row.completion_tokens),
-        ] {
-            if n > 0 {
-                m.tokens
-                    .get_or_create(&TokenLabels {
-                        model: row.model_group.clone(),
-                        kind,
-                    })
-                    .inc_by(n as u64);
+    /// Token and spend metrics, as settlements arrive: summed per batch
+    /// first, so a label set is looked up once per batch, not per row.
+    fn count(&self, rows: &[SpendLogRow]) {
+        let mut by_model: HashMap<&str, (u64, u64, f64)> = HashMap::new();
+        let mut by_key: HashMap<(&str, &str), f64> = HashMap::new();
+        for r in rows {
+            let m = by_model.entry(&r.model_group).or_default();
+            m.0 += r.prompt_tokens.max(0) as u64;
+            m.1 += r.completion_tokens.max(0) as u64;
+            m.2 += r.spend;
+            if r.spend > 0.0 {
+                *by_key
+                    .entry((
+                        r.key_alias.as_deref().unwrap_or_default(),
+                        r.team_id.as_deref().unwrap_or_default(),
+                    ))
+                    .or_default() += r.spend;
             }
         }
-        if row.spend > 0.0 {
-            m.cost
-                .get_or_create(&ModelLabels {
-                    model: row.model_group.clone(),
-                })
-                .inc_by(row.spend);
+        let m = &self.metrics;
+        for (model, (prompt, completion, spend)) in by_model {
+            for (kind, n) in [("prompt", prompt), ("completion", completion)] {
+                if n > 0 {
+                    m.tokens
+                        .get_or_create(&TokenLabels {
+                            model: model.to_string(),
+                            kind,
+                        })
+                        .inc_by(n);
+                }
+            }
+            if spend > 0.0 {
+                m.cost
+                    .get_or_create(&ModelLabels {
+                        model: model.to_string(),
+                    })
+                    .inc_by(spend);
+            }
+        }
+        for ((alias, team), spend) in by_key {
             m.key_spend
                 .get_or_create(&KeySpendLabels {
-                    key_alias: row.key_alias.clone().unwrap_or_default(),
-                    team: row.team_id.clone().unwrap_or_default(),
+                    key_alias: alias.to_string(),
+                    team: team.to_string(),
                 })
-                .inc_by(row.spend);
+                .inc_by(spend);
         }
     }
 }

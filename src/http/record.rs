@@ -216,14 +216,24 @@ impl RequestRecord {
     fn spend_row(&self, status: u16, usage: &Usage, cost: f64) -> Option<SpendLogRow> {
         let (key, d) = (self.key.as_ref()?, self.deployment.as_ref()?);
         let end = now_ms();
-        let metadata = serde_json::json!({
-            "user_api_key_alias": key.alias,
-            "user_api_key_user_id": key.user_id,
-            "user_api_key_team_id": key.team_id,
-            "x_request_id": self.request_id,
-            "attempts": self.attempts,
-            "requester_metadata": self.metadata.as_deref(),
-        });
+        #[derive(serde::Serialize)]
+        struct Metadata<'a> {
+            user_api_key_alias: Option<&'a str>,
+            user_api_key_user_id: Option<&'a str>,
+            user_api_key_team_id: Option<&'a str>,
+            x_request_id: &'a str,
+            attempts: u32,
+            requester_metadata: Option<&'a RawValue>,
+        }
+        let metadata = serde_json::to_string(&Metadata {
+            user_api_key_alias: key.alias.as_deref(),
+            user_api_key_user_id: key.user_id.as_deref(),
+            user_api_key_team_id: key.team_id.as_deref(),
+            x_request_id: &self.request_id,
+            attempts: self.attempts,
+            requester_metadata: self.metadata.as_deref(),
+        })
+        .unwrap_or_else(|_| "{}".into());
         Some(SpendLogRow {
             request_id: self.call_id.clone(),
             call_type: self.endpoint.call_type().into(),
@@ -243,7 +253,7 @@ impl RequestRecord {
             user_id: key.user_id.clone(),
             team_id: key.team_id.clone(),
             end_user: self.end_user.clone(),
-            metadata: metadata.to_string(),
+            metadata,
             cache_hit: false,
             status: if status == 200 { "success" } else { "failure" }.into(),
             usage_estimated: self.usage_estimated,

@@ -835,5 +835,6 @@ impl Store {
 // After `with_conn!`, which they use.
 mod customers;
 mod spend;
+mod spend_sqlite;
 
 pub use customers::BudgetReset;

@@ -1,17 +1,14 @@
 //! Spend: the batched, idempotent write of settlements, the spend log
 //! queries, and budget resets.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::models::{CustomerRow, SpendLogRow};
-use super::schema::{customers, key_model_spend, keys, spend_logs, teams, users};
+use super::schema::{customers, key_model_spend, spend_logs};
 use super::{pool_error, Pools, SqliteConn, Store, StoreError};
-
-/// Rows per statement: well inside SQLite's bound-parameter limit.
-const CHUNK: usize = 200;
 
 /// Least time a spend batch write is given.
 const SPEND_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -33,7 +30,7 @@ pub struct SpendCommit {
 }
 
 impl SpendCommit {
-    fn add(&mut self, row: &SpendLogRow) {
+    pub(crate) fn add(&mut self, row: &SpendLogRow) {
         if row.spend == 0.0 {
             return;
         }
@@ -71,54 +68,65 @@ pub struct SpendFilter {
 /// Writes one batch in one transaction: the log rows not yet recorded, then
 /// `spend = spend + x` per key, user, team, end user and key×model, each
 /// kind in sorted id order — every replica locks rows in the same order, so
-/// two batches can wait on each other but never deadlock.
-/// Inserts spend log rows: multi-row INSERTs where the backend takes them
-/// through diesel-async (PostgreSQL); row by row for SQLite (diesel's
-/// batch insert for it needs the sync connection), a local call inside the
-/// same transaction anyway.
-macro_rules! insert_rows {
-    ($conn:ident, $fresh:ident, batched) => {
-        for chunk in $fresh.chunks(CHUNK) {
-            diesel::insert_into(spend_logs::table)
-                .values(chunk.iter().copied().collect::<Vec<_>>())
-                .execute($conn)
-                .await?;
+/// two batches can wait on each other but never deadlock. Written once for
+/// both connection kinds: `[.await]` for diesel-async (PostgreSQL), `[]`
+/// for a plain diesel connection (SQLite, where the whole batch runs on one
+/// blocking thread rather than one hop per statement).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! insert_fresh {
+    // PostgreSQL: multi-row inserts that return the ids actually inserted.
+    ($conn:ident, $rows:ident, returning, [$($aw:tt)*]) => {{
+        use $crate::store::schema::spend_logs;
+        let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for chunk in $rows.chunks(200) {
+            let ids: Vec<String> = diesel::insert_into(spend_logs::table)
+                .values(chunk.to_vec())
+                .on_conflict_do_nothing()
+                .returning(spend_logs::request_id)
+                .get_results($conn)
+                $($aw)*?;
+            inserted.extend(ids);
         }
-    };
-    ($conn:ident, $fresh:ident, one_by_one) => {
-        for row in &$fresh {
-            diesel::insert_into(spend_logs::table)
-                .values(*row)
+        $rows
+            .iter()
+            .filter(|r| inserted.remove(&r.request_id))
+            .collect()
+    }};
+    // SQLite: one prepared insert per row (a local call), each saying
+    // whether it inserted.
+    ($conn:ident, $rows:ident, one_by_one, [$($aw:tt)*]) => {{
+        use $crate::store::schema::spend_logs;
+        let mut fresh = Vec::with_capacity($rows.len());
+        for row in $rows {
+            let n = diesel::insert_into(spend_logs::table)
+                .values(row)
+                .on_conflict_do_nothing()
                 .execute($conn)
-                .await?;
+                $($aw)*?;
+            if n == 1 {
+                fresh.push(row);
+            }
         }
-    };
+        fresh
+    }};
 }
 
+#[macro_export]
+#[doc(hidden)]
 macro_rules! record_batch {
-    ($conn:ident, $rows:expr, $batched:ident) => {{
+    ($conn:ident, $rows:expr, $mode:ident, [$($aw:tt)*]) => {{
+        use $crate::store::schema::{customers, key_model_spend, keys, teams, users};
+        use $crate::store::{CustomerRow, SpendCommit, SpendLogRow, StoreError};
         let rows: &[SpendLogRow] = $rows;
-        let ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
-        let mut recorded: HashSet<String> = HashSet::new();
-        for chunk in ids.chunks(CHUNK) {
-            let existing: Vec<String> = spend_logs::table
-                .filter(spend_logs::request_id.eq_any(chunk))
-                .select(spend_logs::request_id)
-                .load($conn)
-                .await?;
-            recorded.extend(existing);
-        }
-        let mut in_batch: HashSet<&str> = HashSet::with_capacity(rows.len());
-        let fresh: Vec<&SpendLogRow> = rows
-            .iter()
-            .filter(|r| !recorded.contains(&r.request_id) && in_batch.insert(&r.request_id))
-            .collect();
+        // Only rows not recorded yet count (a replayed spool segment writes
+        // nothing twice): the insert itself says which ones were new.
+        let fresh: Vec<&SpendLogRow> = $crate::insert_fresh!($conn, rows, $mode, [$($aw)*]);
         let mut commit = SpendCommit {
             written: fresh.len(),
             duplicates: rows.len() - fresh.len(),
             ..Default::default()
         };
-        insert_rows!($conn, fresh, $batched);
         for row in &fresh {
             commit.add(row);
         }
@@ -126,21 +134,21 @@ macro_rules! record_batch {
             diesel::update(keys::table.find(token))
                 .set(keys::spend.eq(keys::spend + *x))
                 .execute($conn)
-                .await?;
+                $($aw)*?;
         }
         for (id, x) in &commit.users {
             diesel::update(users::table.find(id))
                 .set(users::spend.eq(users::spend + *x))
                 .execute($conn)
-                .await?;
+                $($aw)*?;
         }
         for (id, x) in &commit.teams {
             diesel::update(teams::table.find(id))
                 .set(teams::spend.eq(teams::spend + *x))
                 .execute($conn)
-                .await?;
+                $($aw)*?;
         }
-        let now = crate::store::now_ms();
+        let now = $crate::store::now_ms();
         for (id, x) in &commit.customers {
             // End users exist from their first request, as in LiteLLM.
             let mut blank = CustomerRow::blank(id.clone(), now);
@@ -151,7 +159,7 @@ macro_rules! record_batch {
                 .do_update()
                 .set(customers::spend.eq(customers::spend + *x))
                 .execute($conn)
-                .await?;
+                $($aw)*?;
         }
         for ((token, model), x) in &commit.key_models {
             diesel::insert_into(key_model_spend::table)
@@ -164,7 +172,7 @@ macro_rules! record_batch {
                 .do_update()
                 .set(key_model_spend::spend.eq(key_model_spend::spend + *x))
                 .execute($conn)
-                .await?;
+                $($aw)*?;
         }
         Ok::<_, StoreError>(commit)
     }};
@@ -182,14 +190,16 @@ impl Store {
                 Pools::Postgres(pool) => {
                     let mut conn = pool.get().await.map_err(pool_error)?;
                     let conn: &mut AsyncPgConnection = &mut conn;
-                    conn.transaction(async |conn| record_batch!(conn, &rows, batched))
-                        .await
+                    conn.transaction(
+                        async |conn| crate::record_batch!(conn, &rows, returning, [.await]),
+                    )
+                    .await
                 }
                 Pools::Sqlite(pool) => {
                     let mut conn = pool.get().await.map_err(pool_error)?;
                     let conn: &mut SqliteConn = &mut conn;
-                    conn.transaction(async |conn| record_batch!(conn, &rows, one_by_one))
-                        .await
+                    conn.spawn_blocking(move |c| Ok(super::spend_sqlite::record(c, &rows)))
+                        .await?
                 }
             }
         })
