@@ -25,7 +25,16 @@ pub struct KeyInfo {
     pub models: Vec<String>,
     /// Public name → model group.
     pub aliases: HashMap<String, String>,
-    pub rpm_limit: Option<u32>,
+    pub rpm_limit: Option<u64>,
+    #[serde(default)]
+    pub tpm_limit: Option<u64>,
+    #[serde(default)]
+    pub max_parallel_requests: Option<u64>,
+    /// Model group → requests / tokens per minute for this key on it.
+    #[serde(default)]
+    pub model_rpm_limit: HashMap<String, u64>,
+    #[serde(default)]
+    pub model_tpm_limit: HashMap<String, u64>,
     /// Never serialized: the shared Redis copy must not be able to carry
     /// authority (whoever can write Redis could otherwise mint a master
     /// key). Only the AuthActor sets it, for the configured master key.
@@ -60,6 +69,12 @@ pub struct Owner {
     pub max_budget: Option<f64>,
     #[serde(default)]
     pub soft_budget: Option<f64>,
+    #[serde(default)]
+    pub rpm_limit: Option<u64>,
+    #[serde(default)]
+    pub tpm_limit: Option<u64>,
+    #[serde(default)]
+    pub max_parallel_requests: Option<u64>,
     pub blocked: bool,
 }
 
@@ -83,6 +98,22 @@ pub fn model_budget(spec: &serde_json::Value) -> Option<f64> {
     (b.is_finite() && b >= 0.0).then_some(b)
 }
 
+/// A stored limit as a limit: 0 or negative means none.
+fn positive(n: Option<i64>) -> Option<u64> {
+    n.filter(|n| *n > 0).map(|n| n as u64)
+}
+
+/// A stored `{"model": n}` map of limits.
+fn limit_map(s: Option<&str>) -> HashMap<String, u64> {
+    s.and_then(|s| serde_json::from_str::<HashMap<String, i64>>(s).ok())
+        .map(|m| {
+            m.into_iter()
+                .filter_map(|(k, v)| Some((k, positive(Some(v))?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn json_list(s: &str) -> Vec<String> {
     serde_json::from_str(s).unwrap_or_default()
 }
@@ -95,10 +126,11 @@ impl KeyInfo {
             alias: key.key_alias.clone(),
             models: json_list(&key.models),
             aliases: serde_json::from_str(&key.aliases).unwrap_or_default(),
-            rpm_limit: key
-                .rpm_limit
-                .and_then(|n| u32::try_from(n).ok())
-                .filter(|n| *n > 0),
+            rpm_limit: positive(key.rpm_limit),
+            tpm_limit: positive(key.tpm_limit),
+            max_parallel_requests: positive(key.max_parallel_requests),
+            model_rpm_limit: limit_map(key.model_rpm_limit.as_deref()),
+            model_tpm_limit: limit_map(key.model_tpm_limit.as_deref()),
             is_master: false,
             user_id: key.user_id.clone(),
             team_id: key.team_id.clone(),
@@ -126,6 +158,9 @@ impl KeyInfo {
                 spend: u.spend,
                 max_budget: u.max_budget,
                 soft_budget: u.soft_budget,
+                rpm_limit: positive(u.rpm_limit),
+                tpm_limit: positive(u.tpm_limit),
+                max_parallel_requests: positive(u.max_parallel_requests),
                 blocked: false,
             }),
             team: team.map(|t| Owner {
@@ -134,6 +169,9 @@ impl KeyInfo {
                 spend: t.spend,
                 max_budget: t.max_budget,
                 soft_budget: t.soft_budget,
+                rpm_limit: positive(t.rpm_limit),
+                tpm_limit: positive(t.tpm_limit),
+                max_parallel_requests: positive(t.max_parallel_requests),
                 blocked: t.blocked,
             }),
         }

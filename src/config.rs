@@ -196,10 +196,16 @@ pub struct StaticKey {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Requests per minute across all callers.
+    /// Requests per minute across all callers (and all replicas).
     pub global_rpm: Option<u32>,
+    /// Tokens per minute across all callers.
+    pub global_tpm: Option<u64>,
+    /// Requests in flight across all callers.
+    pub global_max_parallel_requests: Option<u64>,
     /// Requests per minute for a key that sets no limit of its own.
     pub default_key_rpm: Option<u32>,
+    /// Tokens per minute for a key that sets no limit of its own.
+    pub default_key_tpm: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

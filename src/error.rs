@@ -11,13 +11,17 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-/// Rate-limit details carried to the response headers.
-#[derive(Debug, Clone, PartialEq)]
+/// Rate-limit details carried to the response headers (the tightest
+/// requests and tokens limits that applied).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RateLimitInfo {
-    pub limit: u32,
-    pub remaining: u32,
-    /// Seconds until a request would be admitted again.
-    pub reset_secs: f64,
+    pub limit_requests: Option<u64>,
+    pub remaining_requests: Option<u64>,
+    /// Seconds until the current window ends.
+    pub reset_requests_secs: Option<f64>,
+    pub limit_tokens: Option<u64>,
+    pub remaining_tokens: Option<u64>,
+    pub reset_tokens_secs: Option<f64>,
 }
 
 /// An error an upstream provider returned, kept as close to the original as
@@ -79,10 +83,13 @@ pub enum GatewayError {
     ModelNotFound(String),
     #[error("Not found: {0}")]
     RouteNotFound(String),
-    #[error("Rate limit exceeded for {scope}: {limit} requests per minute. Retry after {retry_after_secs:.1}s.")]
+    #[error("Rate limit exceeded for {scope}: {limit} {kind}{}. Retry after {retry_after_secs:.1}s.", if *kind == "parallel requests" { "" } else { " per minute" })]
     RateLimited {
-        scope: &'static str,
-        limit: u32,
+        /// Whose limit, e.g. "key sk-...abcd", "team search", "the gateway".
+        scope: String,
+        /// "requests", "tokens" or "parallel requests".
+        kind: &'static str,
+        limit: u64,
         retry_after_secs: f64,
     },
     #[error(
@@ -269,16 +276,23 @@ impl ResponseError for GatewayError {
             ));
         }
         if let GatewayError::RateLimited {
+            kind,
             limit,
             retry_after_secs,
             ..
         } = self
         {
-            for (name, value) in rate_limit_headers(&RateLimitInfo {
-                limit: *limit,
-                remaining: 0,
-                reset_secs: *retry_after_secs,
-            }) {
+            let mut info = RateLimitInfo::default();
+            if *kind == "tokens" {
+                info.limit_tokens = Some(*limit);
+                info.remaining_tokens = Some(0);
+                info.reset_tokens_secs = Some(*retry_after_secs);
+            } else {
+                info.limit_requests = Some(*limit);
+                info.remaining_requests = Some(0);
+                info.reset_requests_secs = Some(*retry_after_secs);
+            }
+            for (name, value) in rate_limit_headers(&info) {
                 resp.insert_header((name, value));
             }
         }
@@ -292,23 +306,40 @@ fn fmt_ms(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-/// `x-ratelimit-*` headers in OpenAI's names.
-pub fn rate_limit_headers(info: &RateLimitInfo) -> [(HeaderName, HeaderValue); 3] {
-    [
-        (
-            HeaderName::from_static("x-ratelimit-limit-requests"),
-            HeaderValue::from(info.limit),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-remaining-requests"),
-            HeaderValue::from(info.remaining),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-reset-requests"),
-            HeaderValue::from_str(&format!("{:.3}s", info.reset_secs.max(0.0)))
-                .unwrap_or(HeaderValue::from_static("0s")),
-        ),
-    ]
+/// `x-ratelimit-*` headers in OpenAI's names, for the limits that apply.
+pub fn rate_limit_headers(info: &RateLimitInfo) -> Vec<(HeaderName, HeaderValue)> {
+    let secs = |s: f64| {
+        HeaderValue::from_str(&format!("{:.3}s", s.max(0.0)))
+            .unwrap_or(HeaderValue::from_static("0s"))
+    };
+    let mut out = Vec::with_capacity(6);
+    let mut push = |name: &'static str, v: Option<HeaderValue>| {
+        if let Some(v) = v {
+            out.push((HeaderName::from_static(name), v));
+        }
+    };
+    push(
+        "x-ratelimit-limit-requests",
+        info.limit_requests.map(HeaderValue::from),
+    );
+    push(
+        "x-ratelimit-remaining-requests",
+        info.remaining_requests.map(HeaderValue::from),
+    );
+    push(
+        "x-ratelimit-reset-requests",
+        info.reset_requests_secs.map(secs),
+    );
+    push(
+        "x-ratelimit-limit-tokens",
+        info.limit_tokens.map(HeaderValue::from),
+    );
+    push(
+        "x-ratelimit-remaining-tokens",
+        info.remaining_tokens.map(HeaderValue::from),
+    );
+    push("x-ratelimit-reset-tokens", info.reset_tokens_secs.map(secs));
+    out
 }
 
 #[cfg(test)]
@@ -335,7 +366,8 @@ mod tests {
     #[test]
     fn rate_limited_carries_retry_after_and_headers() {
         let e = GatewayError::RateLimited {
-            scope: "key",
+            scope: "key k".into(),
+            kind: "requests",
             limit: 10,
             retry_after_secs: 1.2,
         };

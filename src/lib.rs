@@ -18,6 +18,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tokens;
 pub mod topology;
+pub mod window;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -309,12 +310,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
 
     let control_handle = control.handle();
     let limiter = {
-        let limits = config.limits.clone();
         let meter = metrics.actor("rate_limit");
         let m2 = meter.clone();
         Metered::new(
             supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
-                RateLimitActor::new(&limits, m2)
+                RateLimitActor::new(m2)
             }),
             meter,
         )

@@ -5,8 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tollgate::config::Config;
 
 #[derive(Parser)]

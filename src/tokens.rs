@@ -19,6 +19,61 @@ pub fn count(text: &str) -> u64 {
         .len() as u64
 }
 
+/// The text of a request's prompt: chat messages' `content` (strings and
+/// text parts), a completion's `prompt`, an embedding's `input`.
+pub fn prompt_text(body: &crate::request::RawObject) -> String {
+    #[derive(Deserialize)]
+    struct Message {
+        content: Option<serde_json::Value>,
+    }
+    fn collect(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            serde_json::Value::Object(o) => {
+                if let Some(t) = o.get("text") {
+                    collect(t, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    if let Some(messages) = body.get("messages") {
+        if let Ok(msgs) = serde_json::from_str::<Vec<Message>>(messages.get()) {
+            for m in msgs.iter().filter_map(|m| m.content.as_ref()) {
+                collect(m, &mut out);
+            }
+        }
+    }
+    for field in ["prompt", "input"] {
+        if let Some(v) = body.get(field) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(v.get()) {
+                collect(&v, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// Texts up to this size are counted on the calling thread; larger ones
+/// go to the blocking pool.
+pub const INLINE_COUNT_BYTES: usize = 32 * 1024;
+
+/// Tokens of a request's prompt, counted off the worker thread when large.
+pub async fn prompt_tokens(body: &crate::request::RawObject) -> u64 {
+    let text = prompt_text(body);
+    if text.len() <= INLINE_COUNT_BYTES {
+        return count(&text);
+    }
+    actix_web::web::block(move || count(&text))
+        .await
+        .unwrap_or(0)
+}
+
 /// The generated text carried by OpenAI-shaped stream frames
 /// (`data: {...}\n\n`): chat `delta.content` (and `reasoning_content`),
 /// completions `text`.

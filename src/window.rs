@@ -54,7 +54,11 @@ impl Windows {
         if w == self.start {
             return;
         }
-        self.prev = if w - self.start == WINDOW_MS { self.cur } else { 0 };
+        self.prev = if w - self.start == WINDOW_MS {
+            self.cur
+        } else {
+            0
+        };
         self.cur = 0;
         self.start = w;
     }
@@ -137,7 +141,8 @@ mod tests {
         w.add(100, T0 + 61_000);
         w.correct(T0, 200, 300, T0 + 62_000);
         assert_eq!((w.prev, w.cur), (300, 100));
+        // Two windows on, T0's window is gone: nothing to correct.
         w.correct(T0, 300, 0, T0 + 130_000);
-        assert_eq!((w.prev, w.cur), (0, 0));
+        assert_eq!((w.prev, w.cur), (100, 0));
     }
 }

@@ -144,7 +144,7 @@ impl AuthActor {
                         id: hex::encode(hash),
                         alias: k.alias.clone(),
                         models: k.models.clone(),
-                        rpm_limit: k.rpm_limit,
+                        rpm_limit: k.rpm_limit.map(u64::from),
                         ..Default::default()
                     }),
                 ))

@@ -28,13 +28,15 @@ use crate::store::{SpendCommit, SpendLogRow, Store, StoreError};
 
 /// Rows kept in memory while they wait; beyond this, batches are re-read
 /// from their spool segments when their turn comes.
-const MAX_IN_MEMORY: usize = 20_000;
+const MAX_IN_MEMORY: usize = 10_000;
 /// Pause before retrying a failed write.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 struct Batch {
     /// `None` once dropped from memory (re-read from `segment`).
     rows: Option<Vec<SpendLogRow>>,
+    /// Counted in `SpendActor::in_memory` (until written).
+    counted: bool,
     count: usize,
     segment: Option<PathBuf>,
     bytes: u64,
@@ -105,6 +107,7 @@ impl SpendActor {
         for (path, bytes) in leftover {
             actor.enqueue(Batch {
                 rows: None,
+                counted: false,
                 // Unknown until read; a row is a few hundred bytes.
                 count: (bytes / 300).max(1) as usize,
                 segment: Some(path),
@@ -120,6 +123,7 @@ impl SpendActor {
                 batch.rows = None; // on disk only until its turn
             } else {
                 self.in_memory += rows.len();
+                batch.counted = true;
             }
         }
         self.spool_bytes += batch.bytes;
@@ -191,7 +195,13 @@ impl SpendActor {
                         }
                     }
                 }
-                rows.extend(b.rows.iter().flatten().cloned());
+                // Rows with a spool segment move into the write (on failure
+                // they are read back from it); others are copied.
+                if b.segment.is_some() {
+                    rows.extend(b.rows.take().into_iter().flatten());
+                } else {
+                    rows.extend(b.rows.iter().flatten().cloned());
+                }
             }
             let result = store.record_spend(rows).await;
             (take, result)
@@ -232,8 +242,8 @@ impl SpendActor {
                 self.batch_limit = (self.batch_limit * 2).min(self.max_batch);
                 let mut segments = Vec::new();
                 for b in taken {
-                    if let Some(rows) = &b.rows {
-                        self.in_memory = self.in_memory.saturating_sub(rows.len());
+                    if b.counted {
+                        self.in_memory = self.in_memory.saturating_sub(b.count);
                     }
                     self.spool_bytes = self.spool_bytes.saturating_sub(b.bytes);
                     segments.extend(b.segment);
@@ -368,6 +378,7 @@ impl Handler<SettleBatch> for SpendActor {
             None => (None, 0),
         };
         self.enqueue(Batch {
+            counted: false,
             count: msg.rows.len(),
             rows: Some(msg.rows),
             segment,

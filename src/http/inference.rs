@@ -14,7 +14,7 @@ use super::stream::SseBody;
 use super::{authenticate, read_body, WorkerState};
 use crate::actors::auth::LookupCustomer;
 use crate::actors::provider::{Call, CallError, Reply};
-use crate::actors::rate_limit::Acquire;
+use crate::actors::rate_limit::{checks_for, Acquire};
 use crate::actors::router::{Outcome, OutcomeKind, Route, RouterActor};
 use crate::actors::Metered;
 use crate::error::{rate_limit_headers, GatewayError, RateLimitInfo};
@@ -205,20 +205,29 @@ async fn run(
         record.reservation = Some(reservation);
     }
 
-    // No limit can apply: skip the round trip rather than ask.
-    let limited = key.rpm_limit.is_some()
-        || gw.config.limits.default_key_rpm.is_some()
-        || gw.config.limits.global_rpm.is_some();
-    let limits = if limited {
-        gw.limiter
-            .send(Acquire {
-                key_id: key.id.clone(),
-                key_rpm: key.rpm_limit,
-            })
-            .await
-            .map_err(|_| GatewayError::Unavailable("the rate limiter is restarting".into()))??
-    } else {
+    // Rate limits: every level decided at once; none: no round trip.
+    let checks = checks_for(&gw.config.limits, &key, &group.name);
+    let limits = if checks.is_empty() {
         None
+    } else {
+        let tokens = if checks.iter().any(|c| c.caps.tpm.is_some()) {
+            crate::tokens::prompt_tokens(&parsed.body).await
+                + parsed
+                    .max_tokens
+                    .unwrap_or(gw.config.spend.default_max_tokens)
+        } else {
+            0
+        };
+        let permit = Acquire {
+            checks,
+            tokens,
+            key_name: key.display_name().to_string(),
+        }
+        .send(&gw.limiter)
+        .await?;
+        let info = permit.info.clone();
+        record.permit = Some(permit);
+        Some(info)
     };
 
     let router_cfg = &gw.config.router;

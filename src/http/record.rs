@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use crate::access::KeyInfo;
 use crate::actors::budget::{Release, Reservation};
 use crate::actors::logger::RequestLog;
+use crate::actors::rate_limit::Permit;
 use crate::actors::spend_buffer::{Settle, SpendBuffer};
 use crate::actors::Metered;
 use crate::metrics::{ModelLabels, RequestLabels};
@@ -53,6 +54,8 @@ pub struct RequestRecord {
     pub prompt_estimate: u64,
     /// Cost reserved against budgets at admission, settled in `finish`.
     pub reservation: Option<Reservation>,
+    /// Admission under rate limits, given back in `finish` (or on drop).
+    pub permit: Option<Permit>,
 }
 
 impl RequestRecord {
@@ -83,6 +86,7 @@ impl RequestRecord {
             usage_estimated: false,
             prompt_estimate: 0,
             reservation: None,
+            permit: None,
         }
     }
 
@@ -109,6 +113,7 @@ impl RequestRecord {
             usage_estimated: self.usage_estimated,
             prompt_estimate: self.prompt_estimate,
             reservation: self.reservation.take(),
+            permit: self.permit.take(),
         }
     }
 
@@ -130,6 +135,10 @@ impl RequestRecord {
             .as_ref()
             .map(|d| cost_usd(d, &usage))
             .unwrap_or(0.0);
+        if let Some(permit) = self.permit.take() {
+            let tokens = usage.prompt_tokens + usage.completion_tokens;
+            permit.release((tokens > 0).then_some(tokens));
+        }
         if let Some(reservation) = self.reservation.take() {
             gw.budget.do_send(Release {
                 reservation,
