@@ -196,7 +196,8 @@ async fn key_rate_limit_gives_429_with_retry_after_and_ratelimit_headers() {
     let v = assert_openai_error(&r, 429);
     assert_eq!(v["error"]["type"], "rate_limit_error");
     let retry_after: u64 = r.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    // Until enough of the last minute has slid by: at most a minute.
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_eq!(
         r.header("x-ratelimit-remaining-requests").as_deref(),
         Some("0")
