@@ -110,8 +110,13 @@ impl Segment {
     pub fn append(&mut self, row: &SpendLogRow) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(row).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        self.file.write_all(&line)?;
-        self.bytes += line.len() as u64;
+        self.append_lines(&line)
+    }
+
+    /// Appends whole lines (each `\n`-terminated) in one write.
+    pub fn append_lines(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(lines)?;
+        self.bytes += lines.len() as u64;
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use crate::actors::spend::{SettleBatch, SpendActor};
 use crate::actors::Metered;
@@ -32,6 +33,11 @@ pub struct SpendBuffer {
     /// Where segments go; `None` when nothing is persisted (no database).
     spool: Option<PathBuf>,
     segment: Option<Segment>,
+    /// Settlements handled since the last write, and who waits for it:
+    /// everything settled in one turn of the event loop goes out in one
+    /// `write` (group commit), then all of them are answered.
+    unwritten: Vec<u8>,
+    waiting: Vec<oneshot::Sender<()>>,
     pending: Vec<SpendLogRow>,
     spend: Metered<SpendActor>,
     metrics: Arc<Metrics>,
@@ -48,6 +54,8 @@ impl SpendBuffer {
         SpendBuffer {
             spool,
             segment: None,
+            unwritten: Vec::new(),
+            waiting: Vec::new(),
             pending: Vec::new(),
             spend,
             metrics,
@@ -55,7 +63,18 @@ impl SpendBuffer {
         }
     }
 
-    fn append(&mut self, row: &SpendLogRow) {
+    /// Writes what was settled this turn, then answers its waiters.
+    fn write_out(&mut self) {
+        if !self.unwritten.is_empty() {
+            self.write_spool();
+        }
+        for w in self.waiting.drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    fn write_spool(&mut self) {
+        let lines = std::mem::take(&mut self.unwritten);
         let Some(dir) = &self.spool else {
             return;
         };
@@ -70,7 +89,7 @@ impl SpendBuffer {
             }
         }
         if let Some(seg) = &mut self.segment {
-            if let Err(e) = seg.append(row) {
+            if let Err(e) = seg.append_lines(&lines) {
                 self.metrics.spend_spool_errors.inc();
                 tracing::error!(error = %e, "cannot append to the spend spool: this spend is only in memory until written to the database");
             }
@@ -78,6 +97,8 @@ impl SpendBuffer {
     }
 
     fn flush(&mut self) {
+        // What is handed over must be in its segment first.
+        self.write_out();
         if self.pending.is_empty() {
             return;
         }
@@ -118,8 +139,13 @@ impl Actor for SpendBuffer {
 }
 
 /// What is pending stays and goes out with the next flush; `started`
-/// schedules the flush timer again.
-impl Supervised for SpendBuffer {}
+/// schedules the flush timer again. The write scheduled for this turn was
+/// cancelled with the old context: done now, so no one waits for it.
+impl Supervised for SpendBuffer {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.write_out();
+    }
+}
 
 crate::actors::supervise::crashable!(SpendBuffer);
 
@@ -135,12 +161,41 @@ impl Drop for SpendBuffer {
 pub struct Settle(pub SpendLogRow);
 
 impl Handler<Settle> for SpendBuffer {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: Settle, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) -> Self::Result {
         let _t = self.meter.handling();
-        self.append(&msg.0);
-        self.pending.push(msg.0);
+        let (tx, rx) = oneshot::channel();
+        self.settle(msg.0, Some(tx), ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl SpendBuffer {
+    /// Queues a row for this turn's spool write (scheduling the write
+    /// after the mailbox is drained) and for the next hand-over.
+    fn settle(
+        &mut self,
+        row: SpendLogRow,
+        waiter: Option<oneshot::Sender<()>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.spool.is_some() {
+            if self.unwritten.is_empty() && self.waiting.is_empty() {
+                // Runs once the messages already queued are handled: one
+                // write for all of them.
+                ctx.spawn(actix::fut::ready(()).map(|_, act: &mut Self, _| act.write_out()));
+            }
+            if serde_json::to_writer(&mut self.unwritten, &row).is_ok() {
+                self.unwritten.push(b'\n');
+            }
+            self.waiting.extend(waiter);
+        } else if let Some(w) = waiter {
+            let _ = w.send(());
+        }
+        self.pending.push(row);
         if self.pending.len() >= FLUSH_AT {
             self.flush();
         }
@@ -174,7 +229,7 @@ impl Handler<SettleEstimated> for SpendBuffer {
         let count = actix_web::web::block(move || {
             crate::tokens::count(&crate::tokens::streamed_text(&frames))
         });
-        ctx.spawn(count.into_actor(self).map(move |counted, act, _| {
+        ctx.spawn(count.into_actor(self).map(move |counted, act, ctx| {
             let completion_tokens = counted.unwrap_or(0);
             record.usage_estimated = true;
             let usage = Usage {
@@ -183,8 +238,7 @@ impl Handler<SettleEstimated> for SpendBuffer {
                 total_tokens: prompt_tokens + completion_tokens,
             };
             if let Some(row) = record.finish(status, Some(usage), error) {
-                act.append(&row);
-                act.pending.push(row);
+                act.settle(row, None, ctx);
             }
         }));
     }
