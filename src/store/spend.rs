@@ -93,22 +93,9 @@ macro_rules! insert_fresh {
             .filter(|r| inserted.remove(&r.request_id))
             .collect()
     }};
-    // SQLite: one prepared insert per row (a local call), each saying
-    // whether it inserted.
-    ($conn:ident, $rows:ident, one_by_one, [$($aw:tt)*]) => {{
-        use $crate::store::schema::spend_logs;
-        let mut fresh = Vec::with_capacity($rows.len());
-        for row in $rows {
-            let n = diesel::insert_into(spend_logs::table)
-                .values(row)
-                .on_conflict_do_nothing()
-                .execute($conn)
-                $($aw)*?;
-            if n == 1 {
-                fresh.push(row);
-            }
-        }
-        fresh
+    // SQLite: multi-row statements on the plain connection.
+    ($conn:ident, $rows:ident, sqlite_multi_row, []) => {{
+        $crate::store::spend_sqlite::insert_fresh($conn, $rows)?
     }};
 }
 
