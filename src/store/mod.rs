@@ -146,6 +146,43 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The PostgreSQL advisory lock key that serialises migrations ("tollgate"
+/// in ASCII). Any fixed number works as long as every replica uses it.
+const PG_MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;
+
+/// Runs the PostgreSQL migrations while holding a session-level advisory
+/// lock on the same connection. Replicas started together on an empty
+/// database would otherwise run the same `CREATE TABLE`s at once, and all
+/// but one fail (`duplicate key value violates unique constraint
+/// "pg_type_typname_nsp_index"`). The others wait for the lock, then find
+/// nothing pending. The lock is released afterwards, on error too (and by
+/// PostgreSQL itself if the connection dies first).
+fn migrate_pg_locked<C>(conn: &mut C) -> Result<usize, StoreError>
+where
+    C: MigrationHarness<diesel::pg::Pg> + diesel::connection::SimpleConnection,
+{
+    diesel::connection::SimpleConnection::batch_execute(
+        conn,
+        &format!("SELECT pg_advisory_lock({PG_MIGRATION_LOCK})"),
+    )
+    .map_err(|e| StoreError::Migration(format!("taking the migration lock: {e}")))?;
+    let result = conn
+        .run_pending_migrations(PG_MIGRATIONS)
+        .map(|v| v.len())
+        .map_err(|e| StoreError::Migration(e.to_string()));
+    let unlocked = diesel::connection::SimpleConnection::batch_execute(
+        conn,
+        &format!("SELECT pg_advisory_unlock({PG_MIGRATION_LOCK})"),
+    );
+    match (result, unlocked) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(StoreError::Migration(format!(
+            "releasing the migration lock: {e}"
+        ))),
+        (Ok(n), Ok(())) => Ok(n),
+    }
+}
+
 fn sqlite_path(url: &str) -> &str {
     url.strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -335,6 +372,8 @@ impl Store {
 
     /// Runs pending migrations. Diesel's migration harness is synchronous,
     /// so it runs on a thread of its own, away from the async runtime.
+    /// On PostgreSQL, replicas starting at once take turns under an
+    /// advisory lock (`migrate_pg_locked`); SQLite needs none.
     pub async fn migrate(url: &str) -> Result<usize, StoreError> {
         let url = url.to_string();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -343,11 +382,7 @@ impl Store {
                 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
                 <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
                     .map_err(|e| StoreError::Unavailable(e.to_string()))
-                    .and_then(|mut c| {
-                        c.run_pending_migrations(PG_MIGRATIONS)
-                            .map(|v| v.len())
-                            .map_err(|e| StoreError::Migration(e.to_string()))
-                    })
+                    .and_then(|mut c| migrate_pg_locked(&mut c))
             } else {
                 SqliteConnection::establish(sqlite_path(&url))
                     .map_err(|e| StoreError::Unavailable(e.to_string()))
