@@ -24,6 +24,27 @@ pub struct RateLimitInfo {
     pub reset_tokens_secs: Option<f64>,
 }
 
+impl RateLimitInfo {
+    /// Reports a requests-per-minute limit unless a tighter one is already
+    /// reported (the headers name the limit closest to refusing).
+    pub fn requests(&mut self, limit: u64, remaining: u64, reset_secs: f64) {
+        if self.limit_requests.is_none() || Some(remaining) < self.remaining_requests {
+            self.limit_requests = Some(limit);
+            self.remaining_requests = Some(remaining);
+            self.reset_requests_secs = Some(reset_secs);
+        }
+    }
+
+    /// As `requests`, for a tokens-per-minute limit.
+    pub fn tokens(&mut self, limit: u64, remaining: u64, reset_secs: f64) {
+        if self.limit_tokens.is_none() || Some(remaining) < self.remaining_tokens {
+            self.limit_tokens = Some(limit);
+            self.remaining_tokens = Some(remaining);
+            self.reset_tokens_secs = Some(reset_secs);
+        }
+    }
+}
+
 /// An error an upstream provider returned, kept as close to the original as
 /// we can without passing its raw bytes (which might not be JSON at all).
 #[derive(Debug, Clone)]

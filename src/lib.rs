@@ -13,6 +13,7 @@ pub mod pricing;
 pub mod providers;
 pub mod request;
 pub mod shared;
+pub mod shared_limits;
 pub mod spool;
 pub mod store;
 pub mod telemetry;
@@ -311,10 +312,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let control_handle = control.handle();
     let limiter = {
         let meter = metrics.actor("rate_limit");
-        let m2 = meter.clone();
+        let m = metrics.clone();
+        let shared = redis
+            .clone()
+            .map(|r| Arc::new(crate::shared_limits::SharedLimits::new(r)));
         Metered::new(
             supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
-                RateLimitActor::new(m2)
+                RateLimitActor::new(shared, m)
             }),
             meter,
         )

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub spend_batch_seconds: Histogram,
     pub spend_queue_rows: Gauge,
     pub spend_spool_bytes: Gauge,
+    pub rate_limit_fallback: Gauge,
+    pub rate_limit_leases: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -145,6 +147,8 @@ impl Metrics {
             spend_batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             spend_queue_rows: Gauge::default(),
             spend_spool_bytes: Gauge::default(),
+            rate_limit_fallback: Gauge::default(),
+            rate_limit_leases: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -283,6 +287,16 @@ impl Metrics {
             "spend_spool_bytes",
             "Bytes of spend spool not yet committed",
             m.spend_spool_bytes.clone(),
+        );
+        registry.register(
+            "rate_limit_fallback",
+            "1 while Redis is unreachable and rate limits are counted on this replica alone (its share of each limit)",
+            m.rate_limit_fallback.clone(),
+        );
+        registry.register(
+            "rate_limit_leases",
+            "Blocks of rate-limit quota leased from the fleet's counters in Redis (each a round trip; requests are admitted from the blocks locally)",
+            m.rate_limit_leases.clone(),
         );
         Metrics { registry, ..m }
     }

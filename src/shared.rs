@@ -212,7 +212,7 @@ impl Redis {
 
     /// Runs `op` on a pooled connection within the timeout, through the
     /// breaker (bypassed only by the probe).
-    async fn run<T, F, Fut>(&self, check_breaker: bool, op: F) -> Result<T, String>
+    pub(crate) async fn run<T, F, Fut>(&self, check_breaker: bool, op: F) -> Result<T, String>
     where
         F: FnOnce(bb8::PooledConnection<'static, RedisConnectionManager>) -> Fut,
         Fut: Future<Output = Result<T, redis::RedisError>>,
