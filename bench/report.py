@@ -266,6 +266,35 @@ def main():
             w(f"| **(c) added / (b) added, p50** | | | | **{100.0 * v50 / m50:.0f} %** | | |")
         w("")
 
+    # 6. Rate-limited key -----------------------------------------------------
+    def pair(prefix):
+        runs = [oha_summary(load_json(D(f"{prefix}_{r}.json"))) for r in (1, 2)]
+        runs = [x for x in runs if x]
+        if not runs:
+            return None
+        n = len(runs)
+        out = {k: sum(x[k] for x in runs if x.get(k) is not None) / n
+               for k in ("ok_rps", "p50", "p99")}
+        out["errors"] = sum(x["errors"] for x in runs)
+        return out
+    lsm, lsl = pair("limits_sat_master"), pair("limits_sat_limited")
+    lrm, lrl = pair("limits_rate_master"), pair("limits_rate_limited")
+    if lsm or lsl or lrm or lrl:
+        w(f"**Rate-limited key** (rpm + tpm + parallel on the key, Redis: {m.get('REDIS_URL', '?')}; "
+          f"master vs limited interleaved, two halves each; ms)")
+        w("")
+        w("| Path | Saturation 2xx/s | p50 @1000 req/s | p99 @1000 req/s | Errors |")
+        w("|---|---:|---:|---:|---:|")
+        for name, s_, r_ in (("master key", lsm, lrm), ("rate-limited key", lsl, lrl)):
+            errs = (s_["errors"] if s_ else 0) + (r_["errors"] if r_ else 0)
+            w(f"| {name} | {fmt_int(s_ and round(s_['ok_rps']))} | {fmt(r_ and r_['p50'])} "
+              f"| {fmt(r_ and r_['p99'])} | {errs} |")
+        if lsm and lsl and lsm["ok_rps"]:
+            ratio = 100.0 * lsl["ok_rps"] / lsm["ok_rps"]
+            extra = diff(lrl and lrl["p50"], lrm and lrm["p50"])
+            w(f"| **limited / master** | **{ratio:.0f} %** | **{fmt(extra)}** added | | |")
+        w("")
+
     # 4. Memory ---------------------------------------------------------------
     rs = rss_stats(D("rss.txt"))
     hwm = None

@@ -36,6 +36,11 @@
 #   BENCH_KEYS=1000             virtual keys for the key scenario (0 skips it);
 #                               needs wrk (apt-get install wrk) to rotate keys
 #   BENCH_KEYS_CONNECTIONS=8    connections for the key scenario
+#   BENCH_REDIS_URL=redis://127.0.0.1:6379
+#                               Redis for the rate-limited-key scenario (the
+#                               gateway shares its limits there, under a
+#                               private prefix); empty: limits on this replica only
+#   BENCH_LIMITS=1              rate-limited-key scenario (0 skips it)
 #
 # Only 127.0.0.1 is ever contacted. Exit status is non-zero if a process fails
 # to start or any phase fails or times out.
@@ -60,6 +65,8 @@ BUILD_TIMEOUT=${BENCH_BUILD_TIMEOUT:-1800}
 OUT=${BENCH_OUT:-$BENCH/last-run.md}
 KEYS=${BENCH_KEYS:-1000}
 KEYS_CONNECTIONS=${BENCH_KEYS_CONNECTIONS:-8}
+REDIS_URL=${BENCH_REDIS_URL-redis://127.0.0.1:6379}
+LIMITS=${BENCH_LIMITS:-1}
 
 MASTER_KEY="sk-bench-master-key"
 STARTUP_TIMEOUT=20   # seconds for each process to answer
@@ -160,11 +167,15 @@ cat > "$T/config.toml" <<EOF
 master_key = "$MASTER_KEY"
 # Virtual keys for the key scenario; never on the hot path once cached.
 database_url = "sqlite://$T/bench.db"
+$( [[ -n $REDIS_URL ]] && printf 'redis_url = "%s"\n' "$REDIS_URL" )
 
 [server]
 host = "127.0.0.1"
 port = $GW_PORT
 workers = $GATEWAY_WORKERS
+
+[storage]
+redis_prefix = "bench-$$"
 
 [logging]
 level = "warn"
@@ -266,6 +277,8 @@ oha_run() {
   local url body auth=()
   if [[ $side == direct ]]; then
     url=$DIRECT_URL; body=$BODY_DIRECT
+  elif [[ $side == limited ]]; then
+    url=$GW_URL; body=$BODY_GW; auth=(-H "Authorization: Bearer $LIMITED_KEY")
   else
     url=$GW_URL; body=$BODY_GW; auth=(-H "Authorization: Bearer $MASTER_KEY")
   fi
@@ -351,6 +364,40 @@ if ((KEYS > 0)); then
   fi
 fi
 
+# --- 6. A rate-limited key -----------------------------------------------------
+# One virtual key with rpm, tpm and parallel limits (high enough never to
+# refuse) against the master key, same run, interleaved: the cost of
+# checking and counting three limits at two levels (key and the gateway's
+# tpm), shared through Redis when BENCH_REDIS_URL is set.
+if ((LIMITS > 0)); then
+  echo limits >"$T/phase"
+  cat >"$T/mklimited.py" <<'PY'
+import json, sys, urllib.request
+port, master = sys.argv[1], sys.argv[2]
+req = urllib.request.Request(
+    f"http://127.0.0.1:{port}/key/generate",
+    data=json.dumps({"key_alias": "bench-limited", "models": ["bench-gpt"],
+                     "rpm_limit": 1000000000, "tpm_limit": 1000000000000,
+                     "max_parallel_requests": 100000}).encode(),
+    headers={"Authorization": f"Bearer {master}", "Content-Type": "application/json"})
+print(json.load(urllib.request.urlopen(req, timeout=10))["key"])
+PY
+  LIMITED_KEY=$(bounded 30 python3 "$T/mklimited.py" "$GW_PORT" "$MASTER_KEY" 2>"$T/limited.err"
+  ) || fail "creating the rate-limited key (see limited.err)"
+  [[ -n ${LIMITED_KEY:-} ]] || fail "creating the rate-limited key (see limited.err)"
+  if [[ -n ${LIMITED_KEY:-} ]]; then
+    HALF=$(( (DURATION + 1) / 2 ))
+    log "rate-limited key: warm-up, then ${HALF}s x2 each at saturation and at 1000 req/s: master vs limited"
+    oha_run limits_warmup limited "$WARMUP" -c "$CONNECTIONS"
+    for round in 1 2; do
+      gateway_alive && oha_run "limits_sat_master_$round" gateway "$HALF" -c "$CONNECTIONS"
+      gateway_alive && oha_run "limits_sat_limited_$round" limited "$HALF" -c "$CONNECTIONS"
+      gateway_alive && oha_run "limits_rate_master_$round" gateway "$HALF" -c "$RATE_CONNECTIONS" -q 1000
+      gateway_alive && oha_run "limits_rate_limited_$round" limited "$HALF" -c "$RATE_CONNECTIONS" -q 1000
+    done
+  fi
+fi
+
 # --- 3. Memory after load -----------------------------------------------------
 echo after >"$T/phase"
 sleep 1
@@ -384,6 +431,7 @@ STREAM_CHUNKS=$STREAM_CHUNKS
 STREAM_INTERVAL_MS=$STREAM_INTERVAL_MS
 KEYS=$KEYS
 KEYS_CONNECTIONS=$KEYS_CONNECTIONS
+REDIS_URL=${REDIS_URL:-none}
 EOF
 
 echo

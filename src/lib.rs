@@ -310,15 +310,15 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let log_arbiter = Arbiter::new();
 
     let control_handle = control.handle();
+    // Without Redis one limiter owns every counter of this (only) replica;
+    // with Redis each HTTP worker has its own, a member of the fleet that
+    // leases quota for itself (see the server factory).
     let limiter = {
         let meter = metrics.actor("rate_limit");
         let m = metrics.clone();
-        let shared = redis
-            .clone()
-            .map(|r| Arc::new(crate::shared_limits::SharedLimits::new(r)));
         Metered::new(
             supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
-                RateLimitActor::new(shared, m)
+                RateLimitActor::new(None, m)
             }),
             meter,
         )
@@ -469,6 +469,20 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
                 meter,
             )
         };
+        let limiter = match &gw.redis {
+            Some(redis) => {
+                let meter = gw.metrics.actor("rate_limit");
+                let metrics = gw.metrics.clone();
+                let shared = Arc::new(crate::shared_limits::SharedLimits::new(redis.clone()));
+                Metered::new(
+                    supervise::start(meter.clone(), move |_| {
+                        RateLimitActor::new(Some(shared.clone()), metrics.clone())
+                    }),
+                    meter,
+                )
+            }
+            None => gw.limiter.clone(),
+        };
         let meter = gw.metrics.actor("provider");
         let providers = gw
             .topology
@@ -492,6 +506,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
                 auth,
                 router,
                 spend,
+                limiter,
                 providers,
             }))
             .app_data(http::query_config())

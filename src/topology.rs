@@ -29,6 +29,9 @@ pub struct DeploymentTarget {
     pub timeout: Duration,
     pub stream_idle_timeout: Duration,
     pub weight: f64,
+    /// The deployment's own limits (the provider's quota), fleet-wide.
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
     pub input_cost_per_token: f64,
     pub output_cost_per_token: f64,
 }
@@ -123,6 +126,8 @@ impl Topology {
                         config.router.stream_idle_timeout_secs.max(1),
                     ),
                     weight: d.weight,
+                    rpm: d.rpm.map(u64::from),
+                    tpm: d.tpm,
                     input_cost_per_token: price.input_cost_per_token,
                     output_cost_per_token: price.output_cost_per_token,
                 }));

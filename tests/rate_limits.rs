@@ -230,3 +230,60 @@ async fn per_model_limits_apply_to_their_model_only() {
     gw.stop().await;
     db.cleanup().await;
 }
+
+#[actix_rt::test]
+async fn a_deployment_at_its_own_limit_is_skipped_and_none_left_is_a_429() {
+    let mock = spawn_mock().await;
+    let deployment = |group: &str, id: &str, limit: &str| {
+        format!(
+            r#"
+[[models."{group}".deployments]]
+id = "{id}"
+provider = "openai_compatible"
+model = "mock-gpt"
+api_base = "{}"
+{limit}
+"#,
+            mock.url()
+        )
+    };
+    let config = [
+        deployment("m", "small", "rpm = 3\nweight = 100.0"),
+        deployment("m", "big", "weight = 0.001"),
+        deployment("solo", "only", "rpm = 2"),
+    ]
+    .concat();
+    let gw = spawn_gateway(&config).await;
+    // The heavily weighted deployment takes requests until its rpm is
+    // used up, then the other one serves: no request fails.
+    let mut served = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..10 {
+        let r = post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        *served
+            .entry(r.header("x-tollgate-deployment").unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(served.get("small"), Some(&3), "{served:?}");
+    assert_eq!(served.get("big"), Some(&7), "{served:?}");
+    // A group whose only deployment is full: 429 naming the deployment.
+    for _ in 0..2 {
+        let r = post(
+            &gw,
+            "/v1/chat/completions",
+            Some(MASTER),
+            &chat_body("solo"),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some(MASTER),
+        &chat_body("solo"),
+    )
+    .await;
+    assert_429(&r, "requests", "deployment only");
+    gw.stop().await;
+}

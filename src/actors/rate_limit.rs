@@ -41,6 +41,8 @@ pub enum Scope {
     Team(String),
     /// A key's limit for one model group.
     KeyModel(String, String),
+    /// An upstream deployment's own limit (by id).
+    Deployment(String),
 }
 
 impl Scope {
@@ -52,6 +54,7 @@ impl Scope {
             Scope::User(u) => format!("user {u}"),
             Scope::Team(t) => format!("team {t}"),
             Scope::KeyModel(_, m) => format!("key {key_name} on model {m}"),
+            Scope::Deployment(d) => format!("deployment {d}"),
         }
     }
 
@@ -63,6 +66,7 @@ impl Scope {
             Scope::User(u) => format!("u:{u}"),
             Scope::Team(t) => format!("t:{t}"),
             Scope::KeyModel(k, m) => format!("km:{k}:{m}"),
+            Scope::Deployment(d) => format!("d:{d}"),
         }
     }
 }
@@ -252,11 +256,13 @@ impl RateLimitActor {
                 "redis is unreachable: rate limits are counted on this replica alone, each limit divided by the live replicas"
             );
         }
-        // Leases are void: the fleet's counters go on without them.
+        // Leased quota is left to the fleet (it stays counted there: the
+        // fleet admits less, never more). Leased slots stay this replica's:
+        // the fleet's table still holds them, renewed once Redis is back
+        // or expired with the lease.
         for s in self.states.values_mut() {
             s.rpm_pool = Pool::default();
             s.tpm_pool = Pool::default();
-            s.slots = 0;
         }
     }
 

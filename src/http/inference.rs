@@ -14,7 +14,7 @@ use super::stream::SseBody;
 use super::{authenticate, read_body, WorkerState};
 use crate::actors::auth::LookupCustomer;
 use crate::actors::provider::{Call, CallError, Reply};
-use crate::actors::rate_limit::{checks_for, Acquire};
+use crate::actors::rate_limit::{checks_for, Acquire, Caps, Check, Scope};
 use crate::actors::router::{Outcome, OutcomeKind, Route, RouterActor};
 use crate::actors::Metered;
 use crate::error::{rate_limit_headers, GatewayError, RateLimitInfo};
@@ -206,15 +206,20 @@ async fn run(
     }
 
     // Rate limits: every level decided at once; none: no round trip.
+    // Tokens a request is counted as until its real usage is known:
+    // counted once, when a tokens-per-minute limit first needs it.
+    let mut tokens_estimate: Option<u64> = None;
+    let max_tokens = parsed
+        .max_tokens
+        .unwrap_or(gw.config.spend.default_max_tokens);
     let checks = checks_for(&gw.config.limits, &key, &group.name);
     let limits = if checks.is_empty() {
         None
     } else {
         let tokens = if checks.iter().any(|c| c.caps.tpm.is_some()) {
-            crate::tokens::prompt_tokens(&parsed.body).await
-                + parsed
-                    .max_tokens
-                    .unwrap_or(gw.config.spend.default_max_tokens)
+            let t = crate::tokens::prompt_tokens(&parsed.body).await + max_tokens;
+            tokens_estimate = Some(t);
+            t
         } else {
             0
         };
@@ -223,7 +228,7 @@ async fn run(
             tokens,
             key_name: key.display_name().to_string(),
         }
-        .send(&gw.limiter)
+        .send(&st.limiter)
         .await?;
         let info = permit.info.clone();
         record.permit = Some(permit);
@@ -240,6 +245,10 @@ async fn run(
     let deadline = record.started + budget;
     let mut tried: Vec<usize> = Vec::new();
     let mut last_err: Option<CallError> = None;
+    // A deployment at its own rpm/tpm is skipped, not tried; if none has
+    // room, the caller hears of that limit.
+    let mut deployment_full: Option<GatewayError> = None;
+    let mut full: Vec<usize> = Vec::new();
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
@@ -262,7 +271,7 @@ async fn run(
             // Everything cooled down under our retries: the upstream's own
             // error says more than "no deployment".
             (Err(_), Some(prev)) => return Err(prev.into_gateway_error()),
-            (Err(e), None) => return Err(e),
+            (Err(e), None) => return Err(deployment_full.take().unwrap_or(e)),
         };
         let target = gw.topology.deployments[idx].clone();
         record.deployment = Some(target.clone());
@@ -272,6 +281,53 @@ async fn run(
             started: Instant::now(),
             done: false,
         };
+        // Every deployment with room was tried: the router offers a full
+        // one again only when nothing else is left.
+        if full.contains(&idx) {
+            attempt.finish(OutcomeKind::Neutral);
+            return Err(deployment_full
+                .take()
+                .unwrap_or_else(|| GatewayError::Internal("no deployment with room".into())));
+        }
+        if target.rpm.is_some() || target.tpm.is_some() {
+            let tokens = match (target.tpm, tokens_estimate) {
+                (None, _) => 0,
+                (Some(_), Some(t)) => t,
+                (Some(_), None) => {
+                    let t = crate::tokens::prompt_tokens(&parsed.body).await + max_tokens;
+                    tokens_estimate = Some(t);
+                    t
+                }
+            };
+            let admitted = Acquire {
+                checks: vec![Check {
+                    scope: Scope::Deployment(target.id.clone()),
+                    caps: Caps {
+                        rpm: target.rpm,
+                        tpm: target.tpm,
+                        parallel: None,
+                    },
+                }],
+                tokens,
+                key_name: key.display_name().to_string(),
+            }
+            .send(&st.limiter)
+            .await;
+            match admitted {
+                Ok(permit) => record.deployment_permit = Some(permit),
+                Err(e @ GatewayError::RateLimited { .. }) => {
+                    // Not an attempt: nothing was sent, nothing learnt.
+                    attempt.finish(OutcomeKind::Neutral);
+                    record.attempts -= 1;
+                    tried.push(idx);
+                    full.push(idx);
+                    deployment_full = Some(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
         // Cut short by the request's deadline, a timeout says nothing
         // about the deployment's health.
         let cut_by_deadline = remaining < target.timeout;

@@ -22,6 +22,7 @@ use futures_util::StreamExt;
 use crate::access::KeyInfo;
 use crate::actors::auth::{hash_key, AuthActor, Authenticate};
 use crate::actors::provider::ProviderActor;
+use crate::actors::rate_limit::RateLimitActor;
 use crate::actors::router::RouterActor;
 use crate::actors::spend_buffer::SpendBuffer;
 use crate::actors::Metered;
@@ -39,6 +40,10 @@ pub struct WorkerState {
     pub router: Metered<RouterActor>,
     /// This worker's batch of spend on its way to SpendActor.
     pub spend: Metered<SpendBuffer>,
+    /// Rate limits: this worker's own member of the fleet when Redis is
+    /// configured (admission never leaves the thread), else the replica's
+    /// one limiter.
+    pub limiter: Metered<RateLimitActor>,
     pub providers: Vec<Metered<ProviderActor>>,
 }
 
@@ -138,7 +143,7 @@ pub(crate) fn inject_crash(st: &WorkerState, req: &HttpRequest) {
         "router" => st.router.do_send(Crash),
         "spend_buffer" => st.spend.do_send(Crash),
         "provider" => st.providers.iter().for_each(|p| p.do_send(Crash)),
-        "rate_limit" => gw.limiter.do_send(Crash),
+        "rate_limit" => st.limiter.do_send(Crash),
         "health" => gw.health.do_send(Crash),
         "spend" => gw.spend.do_send(Crash),
         "logger" => gw.logger.do_send(Crash),

@@ -56,6 +56,8 @@ pub struct RequestRecord {
     pub reservation: Option<Reservation>,
     /// Admission under rate limits, given back in `finish` (or on drop).
     pub permit: Option<Permit>,
+    /// Admission under the chosen deployment's rpm/tpm, likewise.
+    pub deployment_permit: Option<Permit>,
 }
 
 impl RequestRecord {
@@ -87,6 +89,7 @@ impl RequestRecord {
             prompt_estimate: 0,
             reservation: None,
             permit: None,
+            deployment_permit: None,
         }
     }
 
@@ -114,6 +117,7 @@ impl RequestRecord {
             prompt_estimate: self.prompt_estimate,
             reservation: self.reservation.take(),
             permit: self.permit.take(),
+            deployment_permit: self.deployment_permit.take(),
         }
     }
 
@@ -135,8 +139,11 @@ impl RequestRecord {
             .as_ref()
             .map(|d| cost_usd(d, &usage))
             .unwrap_or(0.0);
-        if let Some(permit) = self.permit.take() {
-            let tokens = usage.prompt_tokens + usage.completion_tokens;
+        let tokens = usage.prompt_tokens + usage.completion_tokens;
+        for permit in [self.permit.take(), self.deployment_permit.take()]
+            .into_iter()
+            .flatten()
+        {
             permit.release((tokens > 0).then_some(tokens));
         }
         if let Some(reservation) = self.reservation.take() {
