@@ -235,3 +235,32 @@ async fn without_redis_each_replica_keeps_its_share_and_sharing_resumes() {
     assert_eq!(ok, 4, "one limit for both replicas again");
     fleet.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_cold_burst_far_below_the_limits_is_admitted_whole() {
+    // 64 requests at once on a key nobody has used: they wait for one
+    // lease per limit instead of each leasing a block (which would have
+    // leased the whole limit away and refused some).
+    let slow = spawn_mock_with(Behaviour {
+        latency_ms: 100,
+        ..Default::default()
+    })
+    .await;
+    let fleet = Fleet::start(2, &model("m", &slow), &redis_url(), &prefix()).await;
+    let key = generate(
+        fleet.pick(0),
+        json!({"max_parallel_requests": 200, "rpm_limit": 1000, "tpm_limit": 10000000}),
+    )
+    .await;
+    not_near_a_minute_end().await;
+    let body = chat_body("m");
+    let sent = (0..64).map(|i| chat_with(fleet.pick(i), &key, &body));
+    let answers = futures_util::future::join_all(sent).await;
+    let refused: Vec<String> = answers
+        .iter()
+        .filter(|r| r.status != 200)
+        .map(|r| r.text())
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+    fleet.stop().await;
+}

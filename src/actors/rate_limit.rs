@@ -189,7 +189,7 @@ struct State {
 }
 
 /// Which of a scope's leases a request lacks.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Lack {
     Requests,
     Tokens,
@@ -211,10 +211,14 @@ const DEFAULT_SLOT_LEASE: Duration = Duration::from_secs(10);
 const GIVE_BACK_AFTER: Duration = Duration::from_millis(250);
 /// Rounds of leasing one admission may take when other requests on this
 /// replica keep using up what it leased.
-const MAX_ROUNDS: u32 = 4;
+const MAX_ROUNDS: u32 = 8;
 
 pub struct RateLimitActor {
     states: HashMap<Scope, State>,
+    /// Leases being asked for: requests lacking the same lease wait for
+    /// that answer instead of asking again (a burst of cold requests would
+    /// otherwise lease a block each).
+    pending: HashMap<(Scope, Lack), Arc<tokio::sync::Notify>>,
     /// The fleet's counters; `None`: this replica is the whole fleet.
     shared: Option<Arc<SharedLimits>>,
     /// Redis failed: counting locally until a heartbeat gets through.
@@ -230,6 +234,7 @@ impl RateLimitActor {
     pub fn new(shared: Option<Arc<SharedLimits>>, metrics: Arc<Metrics>) -> Self {
         RateLimitActor {
             states: HashMap::new(),
+            pending: HashMap::new(),
             shared,
             fallback: false,
             replicas: 1,
@@ -256,14 +261,10 @@ impl RateLimitActor {
                 "redis is unreachable: rate limits are counted on this replica alone, each limit divided by the live replicas"
             );
         }
-        // Leased quota is left to the fleet (it stays counted there: the
-        // fleet admits less, never more). Leased slots stay this replica's:
-        // the fleet's table still holds them, renewed once Redis is back
-        // or expired with the lease.
-        for s in self.states.values_mut() {
-            s.rpm_pool = Pool::default();
-            s.tpm_pool = Pool::default();
-        }
+        // Leases stay this replica's (the fleet still counts them) and
+        // serve again once Redis is back; meanwhile nothing is taken from
+        // them. Leased slots are kept in the fleet's table by the
+        // heartbeat once it gets through, or expire with the lease.
     }
 
     fn leave_fallback(&mut self) {
@@ -489,6 +490,10 @@ impl RateLimitActor {
         round: u32,
     ) -> ResponseActFuture<Self, Result<(Held, RateLimitInfo), GatewayError>> {
         let now = now_ms();
+        if self.shared_now().is_none() {
+            // Redis was lost while this request waited for a lease.
+            return Box::pin(actix::fut::ready(self.admit_locally(msg, now)));
+        }
         let needs = self.lacking(&msg, now);
         if needs.is_empty() {
             return Box::pin(actix::fut::ready(Ok(self.take_leased(msg, now))));
@@ -505,6 +510,28 @@ impl RateLimitActor {
                 Some(n.limit),
                 1.0,
             ))));
+        }
+        // Leases already being asked for: wait for their answer, then
+        // decide again.
+        let (waits, needs): (Vec<Need>, Vec<Need>) = needs.into_iter().partition(|n| {
+            self.pending
+                .contains_key(&(msg.checks[n.check].scope.clone(), n.lack))
+        });
+        if needs.is_empty() {
+            let n = &waits[0];
+            let notify = self.pending[&(msg.checks[n.check].scope.clone(), n.lack)].clone();
+            let notified = notify.notified_owned();
+            return Box::pin(
+                notified
+                    .into_actor(self)
+                    .then(move |_, act, _| act.admit_shared(msg, shared, round + 1)),
+            );
+        }
+        for n in &needs {
+            self.pending.insert(
+                (msg.checks[n.check].scope.clone(), n.lack),
+                Arc::new(tokio::sync::Notify::new()),
+            );
         }
         let window = window_of(now);
         let replicas = self.replicas;
@@ -550,6 +577,14 @@ impl RateLimitActor {
         };
         Box::pin(fetch.into_actor(self).then(move |results, act, _| {
             act.metrics.rate_limit_leases.inc_by(results.len() as u64);
+            for n in &needs {
+                if let Some(waiting) = act
+                    .pending
+                    .remove(&(msg.checks[n.check].scope.clone(), n.lack))
+                {
+                    waiting.notify_waiters();
+                }
+            }
             let mut refused: Option<GatewayError> = None;
             for (n, result) in needs.iter().zip(results) {
                 let c = &msg.checks[n.check];
