@@ -291,23 +291,4 @@ impl SharedLimits {
             .await?;
         Ok(live.max(1))
     }
-
-    /// Leaves the fleet (on shutdown), giving back the slots it holds.
-    pub async fn leave(&self, scopes: &[(String, u64)]) {
-        for (scope, n) in scopes {
-            let _ = self.return_slots(scope, *n).await;
-        }
-        let replicas = self.replicas_key();
-        let me = self.replica.clone();
-        let _ = self
-            .redis
-            .run(true, |mut c| async move {
-                redis::cmd("ZREM")
-                    .arg(replicas)
-                    .arg(me)
-                    .query_async::<i64>(&mut *c)
-                    .await
-            })
-            .await;
-    }
 }
