@@ -13,7 +13,8 @@
 # empty database, all came up without a restart; the migrate service exited
 # 0 and the schema is there once; chat completions (plain and streaming) through nginx with
 # the master key are 200 and reached all three replicas; a virtual key made
-# with /key/generate on one replica works on every replica; blocking it
+# with /key/generate on one replica works on every replica; a key's
+# rpm_limit holds across the three replicas (not three times over); blocking it
 # through the balancer makes every replica refuse it (PostgreSQL + Redis).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -220,6 +221,26 @@ for p in "${REPLICA_PORTS[@]}"; do
     [ -n "$refused" ] || fail "replica on $p still accepts the blocked key (last status $s)"
     echo "replica :$p refuses the blocked key (401)"
 done
+
+log "one rate limit for the fleet: rpm_limit 6 through three replicas"
+gen=$(curl -s --max-time 10 "$LB/key/generate" -H "$M" -H "$J" \
+    -d '{"key_alias":"run-stack-rpm","models":["mock-gpt"],"rpm_limit":6}')
+RKEY=$(printf '%s' "$gen" | python3 -c 'import sys,json; print(json.load(sys.stdin)["key"])') ||
+    fail "/key/generate: $gen"
+ok=0; limited=0
+for i in $(seq 1 15); do
+    read -r status replica < <(post /v1/chat/completions "$CHAT" "$RKEY")
+    echo "request $i with rpm_limit 6: $status via ${replica:-?}"
+    case $status in
+        200) ok=$((ok + 1)) ;;
+        429) limited=$((limited + 1)) ;;
+        *) fail "rpm key request $i: HTTP $status: $(cat "$BODY")" ;;
+    esac
+done
+# A minute turning mid-loop lets at most one more in (sliding window).
+{ [ "$ok" -ge 6 ] && [ "$ok" -le 7 ]; } ||
+    fail "rpm_limit 6 admitted $ok of 15 across the replicas (3 × 6 = 18 if each counted alone)"
+echo "admitted $ok, refused $limited: the limit is the fleet's, not each replica's"
 
 log "per-replica request counters (/metrics)"
 for p in "${REPLICA_PORTS[@]}"; do
