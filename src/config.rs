@@ -480,17 +480,18 @@ impl Config {
                 ));
             }
         }
-        if self.limits.global_rpm == Some(0) {
-            return Err(ConfigError::at(
-                "limits.global_rpm",
-                "must be greater than 0",
-            ));
-        }
-        if self.limits.default_key_rpm == Some(0) {
-            return Err(ConfigError::at(
-                "limits.default_key_rpm",
-                "must be greater than 0",
-            ));
+        let l = &self.limits;
+        for (path, limit) in [
+            ("limits.global_rpm", l.global_rpm.map(u64::from)),
+            ("limits.global_tpm", l.global_tpm),
+            (
+                "limits.global_max_parallel_requests",
+                l.global_max_parallel_requests,
+            ),
+            ("limits.default_key_rpm", l.default_key_rpm.map(u64::from)),
+            ("limits.default_key_tpm", l.default_key_tpm),
+        ] {
+            positive_limit(path, limit)?;
         }
         if self.router.allowed_fails == 0 {
             return Err(ConfigError::at(
@@ -680,6 +681,14 @@ impl Config {
     }
 }
 
+/// A limit of 0 would refuse every request: a mistake, said at start-up.
+fn positive_limit(path: &str, limit: Option<u64>) -> Result<(), ConfigError> {
+    if limit == Some(0) {
+        return Err(ConfigError::at(path, "must be greater than 0"));
+    }
+    Ok(())
+}
+
 fn validate_deployment(path: &str, d: &mut Deployment) -> Result<(), ConfigError> {
     if d.model.trim().is_empty() {
         return Err(ConfigError::at(
@@ -708,6 +717,8 @@ fn validate_deployment(path: &str, d: &mut Deployment) -> Result<(), ConfigError
     if let Some(t) = d.timeout_secs {
         in_range(&format!("{path}.timeout_secs"), t, 1, MAX_DURATION_SECS)?;
     }
+    positive_limit(&format!("{path}.rpm"), d.rpm.map(u64::from))?;
+    positive_limit(&format!("{path}.tpm"), d.tpm)?;
     match (&d.api_base, d.provider) {
         (None, Provider::Mock) => {}
         (None, Provider::Openai) => d.api_base = Some("https://api.openai.com/v1".into()),
@@ -769,6 +780,21 @@ mod tests {
         "#);
         assert!(e.contains("models.gpt-4o.deployments[1]"), "{e}");
         assert!(e.contains("api_bsae"), "{e}");
+    }
+
+    #[test]
+    fn a_limit_of_zero_is_a_start_up_error_naming_it() {
+        let e = err("[limits]\nglobal_tpm = 0\n");
+        assert!(e.contains("limits.global_tpm"), "{e}");
+        let e = err("[limits]\nglobal_max_parallel_requests = 0\n");
+        assert!(e.contains("limits.global_max_parallel_requests"), "{e}");
+        let e = err(r#"
+            [[models.m.deployments]]
+            provider = "openai"
+            model = "x"
+            tpm = 0
+        "#);
+        assert!(e.contains("models.m.deployments[0].tpm"), "{e}");
     }
 
     #[test]
