@@ -80,6 +80,22 @@ impl Drop for Attempt {
     }
 }
 
+/// The tokens a request counts as against tokens-per-minute limits until
+/// its real usage is known (prompt + the completion it may ask for),
+/// counted once however many limits need it.
+async fn estimate_tokens(
+    cache: &mut Option<u64>,
+    body: &crate::request::RawObject,
+    max_tokens: u64,
+) -> u64 {
+    if let Some(t) = *cache {
+        return t;
+    }
+    let t = crate::tokens::prompt_tokens(body).await + max_tokens;
+    *cache = Some(t);
+    t
+}
+
 fn request_id(req: &HttpRequest) -> String {
     req.headers()
         .get("x-request-id")
@@ -189,14 +205,14 @@ async fn run(
         }
     }
 
+    let max_tokens = parsed
+        .max_tokens
+        .unwrap_or(gw.config.spend.default_max_tokens);
     // Budgets: reserve the most this request can cost before it runs.
     let limits = crate::actors::budget::limits_for(&key, &group.name, customer.as_deref());
     if !limits.is_empty() {
-        let completion = parsed
-            .max_tokens
-            .unwrap_or(gw.config.spend.default_max_tokens);
         let estimate = record.prompt_estimate as f64 * group.max_input_cost_per_token
-            + completion as f64 * group.max_output_cost_per_token;
+            + max_tokens as f64 * group.max_output_cost_per_token;
         let reservation = gw
             .budget
             .send(crate::actors::budget::Reserve { limits, estimate })
@@ -209,17 +225,12 @@ async fn run(
     // Tokens a request is counted as until its real usage is known:
     // counted once, when a tokens-per-minute limit first needs it.
     let mut tokens_estimate: Option<u64> = None;
-    let max_tokens = parsed
-        .max_tokens
-        .unwrap_or(gw.config.spend.default_max_tokens);
     let checks = checks_for(&gw.config.limits, &key, &group.name);
     let limits = if checks.is_empty() {
         None
     } else {
         let tokens = if checks.iter().any(|c| c.caps.tpm.is_some()) {
-            let t = crate::tokens::prompt_tokens(&parsed.body).await + max_tokens;
-            tokens_estimate = Some(t);
-            t
+            estimate_tokens(&mut tokens_estimate, &parsed.body, max_tokens).await
         } else {
             0
         };
@@ -290,14 +301,9 @@ async fn run(
                 .unwrap_or_else(|| GatewayError::Internal("no deployment with room".into())));
         }
         if target.rpm.is_some() || target.tpm.is_some() {
-            let tokens = match (target.tpm, tokens_estimate) {
-                (None, _) => 0,
-                (Some(_), Some(t)) => t,
-                (Some(_), None) => {
-                    let t = crate::tokens::prompt_tokens(&parsed.body).await + max_tokens;
-                    tokens_estimate = Some(t);
-                    t
-                }
+            let tokens = match target.tpm {
+                None => 0,
+                Some(_) => estimate_tokens(&mut tokens_estimate, &parsed.body, max_tokens).await,
             };
             let admitted = Acquire {
                 checks: vec![Check {
