@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! python3 -c 'import openai, pytest' 2>/dev/null; then
-    echo "installing the Python test dependencies (openai, pytest)…"
-    python3 -m pip install --quiet --disable-pip-version-check openai pytest
+if ! python3 -c 'import openai, anthropic, pytest' 2>/dev/null; then
+    echo "installing the Python test dependencies (openai, anthropic, pytest)…"
+    python3 -m pip install --quiet --disable-pip-version-check openai anthropic pytest
 fi
 
 # Plain `cargo test` rather than nextest: it is on every machine with cargo.

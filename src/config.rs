@@ -48,6 +48,18 @@ impl Secret {
     }
 }
 
+/// A secret as written in the file (a literal or `env:NAME`): never shown
+/// by `Debug`, so a printed config cannot leak it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct RawSecret(pub String);
+
+impl fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RawSecret(***)")
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
@@ -75,6 +87,9 @@ pub struct Config {
     pub router: RouterConfig,
     pub logging: LoggingConfig,
     pub spend: SpendConfig,
+    /// Parameters a provider does not take are dropped instead of refused
+    /// (LiteLLM's `drop_params`); a deployment's own setting wins.
+    pub drop_params: bool,
     /// The built-in fake provider, started in-process when a deployment uses
     /// `provider = "mock"`.
     pub mock_upstream: MockUpstreamConfig,
@@ -326,29 +341,23 @@ pub struct ModelGroup {
     pub deployments: Vec<Deployment>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Provider {
-    /// api.openai.com or anything speaking its API.
-    Openai,
-    /// vLLM, Ollama, LM Studio, llama.cpp server, … (same wire format).
-    OpenaiCompatible,
-    /// The built-in fake provider.
-    Mock,
-}
+pub use crate::providers::catalog::Provider;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Deployment {
     /// Stable id for headers, logs and metrics; defaults to `<group>-<index>`.
     pub id: Option<String>,
-    pub provider: Provider,
-    /// The model name the upstream knows.
+    /// Omitted: taken from a LiteLLM-style model string (`anthropic/…`).
+    /// Read it through `provider()` once validated.
+    pub provider: Option<Provider>,
+    /// The model name the upstream knows (for Azure, the deployment name;
+    /// for Bedrock, the model or inference-profile id).
     pub model: String,
     /// Base URL including the version path, e.g. `https://api.openai.com/v1`.
     pub api_base: Option<String>,
     /// Literal or `env:NAME`.
-    pub api_key: Option<String>,
+    pub api_key: Option<RawSecret>,
     #[serde(default = "default_weight")]
     pub weight: f64,
     pub timeout_secs: Option<u64>,
@@ -357,12 +366,43 @@ pub struct Deployment {
     /// USD per token; unset: the price map (`data/model_prices.json`).
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
+    /// USD per cached prompt token read / written (Anthropic prompt
+    /// caching, OpenAI cached input); unset: the price map, else the
+    /// input price.
+    pub cache_read_input_token_cost: Option<f64>,
+    pub cache_creation_input_token_cost: Option<f64>,
     /// Headers added to every upstream request.
     #[serde(default)]
     pub extra_headers: BTreeMap<String, String>,
+    /// Parameters the provider does not take are dropped instead of
+    /// refused with a 400; unset: the top-level `drop_params`.
+    pub drop_params: Option<bool>,
+    /// Azure: the `api-version` query parameter.
+    pub api_version: Option<String>,
+    /// Azure: a Microsoft Entra ID bearer token (literal or `env:NAME`)
+    /// instead of `api_key`.
+    pub azure_ad_token: Option<RawSecret>,
+    /// Bedrock: region and credentials (literal or `env:NAME`); unset:
+    /// `AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`.
+    pub aws_region: Option<String>,
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<RawSecret>,
+    pub aws_session_token: Option<RawSecret>,
 
     #[serde(skip)]
     pub resolved_api_key: Option<Secret>,
+    #[serde(skip)]
+    pub resolved_aws: Option<AwsCredentials>,
+}
+
+/// Bedrock's signing credentials, resolved at start-up.
+#[derive(Debug, Clone)]
+pub struct AwsCredentials {
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
 }
 
 fn default_weight() -> f64 {
@@ -370,6 +410,11 @@ fn default_weight() -> f64 {
 }
 
 impl Deployment {
+    /// The provider, explicit or from the model string; set by validation.
+    pub fn provider(&self) -> Provider {
+        self.provider.unwrap_or(Provider::OpenaiCompatible)
+    }
+
     pub fn timeout(&self, router: &RouterConfig) -> Duration {
         Duration::from_secs(self.timeout_secs.unwrap_or(router.timeout_secs))
     }
@@ -719,32 +764,79 @@ fn validate_deployment(path: &str, d: &mut Deployment) -> Result<(), ConfigError
     }
     positive_limit(&format!("{path}.rpm"), d.rpm.map(u64::from))?;
     positive_limit(&format!("{path}.tpm"), d.tpm)?;
-    match (&d.api_base, d.provider) {
-        (None, Provider::Mock) => {}
-        (None, Provider::Openai) => d.api_base = Some("https://api.openai.com/v1".into()),
-        (None, Provider::OpenaiCompatible) => {
+    resolve_provider(path, d)?;
+    let provider = d.provider();
+    for (field, v) in [
+        ("cache_read_input_token_cost", d.cache_read_input_token_cost),
+        (
+            "cache_creation_input_token_cost",
+            d.cache_creation_input_token_cost,
+        ),
+    ] {
+        if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
             return Err(ConfigError::at(
-                format!("{path}.api_base"),
-                "is required for provider `openai_compatible`",
-            ))
-        }
-        (Some(base), _) => {
-            let parsed = url::Url::parse(base).map_err(|e| {
-                ConfigError::at(format!("{path}.api_base"), format!("not a valid URL: {e}"))
-            })?;
-            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-                return Err(ConfigError::at(
-                    format!("{path}.api_base"),
-                    "must be an http:// or https:// URL with a host",
-                ));
-            }
-            d.api_base = Some(base.trim_end_matches('/').to_string());
+                format!("{path}.{field}"),
+                "must be a non-negative number",
+            ));
         }
     }
-    d.resolved_api_key = match &d.api_key {
-        Some(raw) => Some(resolve_secret(&format!("{path}.api_key"), raw)?),
-        None => None,
+    if provider == Provider::Bedrock {
+        d.resolved_aws = Some(aws_credentials(path, d)?);
+    }
+    let base = match (&d.api_base, provider) {
+        (Some(base), _) => Some(base.clone()),
+        (None, Provider::Mock) => None,
+        (None, Provider::Bedrock) => d
+            .resolved_aws
+            .as_ref()
+            .map(|aws| format!("https://bedrock-runtime.{}.amazonaws.com", aws.region)),
+        (None, p) => match p.default_api_base() {
+            Some(base) => Some(base.to_string()),
+            None => {
+                return Err(ConfigError::at(
+                    format!("{path}.api_base"),
+                    format!("is required for provider `{}`", p.name()),
+                ))
+            }
+        },
     };
+    if let Some(base) = base {
+        let parsed = url::Url::parse(&base).map_err(|e| {
+            ConfigError::at(format!("{path}.api_base"), format!("not a valid URL: {e}"))
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(ConfigError::at(
+                format!("{path}.api_base"),
+                "must be an http:// or https:// URL with a host",
+            ));
+        }
+        d.api_base = Some(base.trim_end_matches('/').to_string());
+    }
+    d.resolved_api_key = match (&d.api_key, &d.azure_ad_token) {
+        (Some(raw), _) => Some(resolve_secret(&format!("{path}.api_key"), &raw.0)?),
+        (None, Some(raw)) => Some(resolve_secret(&format!("{path}.azure_ad_token"), &raw.0)?),
+        // LiteLLM's convention: the provider's usual variable.
+        (None, None) => provider
+            .key_env()
+            .and_then(|name| std::env::var(name).ok())
+            .filter(|v| !v.is_empty())
+            .map(Secret),
+    };
+    if d.resolved_api_key.is_none() && !provider.key_optional() {
+        tracing::warn!(deployment = %path, provider = provider.name(), "no api_key (nor its usual environment variable) for this deployment: calls go out without credentials");
+    }
+    if let Some(v) = &d.api_version {
+        if v.is_empty()
+            || !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(ConfigError::at(
+                format!("{path}.api_version"),
+                "must look like 2024-10-21 or preview",
+            ));
+        }
+    }
     for (name, value) in &d.extra_headers {
         let valid = actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
             && actix_web::http::header::HeaderValue::from_str(value).is_ok();
@@ -756,6 +848,89 @@ fn validate_deployment(path: &str, d: &mut Deployment) -> Result<(), ConfigError
         }
     }
     Ok(())
+}
+
+/// Fills `provider` from the model string when omitted, and strips a
+/// provider prefix from the model (`anthropic/claude-…` → `claude-…`).
+fn resolve_provider(path: &str, d: &mut Deployment) -> Result<(), ConfigError> {
+    let split =
+        crate::providers::catalog::split_model(&d.model).map(|(p, rest)| (p, rest.to_string()));
+    match (d.provider, split) {
+        (None, Some((p, rest))) => {
+            d.provider = Some(p);
+            d.model = rest;
+        }
+        // `provider = "anthropic"`, `model = "anthropic/claude-…"`.
+        (Some(p), Some((q, rest))) if p == q => d.model = rest,
+        (Some(_), _) => {}
+        (None, None) => {
+            return Err(ConfigError::at(
+                format!("{path}.provider"),
+                "is required (or give the model as provider/model, e.g. anthropic/claude-3-5-haiku-latest)",
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn optional_secret(path: &str, raw: Option<&str>) -> Result<Option<Secret>, ConfigError> {
+    raw.map(|r| resolve_secret(path, r)).transpose()
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn aws_credentials(path: &str, d: &Deployment) -> Result<AwsCredentials, ConfigError> {
+    let region = match optional_secret(&format!("{path}.aws_region"), d.aws_region.as_deref())? {
+        Some(r) => r.expose().to_string(),
+        None => env_nonempty("AWS_REGION")
+            .or_else(|| env_nonempty("AWS_DEFAULT_REGION"))
+            .ok_or_else(|| {
+                ConfigError::at(
+                    format!("{path}.aws_region"),
+                    "is required for provider `bedrock` (or set AWS_REGION)",
+                )
+            })?,
+    };
+    if region.is_empty()
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(ConfigError::at(
+            format!("{path}.aws_region"),
+            "must be a region name such as us-east-1",
+        ));
+    }
+    let id = optional_secret(
+        &format!("{path}.aws_access_key_id"),
+        d.aws_access_key_id.as_deref(),
+    )?
+    .map(|s| s.expose().to_string())
+    .or_else(|| env_nonempty("AWS_ACCESS_KEY_ID"));
+    let secret = optional_secret(
+        &format!("{path}.aws_secret_access_key"),
+        d.aws_secret_access_key.as_ref().map(|r| r.0.as_str()),
+    )?
+    .or_else(|| env_nonempty("AWS_SECRET_ACCESS_KEY").map(Secret));
+    let (Some(access_key_id), Some(secret_access_key)) = (id, secret) else {
+        return Err(ConfigError::at(
+            format!("{path}.aws_access_key_id"),
+            "provider `bedrock` needs aws_access_key_id and aws_secret_access_key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+        ));
+    };
+    let session_token = optional_secret(
+        &format!("{path}.aws_session_token"),
+        d.aws_session_token.as_ref().map(|r| r.0.as_str()),
+    )?
+    .or_else(|| env_nonempty("AWS_SESSION_TOKEN").map(Secret));
+    Ok(AwsCredentials {
+        region,
+        access_key_id,
+        secret_access_key,
+        session_token,
+    })
 }
 
 #[cfg(test)]
@@ -861,6 +1036,61 @@ mod tests {
             let e = err(text);
             assert!(e.contains(path), "{path}: {e}");
         }
+    }
+
+    #[test]
+    fn a_deployment_names_its_provider_or_a_model_string_does() {
+        let c = Config::from_toml(
+            "[[models.c.deployments]]\nmodel = \"anthropic/claude-3-5-haiku-latest\"\napi_key = \"k\"\n\
+             [[models.g.deployments]]\nprovider = \"groq\"\nmodel = \"groq/llama-3.1-8b-instant\"\n",
+        )
+        .unwrap();
+        let c0 = &c.models["c"].deployments[0];
+        assert_eq!(c0.provider(), Provider::Anthropic);
+        assert_eq!(c0.model, "claude-3-5-haiku-latest");
+        assert_eq!(c0.api_base.as_deref(), Some("https://api.anthropic.com"));
+        let g0 = &c.models["g"].deployments[0];
+        assert_eq!(g0.model, "llama-3.1-8b-instant");
+        assert_eq!(
+            g0.api_base.as_deref(),
+            Some("https://api.groq.com/openai/v1")
+        );
+        // A slash that names no provider is part of the model's name.
+        let e = err("[[models.m.deployments]]\nmodel = \"meta-llama/Llama-3-8B\"\n");
+        assert!(e.contains("models.m.deployments[0].provider"), "{e}");
+        let e = err("[[models.m.deployments]]\nprovider = \"anthropc\"\nmodel = \"x\"\n");
+        assert!(e.contains("provider"), "{e}");
+    }
+
+    #[test]
+    fn providers_that_need_an_address_or_credentials_say_so_at_start_up() {
+        let e = err("[[models.m.deployments]]\nprovider = \"azure\"\nmodel = \"gpt\"\n");
+        assert!(
+            e.contains("models.m.deployments[0].api_base") && e.contains("azure"),
+            "{e}"
+        );
+        let e = err(
+            "[[models.m.deployments]]\nprovider = \"bedrock\"\nmodel = \"x\"\naws_region = \"us-east-1\"\naws_access_key_id = \"AKIDEXAMPLE\"\n",
+        );
+        assert!(e.contains("aws_secret_access_key"), "{e}");
+        let e = err(
+            "[[models.m.deployments]]\nprovider = \"bedrock\"\nmodel = \"x\"\naws_region = \"us east\"\naws_access_key_id = \"A\"\naws_secret_access_key = \"S\"\n",
+        );
+        assert!(e.contains("aws_region"), "{e}");
+        let c = Config::from_toml(
+            "[[models.m.deployments]]\nprovider = \"bedrock\"\nmodel = \"anthropic.claude-3-haiku-20240307-v1:0\"\naws_region = \"eu-west-3\"\naws_access_key_id = \"AKIDEXAMPLE\"\naws_secret_access_key = \"very-secret\"\n",
+        )
+        .unwrap();
+        let d = &c.models["m"].deployments[0];
+        assert_eq!(
+            d.api_base.as_deref(),
+            Some("https://bedrock-runtime.eu-west-3.amazonaws.com")
+        );
+        assert!(!format!("{d:?}").contains("very-secret"));
+        let e = err(
+            "[[models.m.deployments]]\nprovider = \"azure\"\nmodel = \"g\"\napi_base = \"https://x.openai.azure.com\"\napi_version = \"2024-06-01&x=1\"\n",
+        );
+        assert!(e.contains("api_version"), "{e}");
     }
 
     #[test]

@@ -210,7 +210,7 @@ fn uses_mock(config: &Config) -> bool {
         .models
         .values()
         .flat_map(|g| g.deployments.iter())
-        .any(|d| d.provider == Provider::Mock && d.api_base.is_none())
+        .any(|d| d.provider() == Provider::Mock && d.api_base.is_none())
 }
 
 /// Starts the gateway on the current actix System: actors first, then the

@@ -19,6 +19,8 @@ pub struct ModelPrice {
     pub input_cost_per_token: f64,
     #[serde(default)]
     pub output_cost_per_token: f64,
+    pub cache_read_input_token_cost: Option<f64>,
+    pub cache_creation_input_token_cost: Option<f64>,
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
 }
@@ -41,8 +43,12 @@ fn price_map() -> &'static HashMap<String, ModelPrice> {
 pub fn lookup(provider: Provider, model: &str) -> Option<ModelPrice> {
     let map = price_map();
     let prefix = match provider {
-        Provider::Openai => "openai",
-        Provider::OpenaiCompatible | Provider::Mock => "",
+        Provider::OpenaiCompatible
+        | Provider::Mock
+        | Provider::Ollama
+        | Provider::Vllm
+        | Provider::LmStudio => "",
+        p => p.name(),
     };
     if !prefix.is_empty() {
         if let Some(p) = map.get(&format!("{prefix}/{model}")) {
@@ -66,8 +72,17 @@ pub fn lookup(provider: Provider, model: &str) -> Option<ModelPrice> {
     .find_map(|p| map.get(&format!("{p}/{bare}")).copied())
 }
 
+/// Cached prompt tokens are priced at the cache prices (read, written);
+/// the rest of the prompt at the input price.
 pub fn cost_usd(target: &DeploymentTarget, usage: &Usage) -> f64 {
-    usage.prompt_tokens as f64 * target.input_cost_per_token
+    let cached = usage.cached_tokens.min(usage.prompt_tokens);
+    let written = usage
+        .cache_creation_tokens
+        .min(usage.prompt_tokens - cached);
+    let plain = usage.prompt_tokens - cached - written;
+    plain as f64 * target.input_cost_per_token
+        + cached as f64 * target.cache_read_cost_per_token
+        + written as f64 * target.cache_creation_cost_per_token
         + usage.completion_tokens as f64 * target.output_cost_per_token
 }
 

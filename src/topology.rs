@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 
-use crate::config::{Config, Provider};
-use crate::providers::Endpoint;
+use crate::config::{AwsCredentials, Config, Deployment, Provider};
+use crate::providers::catalog::KeyHeader;
+use crate::providers::{anthropic, Endpoint, Wire};
 
 /// One upstream deployment, ready to call.
 #[derive(Debug)]
@@ -18,14 +19,25 @@ pub struct DeploymentTarget {
     pub id: String,
     pub group: Arc<str>,
     pub provider: Provider,
+    pub wire: Wire,
     pub upstream_model: String,
     /// The base URL (for logs and `x-litellm-model-api-base`).
     pub api_base: String,
     /// Full URL per endpoint (`Endpoint::index`), built once.
     pub urls: [String; 3],
-    /// `Authorization: Bearer …`, marked sensitive so it is never logged.
-    pub auth_header: Option<HeaderValue>,
+    /// Chat completions when streamed, where the provider has its own URL
+    /// for streams (Gemini, Bedrock).
+    pub stream_url: String,
+    /// The key as the provider takes it (`Authorization`, `x-api-key`, …),
+    /// marked sensitive so it is never logged.
+    pub auth_header: Option<(HeaderName, HeaderValue)>,
+    /// Static headers: the provider's own (`anthropic-version`) and the
+    /// config's `extra_headers`.
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Unsupported parameters are dropped instead of refused.
+    pub drop_params: bool,
+    /// Bedrock's signing credentials.
+    pub aws: Option<AwsCredentials>,
     pub timeout: Duration,
     pub stream_idle_timeout: Duration,
     pub weight: f64,
@@ -34,6 +46,116 @@ pub struct DeploymentTarget {
     pub tpm: Option<u64>,
     pub input_cost_per_token: f64,
     pub output_cost_per_token: f64,
+    pub cache_read_cost_per_token: f64,
+    pub cache_creation_cost_per_token: f64,
+}
+
+impl DeploymentTarget {
+    pub fn url(&self, endpoint: Endpoint, stream: bool) -> &str {
+        if stream && endpoint == Endpoint::ChatCompletions {
+            &self.stream_url
+        } else {
+            &self.urls[endpoint.index()]
+        }
+    }
+}
+
+/// Azure's API version when the deployment names none (the latest GA).
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// A path segment: everything but RFC 3986's unreserved characters
+/// escaped (Bedrock model ids carry `:`; SigV4 signs the escaped form).
+pub fn segment(s: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    const SET: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(s, SET).to_string()
+}
+
+/// Every endpoint's URL and the stream URL for one deployment.
+fn urls(d: &Deployment, base: &str) -> ([String; 3], String) {
+    let model = &d.model;
+    let all = |f: &dyn Fn(Endpoint) -> String| {
+        [
+            Endpoint::ChatCompletions,
+            Endpoint::Completions,
+            Endpoint::Embeddings,
+        ]
+        .map(f)
+    };
+    match d.provider().wire() {
+        Wire::OpenAi => {
+            let u = all(&|e| format!("{base}{}", e.path()));
+            let stream = u[0].clone();
+            (u, stream)
+        }
+        Wire::Azure => {
+            let version = d.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
+            // Azure's v1 API takes the model in the body, like OpenAI.
+            let u = if base.ends_with("/openai/v1") {
+                all(&|e| format!("{base}{}?api-version={version}", e.path()))
+            } else {
+                all(&|e| {
+                    format!(
+                        "{base}/openai/deployments/{}{}?api-version={version}",
+                        segment(model),
+                        e.path()
+                    )
+                })
+            };
+            let stream = u[0].clone();
+            (u, stream)
+        }
+        Wire::Anthropic => {
+            let root = base.strip_suffix("/v1").unwrap_or(base);
+            let chat = format!("{root}/v1/messages");
+            (all(&|_| chat.clone()), chat)
+        }
+        Wire::Gemini => {
+            let root = base
+                .strip_suffix("/v1beta")
+                .or_else(|| base.strip_suffix("/v1"))
+                .unwrap_or(base);
+            let m = format!("{root}/v1beta/models/{}", segment(model));
+            (
+                [
+                    format!("{m}:generateContent"),
+                    format!("{m}:generateContent"),
+                    format!("{m}:batchEmbedContents"),
+                ],
+                format!("{m}:streamGenerateContent?alt=sse"),
+            )
+        }
+        Wire::Bedrock => {
+            let m = format!("{base}/model/{}", segment(model));
+            (
+                all(&|_| format!("{m}/converse")),
+                format!("{m}/converse-stream"),
+            )
+        }
+    }
+}
+
+/// The key in the header the provider reads, marked sensitive.
+fn auth_header(d: &Deployment) -> Option<(HeaderName, HeaderValue)> {
+    let key = d.resolved_api_key.as_ref()?.expose();
+    let (name, value) = match d.provider().key_header() {
+        KeyHeader::Bearer => ("authorization", format!("Bearer {key}")),
+        // An Entra ID token goes as a bearer token; a resource key as api-key.
+        KeyHeader::ApiKey if d.api_key.is_none() && d.azure_ad_token.is_some() => {
+            ("authorization", format!("Bearer {key}"))
+        }
+        KeyHeader::ApiKey => ("api-key", key.to_string()),
+        KeyHeader::XApiKey => ("x-api-key", key.to_string()),
+        KeyHeader::GoogApiKey => ("x-goog-api-key", key.to_string()),
+        KeyHeader::SigV4 => return None,
+    };
+    let mut v = HeaderValue::from_str(&value).ok()?;
+    v.set_sensitive(true);
+    Some((HeaderName::from_static(name), v))
 }
 
 #[derive(Debug)]
@@ -64,30 +186,29 @@ impl Topology {
             let mut members = Vec::with_capacity(group.deployments.len());
             for (i, d) in group.deployments.iter().enumerate() {
                 let idx = t.deployments.len();
-                let base_url = match (d.provider, &d.api_base) {
+                let base_url = match (d.provider(), &d.api_base) {
                     (_, Some(base)) => base.clone(),
                     (Provider::Mock, None) => {
                         mock_url.unwrap_or("http://127.0.0.1:1/v1").to_string()
                     }
                     (_, None) => "https://api.openai.com/v1".to_string(),
                 };
-                let auth_header = d.resolved_api_key.as_ref().and_then(|k| {
-                    let mut v = HeaderValue::from_str(&format!("Bearer {}", k.expose())).ok()?;
-                    v.set_sensitive(true);
-                    Some(v)
-                });
-                let extra_headers = d
-                    .extra_headers
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        Some((
-                            HeaderName::from_bytes(k.as_bytes()).ok()?,
-                            HeaderValue::from_str(v).ok()?,
-                        ))
-                    })
-                    .collect();
+                let auth_header = auth_header(d);
+                let mut extra_headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
+                if d.provider().wire() == Wire::Anthropic {
+                    extra_headers.push((
+                        HeaderName::from_static("anthropic-version"),
+                        HeaderValue::from_static(anthropic::API_VERSION),
+                    ));
+                }
+                extra_headers.extend(d.extra_headers.iter().filter_map(|(k, v)| {
+                    Some((
+                        HeaderName::from_bytes(k.as_bytes()).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
+                }));
                 // Explicit prices win; else the price map; else 0, said once.
-                let listed = crate::pricing::lookup(d.provider, &d.model).unwrap_or_default();
+                let listed = crate::pricing::lookup(d.provider(), &d.model).unwrap_or_default();
                 let price = crate::pricing::ModelPrice {
                     input_cost_per_token: d
                         .input_cost_per_token
@@ -104,19 +225,18 @@ impl Topology {
                 {
                     tracing::warn!(model_group = %name, model = %d.model, "no price known for this deployment (set input_cost_per_token / output_cost_per_token): its spend is recorded as 0");
                 }
-                let urls = [
-                    Endpoint::ChatCompletions,
-                    Endpoint::Completions,
-                    Endpoint::Embeddings,
-                ]
-                .map(|e| format!("{base_url}{}", e.path()));
+                let (urls, stream_url) = urls(d, &base_url);
                 t.deployments.push(Arc::new(DeploymentTarget {
                     urls,
+                    stream_url,
+                    wire: d.provider().wire(),
+                    drop_params: d.drop_params.unwrap_or(config.drop_params),
+                    aws: d.resolved_aws.clone(),
                     api_base: base_url.clone(),
                     idx,
                     id: d.id.clone().unwrap_or_else(|| format!("{name}-{i}")),
                     group: group_name.clone(),
-                    provider: d.provider,
+                    provider: d.provider(),
                     upstream_model: d.model.clone(),
 
                     auth_header,
@@ -130,6 +250,14 @@ impl Topology {
                     tpm: d.tpm,
                     input_cost_per_token: price.input_cost_per_token,
                     output_cost_per_token: price.output_cost_per_token,
+                    cache_read_cost_per_token: d
+                        .cache_read_input_token_cost
+                        .or(listed.cache_read_input_token_cost)
+                        .unwrap_or(price.input_cost_per_token),
+                    cache_creation_cost_per_token: d
+                        .cache_creation_input_token_cost
+                        .or(listed.cache_creation_input_token_cost)
+                        .unwrap_or(price.input_cost_per_token),
                 }));
                 members.push(idx);
             }

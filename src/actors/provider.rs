@@ -10,16 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_web::http::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
+use actix_web::http::header::{HeaderMap, CONTENT_TYPE};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{GatewayError, UpstreamError};
 use crate::metrics::ActorMeter;
-use crate::providers::openai::{self, StreamStep};
-use crate::providers::sse::SseDecoder;
-use crate::providers::{is_retryable_status, Endpoint, Usage};
+use crate::providers::{
+    inbound_body, is_retryable_status, openai, upstream_error, AnswerCtx, Endpoint, Outbound,
+    StreamDecoder, StreamStep, Usage,
+};
 use crate::topology::DeploymentTarget;
 
 /// Largest non-streaming upstream body we accept.
@@ -76,9 +77,10 @@ crate::actors::supervise::crashable!(ProviderActor);
 #[rtype(result = "Result<Reply, CallError>")]
 pub struct Call {
     pub endpoint: Endpoint,
-    pub body: Bytes,
+    pub outbound: Outbound,
     pub stream: bool,
-    pub client_wants_usage: bool,
+    /// What a translated answer says about itself (id, model, usage chunk).
+    pub answer: AnswerCtx,
     /// This attempt's time limit: the deployment's timeout, or less when
     /// the request's overall deadline is nearer. For a stream it covers the
     /// wait for the first event; after that the idle timeout applies.
@@ -175,43 +177,57 @@ impl Handler<Call> for ProviderActor {
         let _t = self.meter.handling();
         let target = self.target.clone();
         let draining = self.draining.clone();
+        let Call {
+            endpoint,
+            outbound,
+            stream,
+            answer,
+            timeout,
+        } = msg;
         let mut req = self
             .client
-            .post(target.urls[msg.endpoint.index()].as_str())
-            .timeout(msg.timeout)
+            .post(outbound.url.as_str())
+            .timeout(timeout)
             .insert_header((CONTENT_TYPE, "application/json"));
-        if let Some(auth) = &target.auth_header {
-            req = req.insert_header((AUTHORIZATION, auth.clone()));
+        if let Some((name, value)) = &target.auth_header {
+            req = req.insert_header((name.clone(), value.clone()));
         }
-        for (k, v) in &target.extra_headers {
+        for (k, v) in target.extra_headers.iter().chain(&outbound.headers) {
             req = req.insert_header((k.clone(), v.clone()));
         }
         Box::pin(async move {
-            let deadline = Instant::now() + msg.timeout;
-            let mut resp = req.send_body(msg.body).await.map_err(send_error)?;
+            let deadline = Instant::now() + timeout;
+            let mut resp = req.send_body(outbound.body).await.map_err(send_error)?;
             let status = resp.status().as_u16();
             if !(200..300).contains(&status) {
                 let retry_after = openai::retry_after(
                     header_str(resp.headers(), "retry-after"),
                     header_str(resp.headers(), "retry-after-ms"),
                 );
+                let error_type = header_str(resp.headers(), "x-amzn-errortype").map(str::to_string);
                 let body = read_body(&mut resp, deadline, 1024 * 1024)
                     .await
                     .unwrap_or_default();
-                return Err(CallError::Status(openai::parse_error(
+                return Err(CallError::Status(upstream_error(
+                    target.wire,
                     status,
                     retry_after,
+                    error_type.as_deref(),
                     &body,
                 )));
             }
-            if !msg.stream {
+            if !stream {
                 let body = read_body(&mut resp, deadline, MAX_RESPONSE_BYTES).await?;
-                let usage =
-                    openai::usage_from_body(msg.endpoint, &body).map_err(CallError::Protocol)?;
+                let (body, usage) =
+                    inbound_body(&target, endpoint, body, &answer).map_err(CallError::Protocol)?;
                 return Ok(Reply::Full { body, usage });
             }
             if let Some(kind) = header_str(resp.headers(), "content-type").map(str::to_string) {
-                if !kind.trim_start().starts_with("text/event-stream") {
+                let kind_ok = kind.trim_start().starts_with("text/event-stream")
+                    || kind
+                        .trim_start()
+                        .starts_with("application/vnd.amazon.eventstream");
+                if !kind_ok {
                     // A JSON or HTML page where a stream was asked for: an
                     // error page or a proxy speaking for the upstream.
                     let body = read_body(&mut resp, deadline, 4096)
@@ -228,7 +244,7 @@ impl Handler<Call> for ProviderActor {
             actix_rt::spawn(pump_stream(
                 resp,
                 tx,
-                msg.client_wants_usage,
+                StreamDecoder::new(target.wire, answer),
                 target.stream_idle_timeout,
                 draining,
             ));
@@ -264,19 +280,19 @@ async fn read_body(
     }
 }
 
-/// Reads the upstream SSE stream, translates it event by event and feeds
+/// Reads the upstream stream, translates it event by event and feeds
 /// the client's channel. Stops — dropping the upstream connection, which
 /// cancels the generation — as soon as the client's side is gone.
 async fn pump_stream<S>(
     mut resp: awc::ClientResponse<S>,
     tx: mpsc::Sender<StreamItem>,
-    client_wants_usage: bool,
+    mut decoder: StreamDecoder,
     idle_timeout: Duration,
     mut draining: watch::Receiver<bool>,
 ) where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
 {
-    let mut decoder = SseDecoder::new();
+    let mut steps = Vec::with_capacity(4);
     loop {
         let next = tokio::select! {
             _ = tx.closed() => return,
@@ -290,69 +306,42 @@ async fn pump_stream<S>(
             }
             next = tokio::time::timeout(idle_timeout, resp.next()) => next,
         };
-        let chunk = match next {
-            Err(_) => {
-                let _ = tx
-                    .send(StreamItem::Failed(format!(
-                        "the upstream sent nothing for {}s",
-                        idle_timeout.as_secs()
-                    )))
-                    .await;
-                return;
-            }
-            Ok(None) => {
-                if let Some(ev) = decoder.finish() {
-                    if let Some(true) = forward(&tx, &ev, client_wants_usage).await {
-                        return;
+        let ended = match next {
+            Err(_) => Err(format!(
+                "the upstream sent nothing for {}s",
+                idle_timeout.as_secs()
+            )),
+            Ok(None) => decoder.finish(&mut steps),
+            Ok(Some(Err(e))) => Err(format!("the upstream stream broke: {e}")),
+            Ok(Some(Ok(bytes))) => match decoder.push(&bytes, &mut steps) {
+                Ok(()) => {
+                    for step in steps.drain(..) {
+                        match forward(&tx, step).await {
+                            None | Some(true) => return, // client gone, or the end
+                            Some(false) => {}
+                        }
                     }
+                    continue;
                 }
-                let _ = tx
-                    .send(StreamItem::Failed(
-                        "the upstream closed the stream before it was complete".into(),
-                    ))
-                    .await;
-                return;
-            }
-            Ok(Some(Err(e))) => {
-                let _ = tx
-                    .send(StreamItem::Failed(format!(
-                        "the upstream stream broke: {e}"
-                    )))
-                    .await;
-                return;
-            }
-            Ok(Some(Ok(bytes))) => bytes,
+                Err(e) => Err(e),
+            },
         };
-        decoder.push(&chunk);
-        loop {
-            match decoder.next_event() {
-                Ok(Some(ev)) => match forward(&tx, &ev, client_wants_usage).await {
-                    None => return,       // client gone
-                    Some(true) => return, // [DONE]
-                    Some(false) => {}
-                },
-                Ok(None) => break,
-                Err(_) => {
-                    let _ = tx
-                        .send(StreamItem::Failed(
-                            "an upstream stream event was too large".into(),
-                        ))
-                        .await;
-                    return;
-                }
+        for step in steps.drain(..) {
+            if forward(&tx, step).await != Some(false) {
+                return;
             }
         }
+        if let Err(m) = ended {
+            let _ = tx.send(StreamItem::Failed(m)).await;
+        }
+        return;
     }
 }
 
-/// Sends one translated event. `None`: the client is gone; `Some(true)`:
+/// Sends one translated step. `None`: the client is gone; `Some(true)`:
 /// the stream is over (complete, or failed with the client told).
-async fn forward(
-    tx: &mpsc::Sender<StreamItem>,
-    event: &[u8],
-    client_wants_usage: bool,
-) -> Option<bool> {
-    match openai::stream_step(event, client_wants_usage) {
+async fn forward(tx: &mpsc::Sender<StreamItem>, step: StreamStep) -> Option<bool> {
+    match step {
         StreamStep::Forward(bytes) => tx.send(StreamItem::Data(bytes)).await.ok().map(|_| false),
         StreamStep::Usage { usage, forward } => {
             tx.send(StreamItem::Usage(usage)).await.ok()?;
@@ -368,6 +357,10 @@ async fn forward(
                     "the upstream sent a stream event that is not JSON".into(),
                 ))
                 .await;
+            Some(true)
+        }
+        StreamStep::Failed(m) => {
+            let _ = tx.send(StreamItem::Failed(m)).await;
             Some(true)
         }
     }

@@ -232,11 +232,7 @@ impl Handler<SettleEstimated> for SpendBuffer {
         ctx.spawn(count.into_actor(self).map(move |counted, act, ctx| {
             let completion_tokens = counted.unwrap_or(0);
             record.usage_estimated = true;
-            let usage = Usage {
-                prompt_tokens,
-                completion_tokens,
-                total_tokens: prompt_tokens + completion_tokens,
-            };
+            let usage = Usage::new(prompt_tokens, completion_tokens);
             if let Some(row) = record.finish(status, Some(usage), error) {
                 act.settle(row, None, ctx);
             }

@@ -19,7 +19,7 @@ use crate::actors::router::{Outcome, OutcomeKind, Route, RouterActor};
 use crate::actors::Metered;
 use crate::error::{rate_limit_headers, GatewayError, RateLimitInfo};
 use crate::pricing::{cost_usd, python_float};
-use crate::providers::{openai, Endpoint};
+use crate::providers::{self, AnswerCtx, Endpoint, Wire};
 use crate::request::InferenceRequest;
 use crate::topology::DeploymentTarget;
 
@@ -105,10 +105,28 @@ fn request_id(req: &HttpRequest) -> String {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
+/// Where the OpenAI-shaped request body comes from.
+pub enum Body {
+    /// Read from the client (OpenAI's own API).
+    Payload(web::Payload),
+    /// Already read and translated from another API (Anthropic's).
+    Ready(bytes::Bytes),
+}
+
 async fn handle(
     endpoint: Endpoint,
     req: HttpRequest,
     payload: web::Payload,
+    st: web::Data<WorkerState>,
+) -> HttpResponse {
+    handle_body(endpoint, req, Body::Payload(payload), st).await
+}
+
+/// The whole pipeline for one request whose body is OpenAI-shaped.
+pub async fn handle_body(
+    endpoint: Endpoint,
+    req: HttpRequest,
+    payload: Body,
     st: web::Data<WorkerState>,
 ) -> HttpResponse {
     let mut record =
@@ -142,7 +160,7 @@ async fn handle(
 async fn run(
     st: &WorkerState,
     req: &HttpRequest,
-    payload: web::Payload,
+    payload: Body,
     record: &mut RequestRecord,
 ) -> Result<HttpResponse, GatewayError> {
     let gw = &st.gw;
@@ -158,7 +176,10 @@ async fn run(
         ));
     }
 
-    let body = read_body(req, payload, &gw.config.server).await?;
+    let body = match payload {
+        Body::Payload(p) => read_body(req, p, &gw.config.server).await?,
+        Body::Ready(b) => b,
+    };
     let parsed = InferenceRequest::parse(record.endpoint, &body)?;
     // About four bytes of JSON per token: only used when an upstream
     // reports no usage.
@@ -337,11 +358,24 @@ async fn run(
         // Cut short by the request's deadline, a timeout says nothing
         // about the deployment's health.
         let cut_by_deadline = remaining < target.timeout;
+        let outbound = match providers::outbound(&target, &parsed) {
+            Ok(o) => o,
+            Err(e) => {
+                // The request cannot be said to this provider: nothing sent.
+                attempt.finish(OutcomeKind::Neutral);
+                return Err(e);
+            }
+        };
         let call = Call {
             endpoint: record.endpoint,
-            body: openai::upstream_body(&parsed, &target.upstream_model),
+            outbound,
             stream: parsed.stream,
-            client_wants_usage: parsed.client_wants_usage,
+            answer: AnswerCtx {
+                id: answer_id(&target, &record.request_id),
+                created: unix_now(),
+                model: target.upstream_model.clone(),
+                wants_usage: parsed.client_wants_usage,
+            },
             timeout: target.timeout.min(remaining),
         };
         let result = st.providers[idx]
@@ -414,6 +448,21 @@ async fn run(
             }
         }
     }
+}
+
+/// The `chatcmpl-…` id a translated answer carries when its provider
+/// gives none; OpenAI-wire answers keep their own.
+fn answer_id(target: &DeploymentTarget, request_id: &str) -> String {
+    match target.wire {
+        Wire::OpenAi | Wire::Azure => String::new(),
+        _ => format!("chatcmpl-{request_id}"),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn response_headers(

@@ -6,6 +6,7 @@ pub mod customers;
 pub mod health;
 pub mod inference;
 pub mod keys;
+pub mod messages;
 pub mod models;
 pub mod record;
 pub mod spend;
@@ -60,6 +61,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             &format!("{prefix}/embeddings"),
             web::post().to(inference::embeddings),
+        )
+        .route(
+            &format!("{prefix}/messages"),
+            web::post().to(messages::messages),
+        )
+        .route(
+            &format!("{prefix}/messages/count_tokens"),
+            web::post().to(messages::count_tokens),
         )
         .route(&format!("{prefix}/models"), web::get().to(models::list))
         .route(

@@ -21,6 +21,10 @@ pub(crate) enum FaultSel {
     Html,
     Garbage,
     GarbageMid,
+    OverloadedMid,
+    ThrottleMid,
+    Safety,
+    Blocked,
     None,
 }
 
@@ -34,6 +38,10 @@ impl FaultSel {
             FaultSel::Html => Some(Fault::Html),
             FaultSel::Garbage => Some(Fault::Garbage),
             FaultSel::GarbageMid => Some(Fault::GarbageMid),
+            FaultSel::OverloadedMid => Some(Fault::OverloadedMid),
+            FaultSel::ThrottleMid => Some(Fault::ThrottleMid),
+            FaultSel::Safety => Some(Fault::Safety),
+            FaultSel::Blocked => Some(Fault::Blocked),
             FaultSel::None => None,
         }
     }
@@ -52,6 +60,9 @@ pub(crate) struct BehaviourPatch {
     pub(crate) chunks: Option<usize>,
     pub(crate) chunk_interval_ms: Option<u64>,
     pub(crate) fault: Option<FaultSel>,
+    /// Error flavour of an injected status (`"context"`: the provider's
+    /// "prompt too long" error with a 400).
+    pub(crate) error: Option<String>,
 }
 
 /// The behaviour that applies to one request.
@@ -65,6 +76,8 @@ pub(crate) struct Effective {
     pub(crate) chunks: usize,
     pub(crate) chunk_interval_ms: u64,
     pub(crate) fault: Option<Fault>,
+    /// `x-mock-error` / body `mock.error`; only `"context"` means something.
+    pub(crate) error: Option<String>,
 }
 
 impl Effective {
@@ -77,6 +90,7 @@ impl Effective {
             chunks: b.chunks.unwrap_or(DEFAULT_CHUNKS),
             chunk_interval_ms: b.chunk_interval_ms,
             fault: b.fault,
+            error: None,
         }
     }
 
@@ -102,6 +116,9 @@ impl Effective {
         if let Some(v) = p.fault {
             self.fault = v.fault();
         }
+        if let Some(v) = &p.error {
+            self.error = Some(v.clone());
+        }
     }
 
     /// A 2xx status means "no error"; other statuses must be 300..=599.
@@ -124,6 +141,7 @@ static H_RETRY_AFTER_MS: HeaderName = HeaderName::from_static("x-mock-retry-afte
 static H_CHUNKS: HeaderName = HeaderName::from_static("x-mock-chunks");
 static H_INTERVAL: HeaderName = HeaderName::from_static("x-mock-chunk-interval-ms");
 static H_FAULT: HeaderName = HeaderName::from_static("x-mock-fault");
+static H_ERROR: HeaderName = HeaderName::from_static("x-mock-error");
 
 fn header<T: FromStr>(headers: &HeaderMap, name: &HeaderName) -> Result<Option<T>, String> {
     let Some(v) = headers.get(name) else {
@@ -148,9 +166,13 @@ fn header_patch(headers: &HeaderMap) -> Result<BehaviourPatch, String> {
                 Ok("html") => FaultSel::Html,
                 Ok("garbage") => FaultSel::Garbage,
                 Ok("garbage_mid") => FaultSel::GarbageMid,
+                Ok("overloaded_mid") => FaultSel::OverloadedMid,
+                Ok("throttle_mid") => FaultSel::ThrottleMid,
+                Ok("safety") => FaultSel::Safety,
+                Ok("blocked") => FaultSel::Blocked,
                 Ok("none") | Ok("") => FaultSel::None,
                 _ => {
-                    return Err("invalid value for header x-mock-fault (drop|hang|cut|bad_shape|html|garbage|garbage_mid|none)".into())
+                    return Err("invalid value for header x-mock-fault (drop|hang|cut|bad_shape|html|garbage|garbage_mid|overloaded_mid|throttle_mid|safety|blocked|none)".into())
                 }
             },
         ),
@@ -163,6 +185,7 @@ fn header_patch(headers: &HeaderMap) -> Result<BehaviourPatch, String> {
         chunks: header(headers, &H_CHUNKS)?,
         chunk_interval_ms: header(headers, &H_INTERVAL)?,
         fault,
+        error: header(headers, &H_ERROR)?,
     })
 }
 

@@ -1,4 +1,5 @@
-//! SSE bodies for chat and legacy completions, and the broken-body fault.
+//! SSE bodies for chat and legacy completions, scripted bodies for the
+//! native provider routes, and the broken-body fault.
 
 use std::fmt::Write as _;
 use std::future::Future as _;
@@ -14,7 +15,7 @@ use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
 use super::wire::{push_piece, push_usage};
-use super::{bump, Shared};
+use super::{bump, Fault, Shared};
 
 /// Which OpenAI API the stream speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,8 +66,7 @@ pub(crate) struct SseStream {
     plan: StreamPlan,
     /// `data: {"id":…,"object":…,"created":…,"model":…,` shared by events.
     prefix: String,
-    sleep: Option<Pin<Box<Sleep>>>,
-    sleeping: bool,
+    pacer: Pacer,
     cut_pending: bool,
     garbage_sent: bool,
     step: Step,
@@ -88,13 +88,12 @@ impl SseStream {
         if plan.kind == Kind::Chat {
             prefix.push_str(r#""system_fingerprint":null,"#);
         }
-        let sleep = (plan.interval_ms > 0).then(|| Box::pin(tokio::time::sleep(Duration::ZERO)));
+        let pacer = Pacer::new(plan.interval_ms);
         SseStream {
             shared,
             plan,
             prefix,
-            sleep,
-            sleeping: false,
+            pacer,
             cut_pending: false,
             garbage_sent: false,
             step: Step::Start,
@@ -157,25 +156,6 @@ impl SseStream {
         out.push_str("}\n\n");
         Bytes::from(out)
     }
-
-    /// Waits `interval_ms` (if any) before a content chunk.
-    fn poll_interval(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(sleep) = self.sleep.as_mut() else {
-            return Poll::Ready(());
-        };
-        if !self.sleeping {
-            let deadline = Instant::now() + Duration::from_millis(self.plan.interval_ms);
-            sleep.as_mut().reset(deadline);
-            self.sleeping = true;
-        }
-        match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.sleeping = false;
-                Poll::Ready(())
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
 }
 
 impl Stream for SseStream {
@@ -203,15 +183,12 @@ impl Stream for SseStream {
                 }
                 Step::Content(i) => {
                     if this.plan.cut_after.is_some_and(|c| i >= c) {
-                        // Yield once so actix writes out what is buffered,
-                        // then fail: the connection closes without [DONE].
-                        if !this.cut_pending {
-                            this.cut_pending = true;
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
+                        // The connection closes without [DONE].
+                        let p = poll_break(&mut this.cut_pending, cx, "mock: cut fault");
+                        if p.is_ready() {
+                            this.step = Step::End;
                         }
-                        this.step = Step::End;
-                        return Poll::Ready(Some(Err(io::Error::other("mock: cut fault"))));
+                        return p;
                     }
                     if i >= this.plan.emit {
                         this.step = Step::Finish;
@@ -223,7 +200,7 @@ impl Stream for SseStream {
                             b"data: {\"choices\": [truncated\n\n",
                         ))));
                     }
-                    if this.poll_interval(cx).is_pending() {
+                    if this.pacer.poll(cx).is_pending() {
                         return Poll::Pending;
                     }
                     this.step = Step::Content(i + 1);
@@ -280,11 +257,252 @@ impl Stream for BrokenBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if !this.flushed {
-            this.flushed = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
+        poll_break(&mut this.flushed, cx, "mock: drop fault")
+    }
+}
+
+/// Breaks a body: the first call yields (so actix writes out what is
+/// buffered, the response head at least), the second returns the error.
+fn poll_break(
+    flushed: &mut bool,
+    cx: &mut Context<'_>,
+    why: &'static str,
+) -> Poll<Option<Result<Bytes, io::Error>>> {
+    if !*flushed {
+        *flushed = true;
+        cx.waker().wake_by_ref();
+        return Poll::Pending;
+    }
+    Poll::Ready(Some(Err(io::Error::other(why))))
+}
+
+/// The chunk-interval knob: waits `interval_ms` before each paced item.
+pub(crate) struct Pacer {
+    interval_ms: u64,
+    sleep: Option<Pin<Box<Sleep>>>,
+    sleeping: bool,
+}
+
+impl Pacer {
+    pub(crate) fn new(interval_ms: u64) -> Self {
+        let sleep = (interval_ms > 0).then(|| Box::pin(tokio::time::sleep(Duration::ZERO)));
+        Pacer {
+            interval_ms,
+            sleep,
+            sleeping: false,
         }
-        Poll::Ready(Some(Err(io::Error::other("mock: drop fault"))))
+    }
+
+    /// Ready once the interval since the call that started the wait passed.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(sleep) = self.sleep.as_mut() else {
+            return Poll::Ready(());
+        };
+        if !self.sleeping {
+            let deadline = Instant::now() + Duration::from_millis(self.interval_ms);
+            sleep.as_mut().reset(deadline);
+            self.sleeping = true;
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.sleeping = false;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// How a scripted body ends after its last frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ScriptEnd {
+    /// The normal end: counts in `streams_completed`.
+    Complete,
+    /// An in-band error event ended it: counts as neither completed nor
+    /// cancelled.
+    Aborted,
+    /// The `cut` fault: the connection breaks (neither completed nor
+    /// cancelled).
+    Break,
+}
+
+struct Frame {
+    bytes: Bytes,
+    /// Waits the chunk interval first.
+    paced: bool,
+}
+
+/// Builds the frames of a native-provider stream and plays the stream
+/// faults on them, the same way for every wire format:
+/// * `cut`: before content delta `planned / 2` the connection breaks;
+/// * a mid-stream error event (`overloaded_mid`, `throttle_mid`, given as
+///   `mid_error`): sent before delta `planned / 2`, then the body ends;
+/// * `garbage`: `garbage` is the first frame; `garbage_mid`: `garbage` is
+///   sent before delta `planned / 2` and the stream goes on.
+///
+/// A fault due at a delta that is never sent (no deltas planned) fires at
+/// [`Script::finish`].
+pub(crate) struct Script {
+    frames: Vec<Frame>,
+    half: usize,
+    deltas: usize,
+    cut: bool,
+    garbage_mid: Option<Bytes>,
+    mid_error: Option<Bytes>,
+    stopped: bool,
+    end: ScriptEnd,
+}
+
+impl Script {
+    /// `planned`: the content deltas the stream will carry.
+    pub(crate) fn new(
+        fault: Option<Fault>,
+        planned: usize,
+        garbage: &'static [u8],
+        mid_error: Option<Bytes>,
+    ) -> Self {
+        let mut frames = Vec::with_capacity(planned + 8);
+        if fault == Some(Fault::Garbage) {
+            frames.push(Frame {
+                bytes: Bytes::from_static(garbage),
+                paced: false,
+            });
+        }
+        Script {
+            frames,
+            half: planned / 2,
+            deltas: 0,
+            cut: fault == Some(Fault::Cut),
+            garbage_mid: (fault == Some(Fault::GarbageMid)).then(|| Bytes::from_static(garbage)),
+            mid_error,
+            stopped: false,
+            end: ScriptEnd::Complete,
+        }
+    }
+
+    /// A frame sent at once (no interval); dropped after a fault stopped
+    /// the script.
+    pub(crate) fn frame(&mut self, bytes: impl Into<Bytes>) {
+        if !self.stopped {
+            self.frames.push(Frame {
+                bytes: bytes.into(),
+                paced: false,
+            });
+        }
+    }
+
+    /// Faults due now (at delta `self.deltas`, or at the end).
+    fn due(&mut self, at_end: bool) {
+        if self.stopped || !(at_end || self.deltas == self.half) {
+            return;
+        }
+        if self.cut {
+            self.stopped = true;
+            self.end = ScriptEnd::Break;
+        } else if let Some(err) = self.mid_error.take() {
+            self.frames.push(Frame {
+                bytes: err,
+                paced: false,
+            });
+            self.stopped = true;
+            self.end = ScriptEnd::Aborted;
+        } else if let Some(g) = self.garbage_mid.take() {
+            self.frames.push(Frame {
+                bytes: g,
+                paced: false,
+            });
+        }
+    }
+
+    /// A content delta: waits the chunk interval first, counts for the
+    /// "halfway" faults.
+    pub(crate) fn delta(&mut self, bytes: impl Into<Bytes>) {
+        self.due(false);
+        if self.stopped {
+            return;
+        }
+        self.frames.push(Frame {
+            bytes: bytes.into(),
+            paced: true,
+        });
+        self.deltas += 1;
+    }
+
+    pub(crate) fn finish(mut self, shared: web::Data<Shared>, interval_ms: u64) -> ScriptStream {
+        self.due(true);
+        bump(&shared.counters.streams_started);
+        ScriptStream {
+            shared,
+            frames: self.frames.into_iter(),
+            pending: None,
+            pacer: Pacer::new(interval_ms),
+            end: self.end,
+            flushed: false,
+            done: false,
+        }
+    }
+}
+
+/// A body made of pre-built frames (SSE events, JSON-array pieces or AWS
+/// event-stream messages). Dropped before its end: a cancelled stream.
+pub(crate) struct ScriptStream {
+    shared: web::Data<Shared>,
+    frames: std::vec::IntoIter<Frame>,
+    /// A paced frame waiting for its interval.
+    pending: Option<Frame>,
+    pacer: Pacer,
+    end: ScriptEnd,
+    flushed: bool,
+    done: bool,
+}
+
+impl Stream for ScriptStream {
+    type Item = Result<Bytes, io::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(frame) = this.pending.take().or_else(|| this.frames.next()) {
+            if frame.paced && this.pacer.poll(cx).is_pending() {
+                this.pending = Some(frame);
+                return Poll::Pending;
+            }
+            if this.frames.as_slice().is_empty() && this.end != ScriptEnd::Break {
+                this.done = true;
+                if this.end == ScriptEnd::Complete {
+                    bump(&this.shared.counters.streams_completed);
+                }
+            }
+            return Poll::Ready(Some(Ok(frame.bytes)));
+        }
+        match this.end {
+            ScriptEnd::Complete => {
+                // Only reached with no frames at all.
+                this.done = true;
+                bump(&this.shared.counters.streams_completed);
+                Poll::Ready(None)
+            }
+            ScriptEnd::Aborted => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            ScriptEnd::Break => {
+                let p = poll_break(&mut this.flushed, cx, "mock: cut fault");
+                if p.is_ready() {
+                    this.done = true;
+                }
+                p
+            }
+        }
+    }
+}
+
+impl Drop for ScriptStream {
+    fn drop(&mut self) {
+        if !self.done {
+            bump(&self.shared.counters.streams_cancelled);
+        }
     }
 }

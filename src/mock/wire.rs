@@ -18,9 +18,17 @@ static ID_PREFIX: OnceLock<u32> = OnceLock::new();
 
 /// Appends a unique id such as `chatcmpl-1a2b3c4d000000000007`.
 pub(crate) fn push_id(out: &mut String, kind: &str) {
+    out.push_str(kind);
+    out.push('-');
+    push_unique(out);
+}
+
+/// Appends 20 hex digits unique within the process (random per process,
+/// then a counter), e.g. `1a2b3c4d000000000007`.
+pub(crate) fn push_unique(out: &mut String) {
     let prefix = *ID_PREFIX.get_or_init(rand::random::<u32>);
     let n = ID_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let _ = write!(out, "{kind}-{prefix:08x}{n:012x}");
+    let _ = write!(out, "{prefix:08x}{n:012x}");
 }
 
 pub(crate) fn now_unix() -> u64 {
@@ -156,6 +164,18 @@ pub(crate) fn embedding(seed: u64, dims: usize, out: &mut Vec<f32>) {
             *v /= norm;
         }
     }
+}
+
+/// Appends `[v0,v1,…]`.
+pub(crate) fn push_f32_array(out: &mut String, values: &[f32]) {
+    out.push('[');
+    for (j, v) in values.iter().enumerate() {
+        if j > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{v}");
+    }
+    out.push(']');
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

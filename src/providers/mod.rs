@@ -3,10 +3,54 @@
 //! these functions around its HTTP client, and they are unit-tested with
 //! fixtures taken from the providers' documentation.
 
+pub mod anthropic;
+pub mod anthropic_inbound;
+pub mod bedrock;
+pub mod catalog;
+pub mod dispatch;
+pub mod gemini;
 pub mod openai;
+pub mod params;
 pub mod sse;
 
-use serde::{Deserialize, Serialize};
+use bytes::Bytes;
+use serde::Deserialize;
+
+pub use catalog::{Provider, Wire};
+pub use dispatch::{inbound_body, outbound, upstream_error, Outbound, StreamDecoder};
+
+/// What the gateway makes of one upstream stream event, in OpenAI's
+/// chunk vocabulary whatever the provider spoke.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StreamStep {
+    /// Send these SSE bytes to the client.
+    Forward(Bytes),
+    /// A usage report; `forward` holds the usage chunk's bytes if the
+    /// client asked for it (or the chunk also carries content).
+    Usage {
+        usage: Usage,
+        forward: Option<Bytes>,
+    },
+    /// The end: send these bytes (`data: [DONE]`) and close the stream.
+    Done(Bytes),
+    /// Not JSON: never passed to a client, whose SDK would fail to parse it.
+    Invalid,
+    /// The upstream reported an error mid-stream; nothing follows.
+    Failed(String),
+}
+
+/// What a translated answer needs to say about itself.
+#[derive(Debug, Clone)]
+pub struct AnswerCtx {
+    /// `chatcmpl-…` id used when the provider gives none.
+    pub id: String,
+    /// Unix seconds, OpenAI's `created`.
+    pub created: u64,
+    /// The deployment's model name, as OpenAI answers carry it.
+    pub model: String,
+    /// The client asked for the usage chunk at the end of a stream.
+    pub wants_usage: bool,
+}
 
 /// The inference endpoints the gateway serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,21 +104,106 @@ impl Endpoint {
 
 /// Token counts as the upstream reported them, each clamped to
 /// `MAX_TOKENS` as it is parsed so sums of them can never overflow.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+/// Deserializes from OpenAI's `usage` object (details included); the other
+/// wire modules fill it from their own shapes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "WireUsage")]
 pub struct Usage {
-    #[serde(deserialize_with = "clamped_count")]
+    /// Every prompt token, cached ones included (OpenAI's convention).
     pub prompt_tokens: u64,
-    #[serde(deserialize_with = "clamped_count")]
     pub completion_tokens: u64,
-    #[serde(deserialize_with = "clamped_count")]
     pub total_tokens: u64,
+    /// Of `prompt_tokens`, read from the provider's prompt cache.
+    pub cached_tokens: u64,
+    /// Of `prompt_tokens`, written to the provider's prompt cache
+    /// (Anthropic prices these above plain input).
+    pub cache_creation_tokens: u64,
+    /// Of `completion_tokens`, spent on reasoning.
+    pub reasoning_tokens: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct WireUsage {
+    #[serde(deserialize_with = "clamped_count")]
+    prompt_tokens: u64,
+    #[serde(deserialize_with = "clamped_count")]
+    completion_tokens: u64,
+    #[serde(deserialize_with = "clamped_count")]
+    total_tokens: u64,
+    prompt_tokens_details: Option<WireDetails>,
+    completion_tokens_details: Option<WireDetails>,
+    /// LiteLLM's and DeepSeek's spelling of cache reads/writes.
+    #[serde(deserialize_with = "clamped_count")]
+    cache_creation_input_tokens: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct WireDetails {
+    #[serde(deserialize_with = "clamped_count")]
+    cached_tokens: u64,
+    #[serde(deserialize_with = "clamped_count")]
+    reasoning_tokens: u64,
+}
+
+impl From<WireUsage> for Usage {
+    fn from(w: WireUsage) -> Usage {
+        Usage {
+            prompt_tokens: w.prompt_tokens,
+            completion_tokens: w.completion_tokens,
+            total_tokens: w.total_tokens,
+            cached_tokens: w
+                .prompt_tokens_details
+                .map_or(0, |d| d.cached_tokens)
+                .min(w.prompt_tokens),
+            cache_creation_tokens: w.cache_creation_input_tokens.min(w.prompt_tokens),
+            reasoning_tokens: w
+                .completion_tokens_details
+                .map_or(0, |d| d.reasoning_tokens)
+                .min(w.completion_tokens),
+        }
+    }
+}
+
+impl Usage {
+    /// Usage from separate counts, clamped as parsing would.
+    pub fn new(prompt: u64, completion: u64) -> Usage {
+        let (prompt, completion) = (prompt.min(MAX_TOKENS), completion.min(MAX_TOKENS));
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            ..Usage::default()
+        }
+    }
+
+    /// OpenAI's `usage` object, details included when non-zero.
+    pub fn to_openai_json(&self) -> serde_json::Value {
+        let mut u = serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        });
+        if self.cached_tokens > 0 || self.cache_creation_tokens > 0 {
+            u["prompt_tokens_details"] = serde_json::json!({"cached_tokens": self.cached_tokens});
+        }
+        if self.cache_creation_tokens > 0 {
+            u["cache_creation_input_tokens"] = self.cache_creation_tokens.into();
+            u["cache_read_input_tokens"] = self.cached_tokens.into();
+        }
+        if self.reasoning_tokens > 0 {
+            u["completion_tokens_details"] =
+                serde_json::json!({"reasoning_tokens": self.reasoning_tokens});
+        }
+        u
+    }
 }
 
 /// More tokens than any request has had; larger upstream claims are lies.
 pub const MAX_TOKENS: u64 = 1 << 40;
 
-fn clamped_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn clamped_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     Option::<u64>::deserialize(d).map(|n| n.unwrap_or(0).min(MAX_TOKENS))
 }
 

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Endpoint, Usage};
+use super::sse::SseDecoder;
+pub use super::StreamStep;
+use super::{AnswerCtx, Endpoint, Usage};
 use crate::error::UpstreamError;
 use crate::request::InferenceRequest;
 
@@ -98,22 +100,6 @@ pub fn usage_from_body(endpoint: Endpoint, body: &[u8]) -> Result<Option<Usage>,
     Ok(shape.usage)
 }
 
-/// What to do with one upstream stream event.
-#[derive(Debug, PartialEq, Eq)]
-pub enum StreamStep {
-    /// Send these SSE bytes to the client.
-    Forward(Bytes),
-    /// A usage chunk; `forward` holds its bytes if the client asked for it.
-    Usage {
-        usage: Usage,
-        forward: Option<Bytes>,
-    },
-    /// The `[DONE]` sentinel: send it and end the stream.
-    Done(Bytes),
-    /// Not JSON: never passed to a client, whose SDK would fail to parse it.
-    Invalid,
-}
-
 pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 
 pub fn sse_frame(data: &[u8]) -> Bytes {
@@ -165,6 +151,50 @@ pub fn stream_step(data: &[u8], client_wants_usage: bool) -> StreamStep {
     }
     StreamStep::Forward(sse_frame(data))
 }
+
+/// An OpenAI stream: SSE events passed on one by one (see [`stream_step`]).
+pub struct StreamState {
+    sse: SseDecoder,
+    wants_usage: bool,
+}
+
+impl StreamState {
+    pub fn new(ctx: AnswerCtx) -> StreamState {
+        StreamState {
+            sse: SseDecoder::new(),
+            wants_usage: ctx.wants_usage,
+        }
+    }
+
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<StreamStep>) -> Result<(), String> {
+        self.sse.push(chunk);
+        while let Some(ev) = self.sse.next_event().map_err(|_| TOO_LARGE.to_string())? {
+            let step = stream_step(&ev, self.wants_usage);
+            let end = matches!(step, StreamStep::Done(_) | StreamStep::Invalid);
+            out.push(step);
+            if end {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Only `[DONE]` ends an OpenAI stream well; a last event without its
+    /// blank line is still read.
+    pub fn finish(&mut self, out: &mut Vec<StreamStep>) -> Result<(), String> {
+        if let Some(ev) = self.sse.finish() {
+            let step = stream_step(&ev, self.wants_usage);
+            if matches!(step, StreamStep::Done(_)) {
+                out.push(step);
+                return Ok(());
+            }
+            out.push(step);
+        }
+        Err("the upstream closed the stream before it was complete".into())
+    }
+}
+
+pub const TOO_LARGE: &str = "an upstream stream event was too large";
 
 /// Maps an upstream error response to the error the client sees: the
 /// upstream's status and message, in OpenAI's shape.
@@ -293,12 +323,14 @@ mod tests {
         let body = br#"{"id":"chatcmpl-123","object":"chat.completion","created":1677652288,"model":"gpt-4o-mini","system_fingerprint":"fp_44709d6fcb","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how may I assist you today?"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":12,"total_tokens":21,"completion_tokens_details":{"reasoning_tokens":0}}}"#;
         assert_eq!(
             usage_from_body(Endpoint::ChatCompletions, body).unwrap(),
-            Some(Usage {
-                prompt_tokens: 9,
-                completion_tokens: 12,
-                total_tokens: 21
-            })
+            Some(Usage::new(9, 12))
         );
+        // Cached prompt tokens and reasoning tokens are read from the details.
+        let body = br#"{"choices":[],"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920},"completion_tokens_details":{"reasoning_tokens":200}}}"#;
+        let u = usage_from_body(Endpoint::ChatCompletions, body)
+            .unwrap()
+            .unwrap();
+        assert_eq!((u.cached_tokens, u.reasoning_tokens), (1920, 200));
     }
 
     #[test]
@@ -354,11 +386,7 @@ mod tests {
             r#"{"id":"chatcmpl-123","object":"chat.completion.chunk","created":1694268190,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1,"total_tokens":10}}"#,
             "[DONE]",
         ];
-        let usage = Usage {
-            prompt_tokens: 9,
-            completion_tokens: 1,
-            total_tokens: 10,
-        };
+        let usage = Usage::new(9, 1);
         for wants in [false, true] {
             let steps: Vec<_> = chunks
                 .iter()

@@ -25,8 +25,8 @@ pub struct SpendCommit {
     pub users: BTreeMap<String, f64>,
     pub teams: BTreeMap<String, f64>,
     pub customers: BTreeMap<String, f64>,
-    /// (key hash, model group) → spend added.
-    pub key_models: BTreeMap<(String, String), f64>,
+    /// Key hash → model group → spend added.
+    pub key_models: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
 impl SpendCommit {
@@ -34,20 +34,33 @@ impl SpendCommit {
         if row.spend == 0.0 {
             return;
         }
-        *self.keys.entry(row.api_key.clone()).or_default() += row.spend;
+        // Most rows of a batch share their key, user, team and model:
+        // look up first, copy the id only the first time it is seen.
+        fn add_to(map: &mut BTreeMap<String, f64>, id: &str, x: f64) {
+            match map.get_mut(id) {
+                Some(v) => *v += x,
+                None => {
+                    map.insert(id.to_string(), x);
+                }
+            }
+        }
+        add_to(&mut self.keys, &row.api_key, row.spend);
         if let Some(u) = &row.user_id {
-            *self.users.entry(u.clone()).or_default() += row.spend;
+            add_to(&mut self.users, u, row.spend);
         }
         if let Some(t) = &row.team_id {
-            *self.teams.entry(t.clone()).or_default() += row.spend;
+            add_to(&mut self.teams, t, row.spend);
         }
         if let Some(e) = &row.end_user {
-            *self.customers.entry(e.clone()).or_default() += row.spend;
+            add_to(&mut self.customers, e, row.spend);
         }
-        *self
-            .key_models
-            .entry((row.api_key.clone(), row.model_group.clone()))
-            .or_default() += row.spend;
+        match self.key_models.get_mut(&row.api_key) {
+            Some(models) => add_to(models, &row.model_group, row.spend),
+            None => {
+                let models = BTreeMap::from([(row.model_group.clone(), row.spend)]);
+                self.key_models.insert(row.api_key.clone(), models);
+            }
+        }
     }
 }
 
@@ -93,8 +106,8 @@ macro_rules! insert_fresh {
             .filter(|r| inserted.remove(&r.request_id))
             .collect()
     }};
-    // SQLite: multi-row statements on the plain connection.
-    ($conn:ident, $rows:ident, sqlite_multi_row, []) => {{
+    // SQLite: one cached statement per row on the plain connection.
+    ($conn:ident, $rows:ident, sqlite_per_row, []) => {{
         $crate::store::spend_sqlite::insert_fresh($conn, $rows)?
     }};
 }
@@ -148,18 +161,20 @@ macro_rules! record_batch {
                 .execute($conn)
                 $($aw)*?;
         }
-        for ((token, model), x) in &commit.key_models {
-            diesel::insert_into(key_model_spend::table)
-                .values((
-                    key_model_spend::token.eq(token),
-                    key_model_spend::model.eq(model),
-                    key_model_spend::spend.eq(*x),
-                ))
-                .on_conflict((key_model_spend::token, key_model_spend::model))
-                .do_update()
-                .set(key_model_spend::spend.eq(key_model_spend::spend + *x))
-                .execute($conn)
-                $($aw)*?;
+        for (token, models) in &commit.key_models {
+            for (model, x) in models {
+                diesel::insert_into(key_model_spend::table)
+                    .values((
+                        key_model_spend::token.eq(token),
+                        key_model_spend::model.eq(model),
+                        key_model_spend::spend.eq(*x),
+                    ))
+                    .on_conflict((key_model_spend::token, key_model_spend::model))
+                    .do_update()
+                    .set(key_model_spend::spend.eq(key_model_spend::spend + *x))
+                    .execute($conn)
+                    $($aw)*?;
+            }
         }
         Ok::<_, StoreError>(commit)
     }};

@@ -1,80 +1,13 @@
 """The official OpenAI Python SDK against a real tollgate: the client our
 users actually run. Starts `tollgate serve` with the built-in mock upstream."""
 
-import os
-import socket
-import subprocess
-import tempfile
-import time
 import json
 import urllib.request
 
 import openai
 import pytest
 
-MASTER = "sk-sdk-test-master"
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def gateway():
-    binary = os.environ.get("TOLLGATE_BIN", os.path.join(ROOT, "target", "debug", "tollgate"))
-    port = _free_port()
-    tmp = tempfile.mkdtemp(prefix="tollgate-sdk-")
-    config = os.path.join(tmp, "config.toml")
-    with open(config, "w") as f:
-        f.write(
-            f"""
-master_key = "{MASTER}"
-database_url = "sqlite://{os.path.join(tmp, 'keys.db')}"
-[server]
-host = "127.0.0.1"
-port = {port}
-workers = 1
-[router]
-num_retries = 0
-[spend]
-spool_dir = "{os.path.join(tmp, 'spool')}"
-[logging]
-level = "warn"
-request_log = "off"
-[mock_upstream]
-chunks = 5
-[[keys]]
-key = "sk-sdk-limited"
-rpm_limit = 1
-[[models.mock-gpt.deployments]]
-provider = "mock"
-model = "mock-gpt"
-input_cost_per_token = 0.000001
-output_cost_per_token = 0.000002
-[[models.mock-embedding.deployments]]
-provider = "mock"
-model = "mock-embedding"
-"""
-        )
-    proc = subprocess.Popen([binary, "serve", "--config", config])
-    deadline = time.time() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/liveliness", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.time() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("tollgate did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    proc.terminate()
-    assert proc.wait(timeout=20) == 0
+from conftest import MASTER
 
 
 def client(url, key=MASTER):
