@@ -186,7 +186,7 @@ impl Handler<Call> for ProviderActor {
         } = msg;
         let mut req = self
             .client
-            .post(outbound.url.as_str())
+            .post(target.url(endpoint, stream))
             .timeout(timeout)
             .insert_header((CONTENT_TYPE, "application/json"));
         if let Some((name, value)) = &target.auth_header {

@@ -370,12 +370,7 @@ async fn run(
             endpoint: record.endpoint,
             outbound,
             stream: parsed.stream,
-            answer: AnswerCtx {
-                id: answer_id(&target, &record.request_id),
-                created: unix_now(),
-                model: target.upstream_model.clone(),
-                wants_usage: parsed.client_wants_usage,
-            },
+            answer: answer_ctx(&target, &record.request_id, parsed.client_wants_usage),
             timeout: target.timeout.min(remaining),
         };
         let result = st.providers[idx]
@@ -450,12 +445,24 @@ async fn run(
     }
 }
 
-/// The `chatcmpl-…` id a translated answer carries when its provider
-/// gives none; OpenAI-wire answers keep their own.
-fn answer_id(target: &DeploymentTarget, request_id: &str) -> String {
-    match target.wire {
-        Wire::OpenAi | Wire::Azure => String::new(),
-        _ => format!("chatcmpl-{request_id}"),
+/// What a translated answer says about itself: a `chatcmpl-…` id for
+/// providers that give none, the time, the model. OpenAI-wire answers pass
+/// through with their own, so they get nothing to allocate.
+fn answer_ctx(target: &DeploymentTarget, request_id: &str, wants_usage: bool) -> AnswerCtx {
+    let translated = !matches!(target.wire, Wire::OpenAi | Wire::Azure);
+    AnswerCtx {
+        id: if translated {
+            format!("chatcmpl-{request_id}")
+        } else {
+            String::new()
+        },
+        created: if translated { unix_now() } else { 0 },
+        model: if translated {
+            target.upstream_model.clone()
+        } else {
+            String::new()
+        },
+        wants_usage,
     }
 }
 

@@ -12,10 +12,9 @@ use crate::error::{GatewayError, UpstreamError};
 use crate::request::InferenceRequest;
 use crate::topology::DeploymentTarget;
 
-/// One upstream HTTP call, ready to send.
+/// One upstream HTTP call, ready to send to `DeploymentTarget::url`.
 #[derive(Debug)]
 pub struct Outbound {
-    pub url: String,
     /// Per-request headers on top of the deployment's static ones
     /// (Bedrock's signature).
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -40,9 +39,7 @@ pub fn outbound(
     req: &InferenceRequest,
 ) -> Result<Outbound, GatewayError> {
     let endpoint = req.endpoint;
-    let url = target.url(endpoint, req.stream).to_string();
     let plain = |body| Outbound {
-        url: url.clone(),
         headers: Vec::new(),
         body,
     };
@@ -61,8 +58,9 @@ pub fn outbound(
         Wire::Bedrock => match endpoint {
             Endpoint::ChatCompletions => {
                 let body = bedrock::request(req, target)?;
-                let headers = bedrock::sign(target, &url, &body, std::time::SystemTime::now())?;
-                Ok(Outbound { url, headers, body })
+                let url = target.url(endpoint, req.stream);
+                let headers = bedrock::sign(target, url, &body, std::time::SystemTime::now())?;
+                Ok(Outbound { headers, body })
             }
             _ => Err(unsupported(target, endpoint)),
         },
