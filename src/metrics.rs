@@ -335,6 +335,11 @@ pub struct GroupMeters {
     pub retries: Counter,
     /// `requests{status="200"}` by `Endpoint::index`.
     pub ok: [Counter; 3],
+    /// `tokens{kind}` for the parts of usage counted inside prompt and
+    /// completion: cache reads, cache writes, reasoning.
+    pub cached_prompt_tokens: Counter,
+    pub cache_creation_tokens: Counter,
+    pub reasoning_tokens: Counter,
 }
 
 impl Metrics {
@@ -349,6 +354,12 @@ impl Metrics {
                 status: 200,
             })
         };
+        let tokens = |kind: &'static str| {
+            self.tokens.get_or_create_owned(&TokenLabels {
+                model: model.to_string(),
+                kind,
+            })
+        };
         GroupMeters {
             request_duration: self.request_duration.get_or_create_owned(&labels),
             upstream_duration: self.upstream_duration.get_or_create_owned(&labels),
@@ -356,6 +367,9 @@ impl Metrics {
             time_to_first_chunk: self.time_to_first_chunk.get_or_create_owned(&labels),
             retries: self.retries.get_or_create_owned(&labels),
             ok: [ok("chat"), ok("completions"), ok("embeddings")],
+            cached_prompt_tokens: tokens("cached_prompt"),
+            cache_creation_tokens: tokens("cache_creation"),
+            reasoning_tokens: tokens("reasoning"),
         }
     }
 }

@@ -140,6 +140,17 @@ impl RequestRecord {
             .map(|d| cost_usd(d, &usage))
             .unwrap_or(0.0);
         let tokens = usage.prompt_tokens + usage.completion_tokens;
+        if let Some(m) = self.group.and_then(|g| gw.group_meters.get(g)) {
+            for (counter, n) in [
+                (&m.cached_prompt_tokens, usage.cached_tokens),
+                (&m.cache_creation_tokens, usage.cache_creation_tokens),
+                (&m.reasoning_tokens, usage.reasoning_tokens),
+            ] {
+                if n > 0 {
+                    counter.inc_by(n);
+                }
+            }
+        }
         for permit in [self.permit.take(), self.deployment_permit.take()]
             .into_iter()
             .flatten()

@@ -1,6 +1,7 @@
-"""The gateway the SDK tests talk to: `tollgate serve` with the built-in mock
+"""The gateways the SDK tests talk to: `tollgate serve` with the built-in mock
 upstream, started once per test module."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,16 +15,18 @@ MASTER = "sk-sdk-test-master"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _free_port():
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def gateway():
+@contextlib.contextmanager
+def running_gateway(models, mock_port=0):
+    """`tollgate serve` with the common settings plus `models` (TOML); yields
+    its OpenAI base URL and stops it (cleanly) afterwards."""
     binary = os.environ.get("TOLLGATE_BIN", os.path.join(ROOT, "target", "debug", "tollgate"))
-    port = _free_port()
+    port = free_port()
     tmp = tempfile.mkdtemp(prefix="tollgate-sdk-")
     config = os.path.join(tmp, "config.toml")
     with open(config, "w") as f:
@@ -43,18 +46,9 @@ spool_dir = "{os.path.join(tmp, 'spool')}"
 level = "warn"
 request_log = "off"
 [mock_upstream]
+port = {mock_port}
 chunks = 5
-[[keys]]
-key = "sk-sdk-limited"
-rpm_limit = 1
-[[models.mock-gpt.deployments]]
-provider = "mock"
-model = "mock-gpt"
-input_cost_per_token = 0.000001
-output_cost_per_token = 0.000002
-[[models.mock-embedding.deployments]]
-provider = "mock"
-model = "mock-embedding"
+{models}
 """
         )
     proc = subprocess.Popen([binary, "serve", "--config", config])
@@ -70,8 +64,28 @@ model = "mock-embedding"
             proc.kill()
             raise RuntimeError("tollgate did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    proc.terminate()
-    assert proc.wait(timeout=20) == 0
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
 
 
+@pytest.fixture(scope="module")
+def gateway():
+    with running_gateway(
+        """
+[[keys]]
+key = "sk-sdk-limited"
+rpm_limit = 1
+[[models.mock-gpt.deployments]]
+provider = "mock"
+model = "mock-gpt"
+input_cost_per_token = 0.000001
+output_cost_per_token = 0.000002
+[[models.mock-embedding.deployments]]
+provider = "mock"
+model = "mock-embedding"
+"""
+    ) as url:
+        yield url

@@ -371,3 +371,32 @@ data: {\"type\":\"message_stop\"}\n\n";
     assert!(end.is_ok());
     assert!(matches!(steps.last(), Some(StreamStep::Done(_))));
 }
+
+/// Not a test: prints what translating one small request and its answer
+/// costs (`cargo test --release --lib translation_cost -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn translation_cost() {
+    let t = target(false);
+    let body = br#"{"model":"claude","messages":[{"role":"user","content":"hello"}]}"#;
+    let answer = br#"{"id":"msg_mock0123456789abcdef0123","type":"message","role":"assistant","model":"claude-bench","content":[{"type":"text","text":"This is a mock response from tollgate."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":2,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":5}}"#;
+    let n = 200_000;
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        let req = InferenceRequest::parse(Endpoint::ChatCompletions, body).unwrap();
+        std::hint::black_box(request(&req, &t).unwrap());
+    }
+    let req_ns = started.elapsed().as_nanos() / n;
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(response(answer, &ctx(false)).unwrap());
+    }
+    let resp_ns = started.elapsed().as_nanos() / n;
+    let started = std::time::Instant::now();
+    for _ in 0..n {
+        let req = InferenceRequest::parse(Endpoint::ChatCompletions, body).unwrap();
+        std::hint::black_box(crate::providers::openai::upstream_body(&req, "m"));
+    }
+    let openai_ns = started.elapsed().as_nanos() / n;
+    println!("anthropic request {req_ns} ns, response {resp_ns} ns; openai request {openai_ns} ns");
+}
