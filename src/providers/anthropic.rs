@@ -7,8 +7,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 
 use super::params::{
     to_bytes, ChatParams, Content, Message, Part, ResponseFormat, Role, ToolChoice,
@@ -56,6 +59,86 @@ fn invalid(message: impl Into<String>) -> GatewayError {
     }
 }
 
+/// The Messages API request, serialized straight from borrowed parts of
+/// the client's (no `Value` tree: a map and an allocation per node).
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    system: Vec<Block<'a>>,
+    messages: Vec<Turn<'a>>,
+    max_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_sequences: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolDef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    user_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    content: Vec<Block<'a>>,
+}
+
+#[derive(Serialize)]
+struct ToolDef<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    input_schema: Cow<'a, Value>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Block<'a> {
+    Text {
+        text: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<&'a Value>,
+    },
+    Image {
+        source: ImageSource<'a>,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: Value,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: String,
+    },
+    /// A thinking block handed back as the client got it.
+    #[serde(untagged)]
+    Verbatim(&'a Value),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ImageSource<'a> {
+    Base64 { media_type: &'a str, data: &'a str },
+    Url { url: &'a str },
+}
+
 /// The Messages API body for an OpenAI chat request.
 pub fn request(req: &InferenceRequest, target: &DeploymentTarget) -> Result<Bytes, GatewayError> {
     let p = ChatParams::read(req, "anthropic", SUPPORTED, target.drop_params)?;
@@ -64,13 +147,7 @@ pub fn request(req: &InferenceRequest, target: &DeploymentTarget) -> Result<Byte
             "anthropic does not support n > 1. To drop it, set `drop_params = true`.",
         ));
     }
-    let mut body = Map::new();
-    body.insert("model".into(), target.upstream_model.clone().into());
     let (system, messages) = messages(&p.messages)?;
-    if !system.is_empty() {
-        body.insert("system".into(), Value::Array(system));
-    }
-    body.insert("messages".into(), Value::Array(messages));
 
     let thinking = match (&p.thinking, p.reasoning_effort.as_deref()) {
         (Some(t), _) => Some(t.clone()),
@@ -96,39 +173,18 @@ pub fn request(req: &InferenceRequest, target: &DeploymentTarget) -> Result<Byte
     let max_tokens = p
         .max_tokens()
         .unwrap_or(DEFAULT_MAX_TOKENS.max(budget + DEFAULT_MAX_TOKENS / 4));
-    body.insert("max_tokens".into(), max_tokens.min(MAX_TOKENS).into());
-    if let Some(t) = thinking {
-        body.insert("thinking".into(), t);
-    }
-    for (name, v) in [("temperature", p.temperature), ("top_p", p.top_p)] {
-        if let Some(v) = v {
-            body.insert(name.into(), v.into());
-        }
-    }
-    if let Some(k) = p.top_k {
-        body.insert("top_k".into(), k.into());
-    }
-    let stop = p.stop_sequences();
-    if !stop.is_empty() {
-        body.insert("stop_sequences".into(), stop.into());
-    }
-    if let Some(user) = &p.user {
-        body.insert("metadata".into(), json!({ "user_id": user }));
-    }
 
-    let mut tools: Vec<Value> = p
+    let mut tools: Vec<ToolDef> = p
         .tools
         .iter()
         .flatten()
-        .map(|t| {
-            let mut tool = json!({
-                "name": t.function.name,
-                "input_schema": t.function.schema(),
-            });
-            if let Some(d) = &t.function.description {
-                tool["description"] = d.clone().into();
-            }
-            tool
+        .map(|t| ToolDef {
+            name: &t.function.name,
+            description: t.function.description.as_deref(),
+            input_schema: match &t.function.parameters {
+                Some(schema) => Cow::Borrowed(schema),
+                None => Cow::Owned(t.function.schema()),
+            },
         })
         .collect();
     let mut choice = match &p.tool_choice {
@@ -147,42 +203,51 @@ pub fn request(req: &InferenceRequest, target: &DeploymentTarget) -> Result<Byte
             Some(json!({"type": "tool", "name": function.name}))
         }
     };
-    match &p.response_format {
-        None | Some(ResponseFormat::Text) => {}
-        Some(ResponseFormat::JsonObject) => {
-            tools.push(json!({"name": JSON_TOOL, "input_schema": {"type": "object"}}));
-            choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
-        }
-        Some(ResponseFormat::JsonSchema { json_schema }) => {
-            let schema = json_schema
-                .schema
-                .clone()
-                .unwrap_or_else(|| json!({"type": "object"}));
-            tools.push(json!({"name": JSON_TOOL, "input_schema": schema}));
-            choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
-        }
+    let json_schema = match &p.response_format {
+        None | Some(ResponseFormat::Text) => None,
+        Some(ResponseFormat::JsonObject) => Some(Cow::Owned(json!({"type": "object"}))),
+        Some(ResponseFormat::JsonSchema { json_schema }) => Some(match &json_schema.schema {
+            Some(schema) => Cow::Borrowed(schema),
+            None => Cow::Owned(json!({"type": "object"})),
+        }),
+    };
+    if let Some(schema) = json_schema {
+        tools.push(ToolDef {
+            name: JSON_TOOL,
+            description: None,
+            input_schema: schema,
+        });
+        choice = Some(json!({"type": "tool", "name": JSON_TOOL}));
     }
     if p.parallel_tool_calls == Some(false) && !tools.is_empty() {
         let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
         c["disable_parallel_tool_use"] = true.into();
     }
-    if !tools.is_empty() {
-        body.insert("tools".into(), Value::Array(tools));
-    }
-    if let Some(c) = choice {
-        body.insert("tool_choice".into(), c);
-    }
-    if req.stream {
-        body.insert("stream".into(), true.into());
-    }
-    Ok(to_bytes(&Value::Object(body)))
+    let body = Body {
+        model: &target.upstream_model,
+        system,
+        messages,
+        max_tokens: max_tokens.min(MAX_TOKENS),
+        thinking,
+        temperature: p.temperature,
+        top_p: p.top_p,
+        top_k: p.top_k,
+        stop_sequences: p.stop_sequences(),
+        metadata: p.user.as_deref().map(|user_id| Metadata { user_id }),
+        tools,
+        tool_choice: choice,
+        stream: req.stream,
+    };
+    Ok(Bytes::from(serde_json::to_vec(&body).map_err(|e| {
+        GatewayError::Internal(format!("serializing the anthropic request: {e}"))
+    })?))
 }
 
 /// System prompt blocks and the conversation as Anthropic wants it: roles
 /// alternating, tool results inside user turns.
-fn messages(input: &[Message]) -> Result<(Vec<Value>, Vec<Value>), GatewayError> {
+fn messages(input: &[Message]) -> Result<(Vec<Block<'_>>, Vec<Turn<'_>>), GatewayError> {
     let mut system = Vec::new();
-    let mut out: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut out: Vec<Turn> = Vec::new();
     for (i, m) in input.iter().enumerate() {
         let (role, blocks) = match m.role {
             Role::System | Role::Developer => {
@@ -199,29 +264,33 @@ fn messages(input: &[Message]) -> Result<(Vec<Value>, Vec<Value>), GatewayError>
                 },
             ),
             Role::Assistant => {
-                let mut blocks: Vec<Value> = m.thinking_blocks.clone().unwrap_or_default();
+                let mut blocks: Vec<Block> = m
+                    .thinking_blocks
+                    .iter()
+                    .flatten()
+                    .map(Block::Verbatim)
+                    .collect();
                 if let Some(c) = &m.content {
                     blocks.extend(
                         blocks_of(c, i)?
                             .into_iter()
-                            .filter(|b| b.get("text").and_then(Value::as_str) != Some("")),
+                            .filter(|b| !matches!(b, Block::Text { text: "", .. })),
                     );
                 }
                 for call in m.tool_calls.iter().flatten() {
-                    blocks.push(json!({
-                        "type": "tool_use",
-                        "id": call.id,
-                        "name": call.function.name,
-                        "input": call.function.arguments_json(),
-                    }));
+                    blocks.push(Block::ToolUse {
+                        id: &call.id,
+                        name: &call.function.name,
+                        input: call.function.arguments_json(),
+                    });
                 }
                 ("assistant", blocks)
             }
             Role::Tool | Role::Function => {
                 let id = m
                     .tool_call_id
-                    .clone()
-                    .or_else(|| m.name.clone())
+                    .as_deref()
+                    .or(m.name.as_deref())
                     .ok_or_else(|| {
                         invalid(format!(
                             "messages[{i}]: a tool message needs `tool_call_id`"
@@ -230,7 +299,10 @@ fn messages(input: &[Message]) -> Result<(Vec<Value>, Vec<Value>), GatewayError>
                 let content = m.content.as_ref().map(Content::text).unwrap_or_default();
                 (
                     "user",
-                    vec![json!({"type": "tool_result", "tool_use_id": id, "content": content})],
+                    vec![Block::ToolResult {
+                        tool_use_id: id,
+                        content,
+                    }],
                 )
             }
         };
@@ -238,8 +310,11 @@ fn messages(input: &[Message]) -> Result<(Vec<Value>, Vec<Value>), GatewayError>
             continue;
         }
         match out.last_mut() {
-            Some((last, prev)) if *last == role => prev.extend(blocks),
-            _ => out.push((role, blocks)),
+            Some(last) if last.role == role => last.content.extend(blocks),
+            _ => out.push(Turn {
+                role,
+                content: blocks,
+            }),
         }
     }
     if out.is_empty() {
@@ -247,38 +322,32 @@ fn messages(input: &[Message]) -> Result<(Vec<Value>, Vec<Value>), GatewayError>
             "`messages` needs at least one user or assistant message for anthropic",
         ));
     }
-    let messages = out
-        .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect();
-    Ok((system, messages))
+    Ok((system, out))
 }
 
-fn blocks_of(content: &Content, i: usize) -> Result<Vec<Value>, GatewayError> {
+fn blocks_of(content: &Content, i: usize) -> Result<Vec<Block<'_>>, GatewayError> {
     match content {
-        Content::Text(s) => Ok(vec![json!({"type": "text", "text": s})]),
+        Content::Text(s) => Ok(vec![Block::Text {
+            text: s,
+            cache_control: None,
+        }]),
         Content::Parts(parts) => parts
             .iter()
             .map(|part| match part {
                 Part::Text {
                     text,
                     cache_control,
-                } => {
-                    let mut b = json!({"type": "text", "text": text});
-                    if let Some(cc) = cache_control {
-                        b["cache_control"] = cc.clone();
-                    }
-                    Ok(b)
-                }
-                Part::ImageUrl { image_url } => Ok(match image_url.inline() {
-                    Some((media_type, data)) => json!({
-                        "type": "image",
-                        "source": {"type": "base64", "media_type": media_type, "data": data},
-                    }),
-                    None => json!({
-                        "type": "image",
-                        "source": {"type": "url", "url": image_url.url()},
-                    }),
+                } => Ok(Block::Text {
+                    text,
+                    cache_control: cache_control.as_ref(),
+                }),
+                Part::ImageUrl { image_url } => Ok(Block::Image {
+                    source: match image_url.inline() {
+                        Some((media_type, data)) => ImageSource::Base64 { media_type, data },
+                        None => ImageSource::Url {
+                            url: image_url.url(),
+                        },
+                    },
                 }),
                 Part::Other => Err(invalid(format!(
                     "messages[{i}]: anthropic takes text and image_url content parts only"
@@ -339,81 +408,170 @@ fn finish_reason(stop_reason: Option<&str>) -> Option<&'static str> {
     })
 }
 
+/// One content block of an answer, read in place (every block type's
+/// fields side by side: serde's tagged enums cannot borrow raw values).
+#[derive(Deserialize)]
+struct BlockIn<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+}
+
+/// OpenAI's chat completion, serialized straight from borrowed parts.
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [CompletionChoice<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<crate::providers::OpenAiUsage>,
+}
+
+#[derive(Serialize)]
+struct CompletionChoice<'a> {
+    index: u32,
+    message: AnswerMessage<'a>,
+    finish_reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct AnswerMessage<'a> {
+    role: &'static str,
+    content: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_blocks: Option<Vec<&'a RawValue>>,
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    id: Cow<'a, str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    name: Cow<'a, str>,
+    /// The input as the upstream wrote it: JSON text, as OpenAI carries it.
+    arguments: &'a str,
+}
+
 /// A complete Messages answer as an OpenAI chat completion.
 pub fn response(body: &[u8], ctx: &AnswerCtx) -> Result<(Bytes, Option<Usage>), String> {
     #[derive(Deserialize)]
-    struct Answer {
-        id: Option<String>,
-        model: Option<String>,
-        content: Vec<Value>,
-        stop_reason: Option<String>,
+    struct Answer<'a> {
+        #[serde(borrow)]
+        id: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        model: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        content: Vec<&'a RawValue>,
+        #[serde(borrow)]
+        stop_reason: Option<Cow<'a, str>>,
         #[serde(default)]
         usage: Option<WireUsage>,
     }
-    let a: Answer = serde_json::from_slice(body)
-        .map_err(|e| format!("the upstream sent a body that is not an Anthropic message: {e}"))?;
-    let mut text = String::new();
-    let mut reasoning = String::new();
+    let not_a_message = |e: serde_json::Error| {
+        format!("the upstream sent a body that is not an Anthropic message: {e}")
+    };
+    let a: Answer = serde_json::from_slice(body).map_err(not_a_message)?;
+    // One text block (the usual answer) is passed on as it was read.
+    fn append<'a>(piece: Cow<'a, str>, text: &mut Option<Cow<'a, str>>) {
+        match text {
+            None => *text = Some(piece),
+            Some(t) => t.to_mut().push_str(&piece),
+        }
+    }
+    let mut text: Option<Cow<str>> = None;
+    let mut reasoning: Option<String> = None;
     let mut thinking_blocks = Vec::new();
     let mut tool_calls = Vec::new();
     let mut json_answer = false;
-    for block in &a.content {
-        match block.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
-            Some("thinking") => {
-                reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or(""));
-                thinking_blocks.push(block.clone());
+    for raw in &a.content {
+        let block: BlockIn = serde_json::from_str(raw.get()).map_err(not_a_message)?;
+        match &*block.kind {
+            "text" => append(block.text.unwrap_or_default(), &mut text),
+            "thinking" => {
+                reasoning
+                    .get_or_insert_with(String::new)
+                    .push_str(block.thinking.as_deref().unwrap_or(""));
+                thinking_blocks.push(*raw);
             }
-            Some("redacted_thinking") => thinking_blocks.push(block.clone()),
-            Some("tool_use") => {
-                let name = block.get("name").and_then(Value::as_str).unwrap_or("");
-                let input = block.get("input").cloned().unwrap_or(json!({}));
+            "redacted_thinking" => {
+                reasoning.get_or_insert_with(String::new);
+                thinking_blocks.push(*raw);
+            }
+            "tool_use" => {
+                let input = block.input.map_or("{}", RawValue::get);
+                let name = block.name.unwrap_or_default();
                 if name == JSON_TOOL {
                     json_answer = true;
-                    text.push_str(&input.to_string());
+                    append(Cow::Borrowed(input), &mut text);
                     continue;
                 }
-                tool_calls.push(json!({
-                    "id": block.get("id").cloned().unwrap_or(Value::Null),
-                    "type": "function",
-                    "function": {"name": name, "arguments": input.to_string()},
-                }));
+                tool_calls.push(ToolCallOut {
+                    id: block.id.unwrap_or_default(),
+                    kind: "function",
+                    function: FunctionOut {
+                        name,
+                        arguments: input,
+                    },
+                });
             }
             _ => {}
         }
     }
-    let mut message = json!({
-        "role": "assistant",
-        "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { text.into() },
-    });
-    if !tool_calls.is_empty() {
-        message["tool_calls"] = Value::Array(tool_calls);
-    }
-    if !reasoning.is_empty() || !thinking_blocks.is_empty() {
-        message["reasoning_content"] = reasoning.into();
-        message["thinking_blocks"] = Value::Array(thinking_blocks);
-    }
+    let content = match text {
+        None if !tool_calls.is_empty() => None,
+        None => Some(Cow::Borrowed("")),
+        some => some,
+    };
     let finish = if json_answer {
         "stop"
     } else {
         finish_reason(a.stop_reason.as_deref()).unwrap_or("stop")
     };
-    let mut counts = Counts::default();
-    if let Some(u) = &a.usage {
+    let usage = a.usage.as_ref().map(|u| {
+        let mut counts = Counts::default();
         counts.update(u);
-    }
-    let usage = a.usage.as_ref().map(|_| counts.usage());
-    let mut out = json!({
-        "id": a.id.unwrap_or_else(|| ctx.id.clone()),
-        "object": "chat.completion",
-        "created": ctx.created,
-        "model": a.model.unwrap_or_else(|| ctx.model.clone()),
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        counts.usage()
     });
-    if let Some(u) = &usage {
-        out["usage"] = u.to_openai_json();
-    }
-    Ok((to_bytes(&out), usage))
+    let out = Completion {
+        id: a.id.as_deref().unwrap_or(&ctx.id),
+        object: "chat.completion",
+        created: ctx.created,
+        model: a.model.as_deref().unwrap_or(&ctx.model),
+        choices: [CompletionChoice {
+            index: 0,
+            message: AnswerMessage {
+                role: "assistant",
+                content,
+                tool_calls,
+                thinking_blocks: reasoning.is_some().then_some(thinking_blocks),
+                reasoning_content: reasoning,
+            },
+            finish_reason: finish,
+        }],
+        usage: usage.as_ref().map(Usage::openai),
+    };
+    let bytes = serde_json::to_vec(&out).map_err(|e| format!("serializing the answer: {e}"))?;
+    Ok((Bytes::from(bytes), usage))
 }
 
 /// Anthropic's error body (`{"type":"error","error":{"type","message"}}`)
@@ -471,12 +629,29 @@ fn classify(status: u16, kind: &str, message: &str) -> (u16, &'static str, Optio
     }
 }
 
+/// An OpenAI chunk, serialized straight from borrowed parts.
+#[derive(Serialize)]
+struct ChunkOut<'a, D> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [ChunkChoice<'a, D>; 1],
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a, D> {
+    index: u32,
+    delta: D,
+    finish_reason: Option<&'a str>,
+}
+
 /// How far past the blocks seen so far a new block's index may jump.
 const MAX_BLOCK_GAP: usize = 16;
 
 /// Which OpenAI thing a content block index became.
 #[derive(Clone, Copy)]
-enum Block {
+enum BlockKind {
     Text,
     Thinking,
     /// A tool call, with its index among the answer's tool calls.
@@ -490,7 +665,7 @@ enum Block {
 pub struct StreamState {
     sse: SseDecoder,
     ctx: AnswerCtx,
-    blocks: Vec<Block>,
+    blocks: Vec<BlockKind>,
     tools: usize,
     counts: Counts,
     finish: Option<&'static str>,
@@ -516,14 +691,24 @@ impl StreamState {
         }
     }
 
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> StreamStep {
-        StreamStep::Forward(openai::sse_frame(&to_bytes(&json!({
-            "id": self.ctx.id,
-            "object": "chat.completion.chunk",
-            "created": self.ctx.created,
-            "model": self.ctx.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }))))
+    fn chunk<D: Serialize>(&self, delta: D, finish: Option<&str>) -> StreamStep {
+        let chunk = ChunkOut {
+            id: &self.ctx.id,
+            object: "chat.completion.chunk",
+            created: self.ctx.created,
+            model: &self.ctx.model,
+            choices: [ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish,
+            }],
+        };
+        // Written into the SSE frame directly: one buffer per chunk.
+        let mut frame = Vec::with_capacity(160);
+        frame.extend_from_slice(b"data: ");
+        let _ = serde_json::to_writer(&mut frame, &chunk);
+        frame.extend_from_slice(b"\n\n");
+        StreamStep::Forward(Bytes::from(frame))
     }
 
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<StreamStep>) -> Result<(), String> {
@@ -553,15 +738,35 @@ impl StreamState {
 
     fn event(&mut self, data: &[u8], out: &mut Vec<StreamStep>) {
         #[derive(Deserialize)]
-        struct Event {
-            #[serde(rename = "type")]
-            kind: String,
+        struct Event<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Cow<'a, str>,
             index: Option<usize>,
             message: Option<Value>,
             content_block: Option<Value>,
-            delta: Option<Value>,
+            #[serde(borrow)]
+            delta: Option<DeltaIn<'a>>,
             usage: Option<WireUsage>,
             error: Option<Value>,
+        }
+        #[derive(Deserialize)]
+        struct DeltaIn<'a> {
+            #[serde(rename = "type", borrow, default)]
+            kind: Option<Cow<'a, str>>,
+            #[serde(borrow, default)]
+            text: Option<Cow<'a, str>>,
+            #[serde(borrow, default)]
+            thinking: Option<Cow<'a, str>>,
+            #[serde(borrow, default)]
+            partial_json: Option<Cow<'a, str>>,
+            #[serde(borrow, default)]
+            signature: Option<Cow<'a, str>>,
+            #[serde(borrow, default)]
+            stop_reason: Option<Cow<'a, str>>,
+        }
+        #[derive(Serialize)]
+        struct ContentDelta<'a> {
+            content: &'a str,
         }
         let Ok(ev) = serde_json::from_slice::<Event>(data) else {
             out.push(StreamStep::Invalid);
@@ -569,7 +774,7 @@ impl StreamState {
             return;
         };
         let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        match ev.kind.as_str() {
+        match &*ev.kind {
             "message_start" => {
                 if let Some(m) = &ev.message {
                     if let Some(id) = m.get("id").and_then(Value::as_str) {
@@ -594,12 +799,12 @@ impl StreamState {
                         if !text.is_empty() {
                             out.push(self.chunk(json!({ "content": text }), None));
                         }
-                        Block::Text
+                        BlockKind::Text
                     }
-                    Some("thinking") => Block::Thinking,
+                    Some("thinking") => BlockKind::Thinking,
                     Some("tool_use") if s(&block, "name") == JSON_TOOL => {
                         self.json_answer = true;
-                        Block::Json
+                        BlockKind::Json
                     }
                     Some("tool_use") => {
                         let i = self.tools;
@@ -613,9 +818,9 @@ impl StreamState {
                             }]}),
                             None,
                         ));
-                        Block::Tool(i)
+                        BlockKind::Tool(i)
                     }
-                    _ => Block::Other,
+                    _ => BlockKind::Other,
                 };
                 // Blocks are numbered from 0 up; an index far beyond the
                 // next one is the upstream's bug (or hostility), not a
@@ -623,41 +828,51 @@ impl StreamState {
                 let index = ev.index.unwrap_or(self.blocks.len());
                 if index <= self.blocks.len() + MAX_BLOCK_GAP {
                     if index >= self.blocks.len() {
-                        self.blocks.resize(index + 1, Block::Other);
+                        self.blocks.resize(index + 1, BlockKind::Other);
                     }
                     self.blocks[index] = kind;
                 }
             }
             "content_block_delta" => {
-                let delta = ev.delta.unwrap_or(Value::Null);
+                let Some(delta) = ev.delta else { return };
                 let block = ev
                     .index
                     .and_then(|i| self.blocks.get(i).copied())
-                    .unwrap_or(Block::Text);
-                let piece = match delta.get("type").and_then(Value::as_str) {
-                    Some("text_delta") => json!({ "content": s(&delta, "text") }),
+                    .unwrap_or(BlockKind::Text);
+                let text = |v: &Option<Cow<str>>| v.as_deref().unwrap_or("").to_string();
+                let piece = match delta.kind.as_deref() {
+                    Some("text_delta") => {
+                        // The common case, serialized without a Value.
+                        let content = delta.text.as_deref().unwrap_or("");
+                        out.push(self.chunk(ContentDelta { content }, None));
+                        return;
+                    }
                     // LiteLLM's shape: the text as reasoning_content, and the
                     // block pieces (signature included) as thinking_blocks so
                     // a client can hand the signed thinking back next turn.
                     Some("thinking_delta") => {
-                        let text = s(&delta, "thinking");
+                        let t = text(&delta.thinking);
                         json!({
-                            "reasoning_content": text,
-                            "thinking_blocks": [{"type": "thinking", "thinking": text}],
+                            "reasoning_content": t,
+                            "thinking_blocks": [{"type": "thinking", "thinking": t}],
                         })
                     }
                     Some("signature_delta") => json!({
                         "thinking_blocks": [{
                             "type": "thinking",
                             "thinking": "",
-                            "signature": s(&delta, "signature"),
+                            "signature": text(&delta.signature),
                         }],
                     }),
                     Some("input_json_delta") => match block {
-                        Block::Json => json!({ "content": s(&delta, "partial_json") }),
-                        Block::Tool(i) => json!({"tool_calls": [{
+                        BlockKind::Json => {
+                            let content = delta.partial_json.as_deref().unwrap_or("");
+                            out.push(self.chunk(ContentDelta { content }, None));
+                            return;
+                        }
+                        BlockKind::Tool(i) => json!({"tool_calls": [{
                             "index": i,
-                            "function": {"arguments": s(&delta, "partial_json")},
+                            "function": {"arguments": text(&delta.partial_json)},
                         }]}),
                         _ => return,
                     },
@@ -670,11 +885,7 @@ impl StreamState {
                 if let Some(u) = &ev.usage {
                     self.counts.update(u);
                 }
-                let stop = ev
-                    .delta
-                    .as_ref()
-                    .and_then(|d| d.get("stop_reason"))
-                    .and_then(Value::as_str);
+                let stop = ev.delta.as_ref().and_then(|d| d.stop_reason.as_deref());
                 self.finish = if self.json_answer {
                     Some("stop")
                 } else {

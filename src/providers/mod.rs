@@ -180,24 +180,54 @@ impl Usage {
 
     /// OpenAI's `usage` object, details included when non-zero.
     pub fn to_openai_json(&self) -> serde_json::Value {
-        let mut u = serde_json::json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        });
-        if self.cached_tokens > 0 || self.cache_creation_tokens > 0 {
-            u["prompt_tokens_details"] = serde_json::json!({"cached_tokens": self.cached_tokens});
-        }
-        if self.cache_creation_tokens > 0 {
-            u["cache_creation_input_tokens"] = self.cache_creation_tokens.into();
-            u["cache_read_input_tokens"] = self.cached_tokens.into();
-        }
-        if self.reasoning_tokens > 0 {
-            u["completion_tokens_details"] =
-                serde_json::json!({"reasoning_tokens": self.reasoning_tokens});
-        }
-        u
+        serde_json::to_value(self.openai()).unwrap_or_default()
     }
+
+    /// OpenAI's `usage` object, to serialize in place.
+    pub fn openai(&self) -> OpenAiUsage {
+        let cache = self.cached_tokens > 0 || self.cache_creation_tokens > 0;
+        OpenAiUsage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.prompt_tokens + self.completion_tokens,
+            prompt_tokens_details: cache.then_some(Details {
+                cached_tokens: Some(self.cached_tokens),
+                reasoning_tokens: None,
+            }),
+            completion_tokens_details: (self.reasoning_tokens > 0).then_some(Details {
+                cached_tokens: None,
+                reasoning_tokens: Some(self.reasoning_tokens),
+            }),
+            cache_creation_input_tokens: (self.cache_creation_tokens > 0)
+                .then_some(self.cache_creation_tokens),
+            cache_read_input_tokens: (self.cache_creation_tokens > 0).then_some(self.cached_tokens),
+        }
+    }
+}
+
+/// OpenAI's `usage` as written (LiteLLM's cache fields beside it when a
+/// cache was written).
+#[derive(Debug, serde::Serialize)]
+pub struct OpenAiUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens_details: Option<Details>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens_details: Option<Details>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_read_input_tokens: Option<u64>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Details {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cached_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_tokens: Option<u64>,
 }
 
 /// More tokens than any request has had; larger upstream claims are lies.

@@ -4,7 +4,6 @@
 //! them, or dropped when `drop_params` is on.
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::error::GatewayError;
@@ -64,26 +63,45 @@ impl ChatParams {
         supported: &[&str],
         drop_params: bool,
     ) -> Result<ChatParams, GatewayError> {
-        let mut kept = serde_json::Map::new();
+        // The kept fields, copied raw into one object and read in one pass:
+        // no intermediate `Value` tree (a map and an allocation per node).
+        let mut kept = Vec::with_capacity(
+            req.body
+                .0
+                .iter()
+                .map(|(k, v)| k.len() + v.get().len() + 4)
+                .sum::<usize>()
+                + 2,
+        );
+        kept.push(b'{');
         let mut unsupported = Vec::new();
         for (k, v) in &req.body.0 {
             let k = k.as_str();
+            // A repeated field: the last one counts, as everywhere else.
+            if !req.body.get(k).is_some_and(|last| std::ptr::eq(last, &**v)) {
+                continue;
+            }
             if k == "messages" || supported.contains(&k) {
-                kept.insert(k.to_string(), parse_value(v)?);
+                if kept.len() > 1 {
+                    kept.push(b',');
+                }
+                let _ = serde_json::to_writer(&mut kept, k);
+                kept.push(b':');
+                kept.extend_from_slice(v.get().as_bytes());
             } else if GATEWAY_FIELDS.contains(&k) || v.get() == "null" {
                 continue;
             } else if !drop_params {
                 unsupported.push(k.to_string());
             }
         }
+        kept.push(b'}');
         if !unsupported.is_empty() {
             return Err(unsupported_params(provider, &unsupported));
         }
-        serde_path_to_error::deserialize(Value::Object(kept)).map_err(|e| {
-            GatewayError::InvalidRequest {
-                message: format!("invalid `{}`: {}", e.path(), e.inner()),
-                param: None,
-            }
+        let mut de = serde_json::Deserializer::from_slice(&kept);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| GatewayError::InvalidRequest {
+            message: format!("invalid `{}`: {}", e.path(), e.inner()),
+            param: None,
         })
     }
 
@@ -110,13 +128,6 @@ pub fn unsupported_params(provider: &str, names: &[String]) -> GatewayError {
         ),
         param: None,
     }
-}
-
-fn parse_value(v: &RawValue) -> Result<Value, GatewayError> {
-    serde_json::from_str(v.get()).map_err(|e| GatewayError::InvalidRequest {
-        message: format!("invalid JSON value: {e}"),
-        param: None,
-    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -365,6 +376,15 @@ mod tests {
         let call = &p.messages[1].tool_calls.as_ref().unwrap()[0];
         assert_eq!(call.function.arguments_json()["x"], 1);
         assert_eq!(p.messages[2].role, Role::Tool);
+    }
+
+    #[test]
+    fn a_repeated_parameter_counts_once_the_last_one_wins() {
+        let r = req(
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.1,"temperature":0.7}"#,
+        );
+        let p = ChatParams::read(&r, "x", &["temperature"], false).unwrap();
+        assert_eq!(p.temperature, Some(0.7));
     }
 
     #[test]
