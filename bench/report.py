@@ -12,6 +12,13 @@ Reads from the run directory (stdlib only):
   ttfc_gateway.json           same, through tollgate
   rss.txt                     "<phase> <VmRSS kB>" samples of the gateway
   hwm.txt                     gateway VmHWM (kB) read at the end of the load
+  prov_<case>_<n>.json        oha, provider-translation run n; case is gpt,
+                              claude, gpt_stream or claude_stream
+  prov_<case>_<n>.cpu         "before after": the gateway's utime+stime in clock
+                              ticks (CLK_TCK in meta.env) around that run
+  prov_<case>_<n>.sys         "busy total" CPU ticks of the whole machine
+                              (/proc/stat) before, then after that run
+  prov_<case>_<n>.mock        {"before":…, "after":…}: /mock/stats of the mock
   failures.txt                one line per phase that failed (may be absent)
 
 A missing or unreadable file shows as "n/a" in the table; it never hides
@@ -21,8 +28,10 @@ the rest of the report.
 """
 
 import argparse
+import glob
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -156,6 +165,61 @@ def rss_stats(path):
         "peak": mb(max(load)) if load else None,
         "after": mb(after[-1]) if after else None,
         "n": len(samples),
+    }
+
+
+def provider_case(d, key, counter, clk):
+    """The runs prov_<key>_<n>.json / .cpu / .mock of the provider-translation
+    phase, summarised: median CPU µs per 2xx response, median p50 and achieved
+    rate; errors, 2xx and mock calls summed over the runs."""
+    pat = re.compile(r"prov_" + re.escape(key) + r"_(\d+)\.json$")
+    runs = []
+    for path in glob.glob(os.path.join(d, f"prov_{key}_*.json")):
+        mt = pat.search(os.path.basename(path))
+        if not mt:
+            continue  # prov_gpt_stream_1.json also matches prov_gpt_*
+        s = oha_summary(load_json(path))
+        if not s:
+            continue
+        base = path[: -len(".json")]
+        cpu = None
+        try:
+            with open(base + ".cpu") as f:
+                before, after = (int(x) for x in f.read().split())
+            if s["ok"]:
+                cpu = (after - before) / clk * 1e6 / s["ok"]
+        except (OSError, ValueError):
+            pass
+        busy = None
+        try:
+            with open(base + ".sys") as f:
+                b0, t0, b1, t1 = (int(x) for x in f.read().split())
+            if t1 > t0:
+                busy = 100.0 * (b1 - b0) / (t1 - t0)
+        except (OSError, ValueError):
+            pass
+        mock = load_json(base + ".mock") or {}
+        mb, ma = mock.get("before") or {}, mock.get("after") or {}
+        delta = lambda k: (ma[k] - mb[k]) if k in ma and k in mb else None  # noqa: E731
+        runs.append({"n": int(mt.group(1)), "s": s, "cpu": cpu, "busy": busy,
+                     "calls": delta(counter), "streams": delta("streams_completed")})
+    if not runs:
+        return None
+    runs.sort(key=lambda r: r["n"])
+    med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+    total = lambda xs: None if any(x is None for x in xs) else sum(xs)  # noqa: E731
+    cpus = [r["cpu"] for r in runs if r["cpu"] is not None]
+    return {
+        "cpu_us": med(cpus),
+        "cpu_runs": cpus,
+        "cpu_by_run": {r["n"]: r["cpu"] for r in runs if r["cpu"] is not None},
+        "busy": med([r["busy"] for r in runs if r["busy"] is not None]),
+        "p50": med([r["s"]["p50"] for r in runs if r["s"]["p50"] is not None]),
+        "ok_rps": med([r["s"]["ok_rps"] for r in runs if r["s"]["ok_rps"] is not None]),
+        "ok": sum(r["s"]["ok"] for r in runs),
+        "errors": sum(r["s"]["errors"] for r in runs),
+        "calls": total([r["calls"] for r in runs]),
+        "streams": total([r["streams"] for r in runs]),
     }
 
 
@@ -293,6 +357,76 @@ def main():
             ratio = 100.0 * lsl["ok_rps"] / lsm["ok_rps"]
             extra = diff(lrl and lrl["p50"], lrm and lrm["p50"])
             w(f"| **limited / master** | **{ratio:.0f} %** | **{fmt(extra)}** added | | |")
+        w("")
+
+    # 7. Provider translation -------------------------------------------------
+    clk = float(m.get("CLK_TCK") or 100)
+    chunks = float(m.get("STREAM_CHUNKS") or 0)
+    cases = (
+        ("gpt", "OpenAI-compatible pass-through", "bench-gpt", "chat", False),
+        ("claude", "Anthropic translation", "bench-claude", "anthropic", False),
+        ("gpt_stream", "OpenAI-compatible pass-through, streamed", "bench-stream", "chat", True),
+        ("claude_stream", "Anthropic translation, streamed", "bench-claude-stream", "anthropic", True),
+    )
+    prov = {key: provider_case(a.dir, key, counter, clk) for key, _, _, counter, _ in cases}
+    if any(prov.values()):
+        num = lambda k: float(m[k]) if m.get(k, "").isdigit() else None  # noqa: E731
+        rate, srate = num("PROVIDER_RATE"), num("PROVIDER_STREAM_RATE")
+        w(f"**Provider translation** (CPU time of the `tollgate serve` process, utime + stime, per 2xx "
+          f"response; {fmt(rate, 0)} req/s plain and {fmt(srate, 0)} req/s streamed, "
+          f"{m.get('DURATION', '?')} s per run, {m.get('RATE_CONNECTIONS', '?')} connections, "
+          f"OpenAI and Anthropic runs alternated; median of {m.get('PROVIDER_REPEATS', '?')} runs each)")
+        w("")
+        w("| Path | Model group | **CPU µs/request** | Each run | p50 ms (streams: to the end) "
+          "| Achieved req/s | Mock calls | Errors | Machine busy |")
+        w("|---|---|---:|---|---:|---:|---:|---|---:|")
+        for key, label, group, counter, streamed in cases:
+            c = prov[key]
+            target = srate if streamed else rate
+            if c is None:
+                w(f"| {label} | `{group}` | n/a | | n/a | n/a | n/a | n/a | n/a |")
+                continue
+            ach = fmt(c["ok_rps"], 0)
+            if target and c["ok_rps"] is not None and c["ok_rps"] < 0.95 * target:
+                ach += " ⚠ missed"
+            calls = fmt_int(c["calls"])
+            if c["calls"] is not None and c["calls"] != c["ok"]:
+                calls += f" ⚠ ≠ {c['ok']:,} 2xx"
+            if streamed and c["streams"] is not None and c["streams"] != c["ok"]:
+                calls += f" ({c['streams']:,} streams completed)"
+            errs = f"**{c['errors']:,}**" if c["errors"] else "0"
+            each = ", ".join(fmt(x, 1) for x in c["cpu_runs"]) or "n/a"
+            w(f"| {label} | `{group}` | **{fmt(c['cpu_us'], 1)}** | {each} | {fmt(c['p50'])} "
+              f"| {ach} | {calls} | {errs} | {fmt(c['busy'], 0, ' %')} |")
+        g, a_ = prov["gpt"], prov["claude"]
+        gs, as_ = prov["gpt_stream"], prov["claude_stream"]
+        ratio = None
+        if g and a_ and g["cpu_us"] and a_["cpu_us"] is not None:
+            ratio = (a_["cpu_us"] / g["cpu_us"] - 1.0) * 100.0
+        per_chunk = None
+        if gs and as_ and gs["cpu_us"] is not None and as_["cpu_us"] is not None and chunks:
+            per_chunk = (as_["cpu_us"] - gs["cpu_us"]) / chunks
+        def paired(x, y, f):
+            # f(x_run, y_run) for each repeat that has both, then the median
+            if not (x and y):
+                return None
+            vals = [f(x["cpu_by_run"][n], y["cpu_by_run"][n])
+                    for n in sorted(x["cpu_by_run"]) if n in y["cpu_by_run"] and x["cpu_by_run"][n]]
+            return statistics.median(vals) if vals else None
+        ratio_p = paired(g, a_, lambda o, t: (t / o - 1.0) * 100.0)
+        chunk_p = paired(gs, as_, lambda o, t: (t - o) / chunks) if chunks else None
+        verdict = lambda v, lim: "n/a" if v is None else ("met" if v <= lim else "**not met**")  # noqa: E731
+        w("")
+        pct = lambda v: "n/a" if v is None else f"{v:+.1f} %"  # noqa: E731
+        w("| Requirement | Measured (from the medians) | Target | Verdict "
+          "| Paired (median over repeats of each pair's value) | Added p50 ms (Anthropic − OpenAI) |")
+        w("|---|---:|---:|---|---:|---:|")
+        w(f"| Translation cost per request, plain: Anthropic / OpenAI − 1 "
+          f"| **{pct(ratio)}** | ≤ 10 % | {verdict(ratio, 10.0)} | {pct(ratio_p)} "
+          f"| {fmt(diff(a_ and a_['p50'], g and g['p50']))} |")
+        w(f"| Extra CPU per streamed chunk: (Anthropic − OpenAI stream) / {chunks:.0f} chunks "
+          f"| **{fmt(per_chunk, 2, ' µs')}** | ≤ 5 µs | {verdict(per_chunk, 5.0)} | {fmt(chunk_p, 2, ' µs')} "
+          f"| {fmt(diff(as_ and as_['p50'], gs and gs['p50']))} |")
         w("")
 
     # 4. Memory ---------------------------------------------------------------

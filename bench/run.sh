@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tollgate benchmark: one command, one Markdown table.
 #
-#   bench/run.sh                       # build release, run everything (~2 min)
+#   bench/run.sh                       # build release, run everything (~5 min)
 #   BENCH_NO_BUILD=1 bench/run.sh      # use the existing target/release/tollgate
 #
 # Starts two `tollgate mock-upstream` instances (plain + streaming) and one
@@ -11,6 +11,10 @@
 #   2. p50/p99 at fixed rates (oha -q), and the latency the gateway adds
 #   3. gateway RSS: idle and peak during the load phases
 #   4. streaming time-to-first-chunk, direct vs gateway (bench/ttfc.py)
+#   5. virtual keys and 6. a rate-limited key (see the knobs below)
+#   7. provider translation: the gateway's CPU time per request for an
+#      OpenAI-compatible deployment (pass-through) vs an Anthropic one
+#      (translated both ways), plain and streaming, at fixed rates
 # and prints a Markdown table, also written to bench/last-run.md.
 # See bench/README.md for what every number means.
 #
@@ -41,6 +45,11 @@
 #                               gateway shares its limits there, under a
 #                               private prefix); empty: limits on this replica only
 #   BENCH_LIMITS=1              rate-limited-key scenario (0 skips it)
+#   BENCH_PROVIDERS=1           provider-translation scenario (0 skips it)
+#   BENCH_PROVIDER_RATE=2000    req/s of its non-streaming runs
+#   BENCH_PROVIDER_STREAM_RATE=200
+#                               req/s of its streaming runs (each ~100 ms long)
+#   BENCH_PROVIDER_REPEATS=3    OpenAI/Anthropic pairs per kind (median reported)
 #
 # Only 127.0.0.1 is ever contacted. Exit status is non-zero if a process fails
 # to start or any phase fails or times out.
@@ -67,6 +76,10 @@ KEYS=${BENCH_KEYS:-1000}
 KEYS_CONNECTIONS=${BENCH_KEYS_CONNECTIONS:-8}
 REDIS_URL=${BENCH_REDIS_URL-redis://127.0.0.1:6379}
 LIMITS=${BENCH_LIMITS:-1}
+PROVIDERS=${BENCH_PROVIDERS:-1}
+PROVIDER_RATE=${BENCH_PROVIDER_RATE:-2000}
+PROVIDER_STREAM_RATE=${BENCH_PROVIDER_STREAM_RATE:-200}
+PROVIDER_REPEATS=${BENCH_PROVIDER_REPEATS:-3}
 
 MASTER_KEY="sk-bench-master-key"
 STARTUP_TIMEOUT=20   # seconds for each process to answer
@@ -77,10 +90,16 @@ log() { printf '[bench] %s\n' "$*" >&3; }
 die() { log "ERROR: $*"; exit 1; }
 
 for v in DURATION CONNECTIONS RATE_CONNECTIONS WARMUP GATEWAY_WORKERS MOCK_WORKERS \
-         STREAM_REQUESTS STREAM_CONCURRENCY STREAM_CHUNKS STREAM_INTERVAL_MS KEYS KEYS_CONNECTIONS; do
+         STREAM_REQUESTS STREAM_CONCURRENCY STREAM_CHUNKS STREAM_INTERVAL_MS KEYS KEYS_CONNECTIONS \
+         PROVIDERS PROVIDER_RATE PROVIDER_STREAM_RATE PROVIDER_REPEATS; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a whole number (got '${!v}')"
 done
 for r in $RATES; do [[ $r =~ ^[0-9]+$ ]] || die "BENCH_RATES must be whole numbers (got '$r')"; done
+if ((PROVIDERS > 0)); then
+  for v in PROVIDER_RATE PROVIDER_STREAM_RATE PROVIDER_REPEATS; do
+    ((${!v} > 0)) || die "BENCH_$v must be at least 1 (BENCH_PROVIDERS=0 skips the scenario)"
+  done
+fi
 
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 [[ -x $OHA ]] || die "oha not found (cargo install oha, or set OHA=/path/to/oha)"
@@ -190,6 +209,19 @@ api_base = "http://127.0.0.1:$MOCK_PORT/v1"
 provider = "openai_compatible"
 model = "mock-gpt"
 api_base = "http://127.0.0.1:$STREAM_PORT/v1"
+
+# Provider translation: the same two mocks, spoken to in Anthropic's Messages API.
+[[models.bench-claude.deployments]]
+provider = "anthropic"
+model = "claude-bench"
+api_key = "anything"
+api_base = "http://127.0.0.1:$MOCK_PORT"
+
+[[models.bench-claude-stream.deployments]]
+provider = "anthropic"
+model = "claude-bench"
+api_key = "anything"
+api_base = "http://127.0.0.1:$STREAM_PORT"
 EOF
 
 # --- Start processes ----------------------------------------------------------
@@ -398,6 +430,99 @@ PY
   fi
 fi
 
+# --- 7. Provider translation ---------------------------------------------------
+# The gateway process's own CPU time (utime + stime) per 2xx response, at a
+# fixed rate the machine sustains easily: OpenAI-compatible pass-through
+# (bench-gpt, bench-stream) against translation to Anthropic's Messages API
+# and back (bench-claude, bench-claude-stream), same mocks. CPU per request
+# depends much less than throughput on other load on the machine (it is
+# still noisy: see bench/README.md).
+# The OpenAI and Anthropic runs alternate (ABBA over the repeats), so a drift
+# hits both alike; the report takes the median of each.
+gw_cpu_ticks() { # utime + stime of the gateway, in clock ticks
+  local s f
+  s=$(<"/proc/$GW_PID/stat") || return 1
+  read -r -a f <<<"${s##*) }"   # fields from 3 (state) on: utime is 14, stime 15
+  echo $((f[11] + f[12]))
+}
+mock_stats() { curl -fsS -m 2 "http://127.0.0.1:$1/mock/stats" 2>/dev/null || echo '{}'; }
+machine_ticks() { # "busy total" over all CPUs (busy: neither idle nor iowait)
+  local _c u n s i w q sq st
+  read -r _c u n s i w q sq st _ </proc/stat
+  echo "$((u + n + s + q + sq + st)) $((u + n + s + i + w + q + sq + st))"
+}
+# prov_run NAME MODEL 0|1(stream) RATE SECONDS
+#   -> $T/NAME.json (oha), NAME.cpu ("ticks_before ticks_after"),
+#      NAME.sys (machine_ticks before, then after: how busy the machine was),
+#      NAME.mock ({"before":…,"after":…} /mock/stats of the mock it reaches)
+prov_run() {
+  local name=$1 model=$2 stream=$3 rate=$4 secs=$5
+  local port=$MOCK_PORT extra="" before="" after="" mb ma sb sa rc=0
+  if ((stream)); then port=$STREAM_PORT; extra='"stream":true,'; fi
+  local body="{\"model\":\"$model\",$extra\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}"
+  gateway_alive || return 0
+  # Let the previous run's tail (the spend writer flushes every 200 ms) land
+  # outside both runs' windows.
+  sleep 0.5
+  mb=$(mock_stats "$port")
+  sb=$(machine_ticks)
+  before=$(gw_cpu_ticks) || before=""
+  bounded $((secs + SLACK)) "$OHA" --no-tui --output-format json -z "${secs}s" -w \
+    -m POST -H 'Content-Type: application/json' -H "Authorization: Bearer $MASTER_KEY" -d "$body" \
+    -c "$RATE_CONNECTIONS" -q "$rate" --latency-correction "$GW_URL" \
+    >"$T/$name.json" 2>"$T/$name.err" || rc=$?
+  after=$(gw_cpu_ticks) || after=""
+  sa=$(machine_ticks)
+  ma=$(mock_stats "$port")
+  if ((rc != 0)); then
+    fail "oha $name (exit $rc$( ((rc == 124)) && echo ", timed out"), see $name.err)"
+    rm -f "$T/$name.json"
+    return 0
+  fi
+  [[ -n $before && -n $after ]] && echo "$before $after" >"$T/$name.cpu"
+  echo "$sb $sa" >"$T/$name.sys"
+  printf '{"before":%s,"after":%s}\n' "$mb" "$ma" >"$T/$name.mock"
+}
+
+if ((PROVIDERS > 0)); then
+  echo providers >"$T/phase"
+  # Both Anthropic deployments must answer (the stream to its end) before any load.
+  prov_ok=1
+  curl -fsS -m 5 -o /dev/null -H 'Content-Type: application/json' \
+    -H "Authorization: Bearer $MASTER_KEY" \
+    -d '{"model":"bench-claude","messages":[{"role":"user","content":"hello"}]}' "$GW_URL" \
+    2>"$T/providers_check.err" || { prov_ok=0; fail "bench-claude (Anthropic) does not answer a chat completion"; }
+  if ((prov_ok)); then
+    curl -fsS -N -m 10 -o "$T/providers_check.sse" -H 'Content-Type: application/json' \
+      -H "Authorization: Bearer $MASTER_KEY" \
+      -d '{"model":"bench-claude-stream","stream":true,"messages":[{"role":"user","content":"hello"}]}' \
+      "$GW_URL" 2>>"$T/providers_check.err" || true
+    grep -q '^data: \[DONE\]' "$T/providers_check.sse" 2>/dev/null \
+      || { prov_ok=0; fail "bench-claude-stream (Anthropic) does not stream to [DONE] (see providers_check.*)"; }
+  fi
+  if ((prov_ok)); then
+    if ((WARMUP > 0)); then
+      log "provider translation: warm-up ${WARMUP}s per model group"
+      prov_run provwarm_gpt bench-gpt 0 "$PROVIDER_RATE" "$WARMUP"
+      prov_run provwarm_claude bench-claude 0 "$PROVIDER_RATE" "$WARMUP"
+      prov_run provwarm_gpt_stream bench-stream 1 "$PROVIDER_STREAM_RATE" "$WARMUP"
+      prov_run provwarm_claude_stream bench-claude-stream 1 "$PROVIDER_STREAM_RATE" "$WARMUP"
+    fi
+    log "provider translation: ${DURATION}s runs, $RATE_CONNECTIONS connections, $PROVIDER_REPEATS x" \
+      "(OpenAI vs Anthropic at $PROVIDER_RATE req/s, then streaming at $PROVIDER_STREAM_RATE req/s)"
+    for ((rep = 1; rep <= PROVIDER_REPEATS; rep++)); do
+      if ((rep % 2)); then order="gpt claude"; else order="claude gpt"; fi
+      for k in $order; do
+        prov_run "prov_${k}_$rep" "bench-$k" 0 "$PROVIDER_RATE" "$DURATION"
+      done
+      for k in $order; do
+        model=bench-stream; [[ $k == gpt ]] || model=bench-claude-stream
+        prov_run "prov_${k}_stream_$rep" "$model" 1 "$PROVIDER_STREAM_RATE" "$DURATION"
+      done
+    done
+  fi
+fi
+
 # --- 3. Memory after load -----------------------------------------------------
 echo after >"$T/phase"
 sleep 1
@@ -432,6 +557,11 @@ STREAM_INTERVAL_MS=$STREAM_INTERVAL_MS
 KEYS=$KEYS
 KEYS_CONNECTIONS=$KEYS_CONNECTIONS
 REDIS_URL=${REDIS_URL:-none}
+PROVIDERS=$PROVIDERS
+PROVIDER_RATE=$PROVIDER_RATE
+PROVIDER_STREAM_RATE=$PROVIDER_STREAM_RATE
+PROVIDER_REPEATS=$PROVIDER_REPEATS
+CLK_TCK=$(getconf CLK_TCK)
 EOF
 
 echo
