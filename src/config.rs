@@ -243,6 +243,16 @@ pub struct RouterConfig {
     pub request_timeout_secs: u64,
     /// Longest silence allowed between two chunks of a stream.
     pub stream_idle_timeout_secs: u64,
+    /// LiteLLM's fallbacks: model group → groups tried in order once the
+    /// group's own attempts have failed (rate limits, 5xx, timeouts,
+    /// unreachable or misconfigured upstreams).
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// Used instead when the prompt did not fit the model's context window.
+    pub context_window_fallbacks: BTreeMap<String, Vec<String>>,
+    /// Used instead when the provider refused the content.
+    pub content_policy_fallbacks: BTreeMap<String, Vec<String>>,
+    /// For every group without `fallbacks` of its own.
+    pub default_fallbacks: Vec<String>,
 }
 
 impl Default for RouterConfig {
@@ -256,6 +266,10 @@ impl Default for RouterConfig {
             timeout_secs: 600,
             request_timeout_secs: 600,
             stream_idle_timeout_secs: 300,
+            fallbacks: BTreeMap::new(),
+            context_window_fallbacks: BTreeMap::new(),
+            content_policy_fallbacks: BTreeMap::new(),
+            default_fallbacks: Vec::new(),
         }
     }
 }
@@ -567,6 +581,34 @@ impl Config {
                     ));
                 }
             }
+        }
+        self.check_fallbacks()
+    }
+
+    /// Every group a fallback names, on either side, must exist.
+    fn check_fallbacks(&self) -> Result<(), ConfigError> {
+        let r = &self.router;
+        let known = |path: String, name: &str| {
+            if self.models.contains_key(name) {
+                Ok(())
+            } else {
+                Err(ConfigError::at(path, format!("no model group `{name}`")))
+            }
+        };
+        for (field, map) in [
+            ("fallbacks", &r.fallbacks),
+            ("context_window_fallbacks", &r.context_window_fallbacks),
+            ("content_policy_fallbacks", &r.content_policy_fallbacks),
+        ] {
+            for (group, targets) in map {
+                known(format!("router.{field}.{group}"), group)?;
+                for (i, t) in targets.iter().enumerate() {
+                    known(format!("router.{field}.{group}[{i}]"), t)?;
+                }
+            }
+        }
+        for (i, t) in r.default_fallbacks.iter().enumerate() {
+            known(format!("router.default_fallbacks[{i}]"), t)?;
         }
         Ok(())
     }

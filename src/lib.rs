@@ -6,6 +6,7 @@ pub mod actors;
 pub mod breaker;
 pub mod config;
 pub mod error;
+pub mod fallbacks;
 pub mod http;
 pub mod metrics;
 pub mod mock;

@@ -111,6 +111,9 @@ pub struct InferenceRequest {
     /// The caller's own deadline for the whole request (`timeout`, seconds,
     /// as LiteLLM takes it); never forwarded upstream.
     pub timeout: Option<Duration>,
+    /// The caller's own fallback groups (`fallbacks`, LiteLLM's name);
+    /// never forwarded upstream.
+    pub fallbacks: Vec<String>,
     pub body: RawObject,
 }
 
@@ -269,6 +272,20 @@ impl InferenceRequest {
             }
         };
 
+        let fallbacks = match body.get("fallbacks") {
+            None => Vec::new(),
+            Some(v) if kind(v) == JsonKind::Null => Vec::new(),
+            Some(v) => serde_json::from_str::<Vec<String>>(v.get())
+                .ok()
+                .filter(|list| list.len() <= 16)
+                .ok_or_else(|| {
+                    invalid(
+                        "`fallbacks` must be a list of at most 16 model names",
+                        "fallbacks",
+                    )
+                })?,
+        };
+
         match endpoint {
             Endpoint::ChatCompletions => match body.get("messages") {
                 None => return Err(invalid("you must provide a messages parameter", "messages")),
@@ -310,6 +327,7 @@ impl InferenceRequest {
             user,
             max_tokens,
             timeout,
+            fallbacks,
             body,
         })
     }

@@ -18,6 +18,7 @@ use crate::actors::rate_limit::{checks_for, Acquire, Caps, Check, Scope};
 use crate::actors::router::{Outcome, OutcomeKind, Route, RouterActor};
 use crate::actors::Metered;
 use crate::error::{rate_limit_headers, GatewayError, RateLimitInfo};
+use crate::fallbacks;
 use crate::pricing::{cost_usd, python_float};
 use crate::providers::{self, AnswerCtx, Endpoint, Wire};
 use crate::request::InferenceRequest;
@@ -149,6 +150,10 @@ pub async fn handle_body(
                     HeaderName::from_static("x-tollgate-attempts"),
                     HeaderValue::from(record.attempts),
                 );
+                headers.insert(
+                    HeaderName::from_static("x-tollgate-fallbacks"),
+                    HeaderValue::from(record.fallbacks),
+                );
             }
             let row = record.finish(resp.status().as_u16(), None, Some(err.to_string()));
             settle(st.spend.clone(), row).await;
@@ -275,6 +280,90 @@ async fn run(
         parsed.timeout.map_or(configured, |t| t.min(configured))
     };
     let deadline = record.started + budget;
+    // The requested group, then (once it has failed) its fallbacks, each
+    // with its own attempts, under the one deadline.
+    let mut current = group;
+    let mut plan: Option<std::collections::VecDeque<&str>> = None;
+    loop {
+        let attempt = GroupAttempt {
+            group: current,
+            parsed: &parsed,
+            key: &key,
+            limits: limits.as_ref(),
+            max_tokens,
+            deadline,
+            budget,
+        };
+        let err = match try_group(st, record, attempt, &mut tokens_estimate).await {
+            Ok(resp) => return Ok(resp),
+            Err(e) => e,
+        };
+        let failure = fallbacks::classify(&err);
+        let plan = match &mut plan {
+            Some(p) if failure != fallbacks::Failure::Final => p,
+            Some(_) => return Err(err),
+            None => plan.insert(
+                fallbacks::plan(router_cfg, &group.name, failure, &parsed.fallbacks).into(),
+            ),
+        };
+        let next = loop {
+            let Some(name) = plan.pop_front() else {
+                return Err(err);
+            };
+            let Some(g) = gw.topology.group(name) else {
+                // The request's own list may name anything; the config's
+                // was checked at start-up.
+                tracing::debug!(fallback = name, "fallback names no model group; skipped");
+                continue;
+            };
+            // The caller's key must be allowed the group it falls back to.
+            if key.model_denial(&g.name).is_none() {
+                break g;
+            }
+        };
+        if deadline <= Instant::now() {
+            return Err(err);
+        }
+        tracing::info!(from = %current.name, to = %next.name, error = %err, "falling back to another model group");
+        record.fallbacks += 1;
+        record.group = Some(next.idx);
+        current = next;
+    }
+}
+
+/// What one model group's attempts need to know of the request.
+struct GroupAttempt<'a> {
+    group: &'a crate::topology::Group,
+    parsed: &'a InferenceRequest,
+    key: &'a crate::access::KeyInfo,
+    limits: Option<&'a RateLimitInfo>,
+    max_tokens: u64,
+    deadline: Instant,
+    budget: Duration,
+}
+
+/// One model group's attempts: a deployment chosen by the router per
+/// attempt, retried on another (or the same, after a wait) while the error
+/// is worth it and the group's retries and the deadline allow.
+async fn try_group(
+    st: &WorkerState,
+    record: &mut RequestRecord,
+    a: GroupAttempt<'_>,
+    tokens_estimate: &mut Option<u64>,
+) -> Result<HttpResponse, GatewayError> {
+    let gw = &st.gw;
+    let router_cfg = &gw.config.router;
+    let GroupAttempt {
+        group,
+        parsed,
+        key,
+        limits,
+        max_tokens,
+        deadline,
+        budget,
+    } = a;
+    // Retries are counted per group: a fallback gets its own.
+    let first = record.attempts;
     let mut tried: Vec<usize> = Vec::new();
     let mut last_err: Option<CallError> = None;
     // A deployment at its own rpm/tpm is skipped, not tried; if none has
@@ -324,7 +413,7 @@ async fn run(
         if target.rpm.is_some() || target.tpm.is_some() {
             let tokens = match target.tpm {
                 None => 0,
-                Some(_) => estimate_tokens(&mut tokens_estimate, &parsed.body, max_tokens).await,
+                Some(_) => estimate_tokens(tokens_estimate, &parsed.body, max_tokens).await,
             };
             let admitted = Acquire {
                 checks: vec![Check {
@@ -358,7 +447,7 @@ async fn run(
         // Cut short by the request's deadline, a timeout says nothing
         // about the deployment's health.
         let cut_by_deadline = remaining < target.timeout;
-        let outbound = match providers::outbound(&target, &parsed) {
+        let outbound = match providers::outbound(&target, parsed) {
             Ok(o) => o,
             Err(e) => {
                 // The request cannot be said to this provider: nothing sent.
@@ -384,7 +473,7 @@ async fn run(
                 let cost = usage.map(|u| cost_usd(&target, &u));
                 let mut resp = HttpResponse::Ok();
                 resp.content_type("application/json");
-                response_headers(&mut resp, record, &target, limits.as_ref(), cost);
+                response_headers(&mut resp, record, &target, limits, cost);
                 let row = record.take().finish(200, usage, None);
                 settle(st.spend.clone(), row).await;
                 return Ok(resp.body(body));
@@ -394,7 +483,7 @@ async fn run(
                 resp.content_type("text/event-stream")
                     .insert_header(("cache-control", "no-cache"))
                     .insert_header(("x-accel-buffering", "no"));
-                response_headers(&mut resp, record, &target, limits.as_ref(), None);
+                response_headers(&mut resp, record, &target, limits, None);
                 let record = record.take();
                 return Ok(resp.streaming(SseBody::new(first, rest, record, attempt)));
             }
@@ -408,13 +497,13 @@ async fn run(
                 } else {
                     OutcomeKind::Neutral
                 });
-                if !retryable || record.attempts > router_cfg.num_retries {
+                if !retryable || record.attempts - first > router_cfg.num_retries {
                     return Err(err.into_gateway_error());
                 }
                 let backoff = Duration::from_millis(
                     router_cfg
                         .retry_backoff_ms
-                        .saturating_mul(1 << (record.attempts - 1).min(10)),
+                        .saturating_mul(1 << (record.attempts - first - 1).min(10)),
                 );
                 let wait = deadline.saturating_duration_since(Instant::now()).min(
                     match err.retry_after() {
@@ -494,7 +583,9 @@ fn response_headers(
         .insert_header(("x-litellm-model-id", target.id.as_str()))
         .insert_header(("x-litellm-model-group", &*target.group))
         .insert_header(("x-litellm-model-api-base", target.api_base.as_str()))
-        .insert_header(("x-litellm-attempted-retries", retries));
+        .insert_header(("x-litellm-attempted-retries", retries))
+        .insert_header(("x-tollgate-fallbacks", record.fallbacks))
+        .insert_header(("x-litellm-attempted-fallbacks", record.fallbacks));
     if let Some(cost) = cost {
         resp.insert_header(("x-tollgate-response-cost", format!("{cost:.10}")));
         if cost > 0.0 {

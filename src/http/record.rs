@@ -41,6 +41,8 @@ pub struct RequestRecord {
     pub group: Option<usize>,
     pub deployment: Option<Arc<DeploymentTarget>>,
     pub attempts: u32,
+    /// Fallback groups tried after the requested one failed.
+    pub fallbacks: u32,
     pub upstream: Duration,
     pub stream: bool,
     /// The request's `user`: the end user (customer) it is for.
@@ -81,6 +83,7 @@ impl RequestRecord {
             group: None,
             deployment: None,
             attempts: 0,
+            fallbacks: 0,
             upstream: Duration::ZERO,
             stream: false,
             end_user: None,
@@ -109,6 +112,7 @@ impl RequestRecord {
             group: self.group,
             deployment: self.deployment.take(),
             attempts: self.attempts,
+            fallbacks: self.fallbacks,
             upstream: self.upstream,
             stream: self.stream,
             end_user: self.end_user.take(),

@@ -38,8 +38,9 @@ pub fn upstream_body(req: &InferenceRequest, upstream_model: &str) -> Bytes {
         match k.as_str() {
             "model" => continue,
             "stream_options" if req.stream => continue,
-            // The gateway's own deadline, not a provider parameter.
-            "timeout" => continue,
+            // The gateway's own deadline and fallbacks, not provider
+            // parameters.
+            "timeout" | "fallbacks" => continue,
             _ => {}
         }
         sep(&mut out);
