@@ -7,6 +7,7 @@ pub mod health;
 pub mod inference;
 pub mod keys;
 pub mod messages;
+pub mod model_info;
 pub mod models;
 pub mod record;
 pub mod spend;
@@ -76,6 +77,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(models::retrieve),
         );
     }
+    cfg.route("/model/info", web::get().to(model_info::model_info))
+        .route("/v1/model/info", web::get().to(model_info::model_info))
+        .route(
+            "/model_group/info",
+            web::get().to(model_info::model_group_info),
+        );
     keys::routes(cfg);
     users::routes(cfg);
     teams::routes(cfg);
