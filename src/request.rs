@@ -114,8 +114,14 @@ pub struct InferenceRequest {
     /// The caller's own fallback groups (`fallbacks`, LiteLLM's name);
     /// never forwarded upstream.
     pub fallbacks: Vec<String>,
+    /// The caller's own retry count per model group (`num_retries`,
+    /// LiteLLM's name), at most `MAX_NUM_RETRIES`; never forwarded.
+    pub num_retries: Option<u32>,
     pub body: RawObject,
 }
+
+/// Most retries a request may ask for on one model group.
+pub const MAX_NUM_RETRIES: u32 = 10;
 
 /// Deepest nesting of arrays and objects a request may have. The body's
 /// unknown fields are kept raw, and serde skips raw values without counting
@@ -286,6 +292,22 @@ impl InferenceRequest {
                 })?,
         };
 
+        let num_retries = match body.get("num_retries") {
+            None => None,
+            Some(v) if kind(v) == JsonKind::Null => None,
+            Some(v) => Some(
+                serde_json::from_str::<u32>(v.get())
+                    .ok()
+                    .filter(|n| *n <= MAX_NUM_RETRIES)
+                    .ok_or_else(|| {
+                        invalid(
+                            "`num_retries` must be a whole number from 0 to 10",
+                            "num_retries",
+                        )
+                    })?,
+            ),
+        };
+
         match endpoint {
             Endpoint::ChatCompletions => match body.get("messages") {
                 None => return Err(invalid("you must provide a messages parameter", "messages")),
@@ -328,6 +350,7 @@ impl InferenceRequest {
             max_tokens,
             timeout,
             fallbacks,
+            num_retries,
             body,
         })
     }

@@ -217,3 +217,47 @@ fn fallbacks_naming_an_unknown_group_are_a_start_up_error() {
         "{err}"
     );
 }
+
+#[actix_rt::test]
+async fn a_request_sets_its_own_retries_per_group() {
+    let mock = spawn_mock().await;
+    let gw = spawn_gateway(&format!(
+        "[router]\nnum_retries = 2\nretry_backoff_ms = 1\nallowed_fails = 100\n{}",
+        failing("primary", &mock, 503),
+    ))
+    .await;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some(MASTER),
+        &chat_body("primary"),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-tollgate-attempts").as_deref(), Some("3"));
+    let before = mock.stats().requests;
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some(MASTER),
+        &json!({"model": "primary", "num_retries": 0, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-tollgate-attempts").as_deref(), Some("1"));
+    assert_eq!(mock.stats().requests, before + 1);
+    // Never sent upstream.
+    assert!(mock.last_request().unwrap()["body"]
+        .get("num_retries")
+        .is_none());
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        Some(MASTER),
+        &json!({"model": "primary", "num_retries": 99, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["param"], "num_retries");
+    gw.stop().await;
+}

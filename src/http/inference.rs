@@ -362,8 +362,10 @@ async fn try_group(
         deadline,
         budget,
     } = a;
-    // Retries are counted per group: a fallback gets its own.
+    // Retries are counted per group: a fallback gets its own. The
+    // request's `num_retries` replaces the configured count.
     let first = record.attempts;
+    let retries = parsed.num_retries.unwrap_or(router_cfg.num_retries);
     let mut tried: Vec<usize> = Vec::new();
     let mut last_err: Option<CallError> = None;
     // A deployment at its own rpm/tpm is skipped, not tried; if none has
@@ -497,7 +499,7 @@ async fn try_group(
                 } else {
                     OutcomeKind::Neutral
                 });
-                if !retryable || record.attempts - first > router_cfg.num_retries {
+                if !retryable || record.attempts - first > retries {
                     return Err(err.into_gateway_error());
                 }
                 let backoff = Duration::from_millis(
