@@ -14,8 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::params::{
-    to_bytes, ChatParams, Content, Message, Part, ResponseFormat, Role, ToolChoice,
-    FINISH_TOOL_CALLS,
+    ChatParams, Content, Message, Part, ResponseFormat, Role, ToolChoice, FINISH_TOOL_CALLS,
 };
 use super::sse::SseDecoder;
 use super::{openai, AnswerCtx, StreamStep, Usage, MAX_TOKENS};
@@ -703,12 +702,7 @@ impl StreamState {
                 finish_reason: finish,
             }],
         };
-        // Written into the SSE frame directly: one buffer per chunk.
-        let mut frame = Vec::with_capacity(160);
-        frame.extend_from_slice(b"data: ");
-        let _ = serde_json::to_writer(&mut frame, &chunk);
-        frame.extend_from_slice(b"\n\n");
-        StreamStep::Forward(Bytes::from(frame))
+        StreamStep::Forward(openai::sse_json_frame(&chunk))
     }
 
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<StreamStep>) -> Result<(), String> {
@@ -896,14 +890,14 @@ impl StreamState {
                 out.push(self.chunk(json!({}), Some(self.finish.unwrap_or("stop"))));
                 let usage = self.counts.usage();
                 let forward = self.ctx.wants_usage.then(|| {
-                    openai::sse_frame(&to_bytes(&json!({
+                    openai::sse_json_frame(&json!({
                         "id": self.ctx.id,
                         "object": "chat.completion.chunk",
                         "created": self.ctx.created,
                         "model": self.ctx.model,
                         "choices": [],
                         "usage": usage.to_openai_json(),
-                    })))
+                    }))
                 });
                 out.push(StreamStep::Usage { usage, forward });
                 out.push(StreamStep::Done(Bytes::from_static(openai::DONE_EVENT)));

@@ -985,13 +985,13 @@ pub struct StreamState {
 }
 
 fn chunk(ctx: &AnswerCtx, index: usize, delta: Value, finish: Option<&str>) -> StreamStep {
-    StreamStep::Forward(openai::sse_frame(&to_bytes(&json!({
+    StreamStep::Forward(openai::sse_json_frame(&json!({
         "id": ctx.id,
         "object": "chat.completion.chunk",
         "created": ctx.created,
         "model": ctx.model,
         "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
-    }))))
+    })))
 }
 
 impl StreamState {
@@ -1035,14 +1035,14 @@ impl StreamState {
         }
         let usage = self.usage.map(|u| u.usage()).unwrap_or_default();
         let forward = self.ctx.wants_usage.then(|| {
-            openai::sse_frame(&to_bytes(&json!({
+            openai::sse_json_frame(&json!({
                 "id": self.ctx.id,
                 "object": "chat.completion.chunk",
                 "created": self.ctx.created,
                 "model": self.ctx.model,
                 "choices": [],
                 "usage": usage.to_openai_json(),
-            })))
+            }))
         });
         out.push(StreamStep::Usage { usage, forward });
         out.push(StreamStep::Done(Bytes::from_static(openai::DONE_EVENT)));

@@ -103,6 +103,18 @@ pub fn usage_from_body(endpoint: Endpoint, body: &[u8]) -> Result<Option<Usage>,
 
 pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 
+/// A value's JSON as one SSE event, serialized straight into the frame
+/// (one buffer per event, not a JSON buffer copied into a frame).
+pub fn sse_json_frame<T: serde::Serialize + ?Sized>(value: &T) -> Bytes {
+    let mut frame = Vec::with_capacity(192);
+    frame.extend_from_slice(b"data: ");
+    // Writing to a Vec fails only for values that cannot be JSON (maps
+    // with non-string keys), which the translators never build.
+    let _ = serde_json::to_writer(&mut frame, value);
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
+}
+
 pub fn sse_frame(data: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(data.len() + 8);
     out.extend_from_slice(b"data: ");

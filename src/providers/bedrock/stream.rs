@@ -9,7 +9,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{finish_reason, WireUsage, JSON_TOOL};
-use crate::providers::params::to_bytes;
 use crate::providers::sse::MAX_EVENT_BYTES;
 use crate::providers::{openai, AnswerCtx, StreamStep};
 
@@ -107,13 +106,13 @@ impl StreamState {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> StreamStep {
-        StreamStep::Forward(openai::sse_frame(&to_bytes(&json!({
+        StreamStep::Forward(openai::sse_json_frame(&json!({
             "id": self.ctx.id,
             "object": "chat.completion.chunk",
             "created": self.ctx.created,
             "model": self.ctx.model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }))))
+        })))
     }
 
     fn frame(&mut self, frame: &Frame, out: &mut Vec<StreamStep>) {
@@ -248,14 +247,14 @@ impl StreamState {
                 }
                 let usage = ev.usage.unwrap_or_default().usage();
                 let forward = self.ctx.wants_usage.then(|| {
-                    openai::sse_frame(&to_bytes(&json!({
+                    openai::sse_json_frame(&json!({
                         "id": self.ctx.id,
                         "object": "chat.completion.chunk",
                         "created": self.ctx.created,
                         "model": self.ctx.model,
                         "choices": [],
                         "usage": usage.to_openai_json(),
-                    })))
+                    }))
                 });
                 out.push(StreamStep::Usage { usage, forward });
                 out.push(StreamStep::Done(Bytes::from_static(openai::DONE_EVENT)));
