@@ -17,6 +17,47 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 pub use catalog::{Provider, Wire};
+
+/// What the wire modules' stream tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{AnswerCtx, StreamDecoder, StreamStep, Wire};
+    use serde_json::Value;
+
+    /// Feeds an upstream stream to `wire`'s decoder cut into pieces of
+    /// `step` bytes; the steps and how the end was judged.
+    pub fn feed(
+        wire: Wire,
+        ctx: AnswerCtx,
+        bytes: &[u8],
+        step: usize,
+    ) -> (Vec<StreamStep>, Result<(), String>) {
+        let mut d = StreamDecoder::new(wire, ctx);
+        let mut out = Vec::new();
+        for piece in bytes.chunks(step) {
+            d.push(piece, &mut out).unwrap();
+        }
+        let end = d.finish(&mut out);
+        (out, end)
+    }
+
+    /// The OpenAI chunks a client receives, parsed.
+    pub fn chunks(steps: &[StreamStep]) -> Vec<Value> {
+        steps
+            .iter()
+            .filter_map(|s| match s {
+                StreamStep::Forward(b)
+                | StreamStep::Usage {
+                    forward: Some(b), ..
+                } => {
+                    let text = std::str::from_utf8(b).unwrap();
+                    Some(serde_json::from_str(text.strip_prefix("data: ").unwrap().trim()).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
 pub use dispatch::{inbound_body, outbound, upstream_error, Outbound, StreamDecoder};
 
 /// What the gateway makes of one upstream stream event, in OpenAI's

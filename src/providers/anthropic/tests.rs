@@ -2,6 +2,7 @@
 //! response bodies, the streaming event sequence, error shapes).
 
 use super::*;
+use crate::providers::test_support::chunks;
 use crate::providers::Endpoint;
 use crate::topology::Topology;
 
@@ -220,31 +221,14 @@ fn errors_keep_the_message_and_get_openai_classes() {
         .contains("Bad gateway"));
 }
 
-/// Feeds a recorded stream cut into pieces of `step` bytes.
+/// Feeds a stream cut into pieces of `step` bytes.
 fn run_stream(wire: &str, step: usize, wants_usage: bool) -> (Vec<StreamStep>, Result<(), String>) {
-    let mut s = StreamState::new(ctx(wants_usage));
-    let mut out = Vec::new();
-    for piece in wire.as_bytes().chunks(step) {
-        s.push(piece, &mut out).unwrap();
-    }
-    let end = s.finish(&mut out);
-    (out, end)
-}
-
-fn chunks(steps: &[StreamStep]) -> Vec<Value> {
-    steps
-        .iter()
-        .filter_map(|s| match s {
-            StreamStep::Forward(b)
-            | StreamStep::Usage {
-                forward: Some(b), ..
-            } => {
-                let text = std::str::from_utf8(b).unwrap();
-                Some(serde_json::from_str(text.strip_prefix("data: ").unwrap().trim()).unwrap())
-            }
-            _ => None,
-        })
-        .collect()
+    crate::providers::test_support::feed(
+        crate::providers::Wire::Anthropic,
+        ctx(wants_usage),
+        wire.as_bytes(),
+        step,
+    )
 }
 
 const TOOL_STREAM: &str = "event: message_start\n\

@@ -3,6 +3,7 @@
 //! calling, structured output, thinking, batchEmbedContents, error shapes).
 
 use super::*;
+use crate::providers::test_support::chunks;
 use crate::providers::Endpoint;
 use crate::topology::Topology;
 
@@ -763,29 +764,12 @@ fn a_quota_error_says_when_to_retry() {
 
 /// Feeds a stream cut into pieces of `step` bytes.
 fn run_stream(wire: &str, step: usize, wants_usage: bool) -> (Vec<StreamStep>, Result<(), String>) {
-    let mut s = StreamState::new(ctx(wants_usage));
-    let mut out = Vec::new();
-    for piece in wire.as_bytes().chunks(step) {
-        s.push(piece, &mut out).unwrap();
-    }
-    let end = s.finish(&mut out);
-    (out, end)
-}
-
-fn chunks(steps: &[StreamStep]) -> Vec<Value> {
-    steps
-        .iter()
-        .filter_map(|s| match s {
-            StreamStep::Forward(b)
-            | StreamStep::Usage {
-                forward: Some(b), ..
-            } => {
-                let text = std::str::from_utf8(b).unwrap();
-                Some(serde_json::from_str(text.strip_prefix("data: ").unwrap().trim()).unwrap())
-            }
-            _ => None,
-        })
-        .collect()
+    crate::providers::test_support::feed(
+        crate::providers::Wire::Gemini,
+        ctx(wants_usage),
+        wire.as_bytes(),
+        step,
+    )
 }
 
 /// `streamGenerateContent?alt=sse` as documented: every event a whole

@@ -7,6 +7,7 @@ use aws_smithy_types::event_stream::{Header, HeaderValue, Message as Frame};
 
 use super::super::tests::{ctx, MODEL};
 use super::*;
+use crate::providers::test_support::chunks;
 
 fn frame(headers: &[(&str, &str)], payload: &str) -> Vec<u8> {
     let mut msg = Frame::new(payload.as_bytes().to_vec());
@@ -57,34 +58,18 @@ fn tool_stream() -> Vec<u8> {
 }
 
 /// Feeds a stream cut into pieces of `step` bytes.
+/// Feeds a stream cut into pieces of `step` bytes.
 fn run_stream(
     wire: &[u8],
     step: usize,
     wants_usage: bool,
 ) -> (Vec<StreamStep>, Result<(), String>) {
-    let mut s = StreamState::new(ctx(wants_usage));
-    let mut out = Vec::new();
-    for piece in wire.chunks(step) {
-        s.push(piece, &mut out).unwrap();
-    }
-    let end = s.finish(&mut out);
-    (out, end)
-}
-
-fn chunks(steps: &[StreamStep]) -> Vec<Value> {
-    steps
-        .iter()
-        .filter_map(|s| match s {
-            StreamStep::Forward(b)
-            | StreamStep::Usage {
-                forward: Some(b), ..
-            } => {
-                let text = std::str::from_utf8(b).unwrap();
-                Some(serde_json::from_str(text.strip_prefix("data: ").unwrap().trim()).unwrap())
-            }
-            _ => None,
-        })
-        .collect()
+    crate::providers::test_support::feed(
+        crate::providers::Wire::Bedrock,
+        ctx(wants_usage),
+        wire,
+        step,
+    )
 }
 
 #[test]
