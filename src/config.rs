@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::routing::{AllowedFailsPolicy, RetryPolicy, Strategy};
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +254,18 @@ pub struct RouterConfig {
     pub content_policy_fallbacks: BTreeMap<String, Vec<String>>,
     /// For every group without `fallbacks` of its own.
     pub default_fallbacks: Vec<String>,
+    /// How a deployment is chosen (a group may set its own).
+    pub routing_strategy: Strategy,
+    /// Retries per error class (LiteLLM's `retry_policy`).
+    pub retry_policy: RetryPolicy,
+    /// Failures per error class before a deployment cools down.
+    pub allowed_fails_policy: AllowedFailsPolicy,
+    /// Count a large prompt's tokens and skip deployments whose context
+    /// window it does not fit (LiteLLM's pre-call checks). Costs nothing
+    /// for prompts smaller in bytes than the smallest window.
+    pub enable_pre_call_checks: bool,
+    /// Route by deployment `tags` (LiteLLM's tag routing).
+    pub enable_tag_filtering: bool,
 }
 
 impl Default for RouterConfig {
@@ -270,6 +283,11 @@ impl Default for RouterConfig {
             context_window_fallbacks: BTreeMap::new(),
             content_policy_fallbacks: BTreeMap::new(),
             default_fallbacks: Vec::new(),
+            routing_strategy: Strategy::default(),
+            retry_policy: RetryPolicy::default(),
+            allowed_fails_policy: AllowedFailsPolicy::default(),
+            enable_pre_call_checks: true,
+            enable_tag_filtering: true,
         }
     }
 }
@@ -353,6 +371,11 @@ pub struct MockUpstreamConfig {
 #[serde(deny_unknown_fields)]
 pub struct ModelGroup {
     pub deployments: Vec<Deployment>,
+    /// Overrides `router.routing_strategy` for this group.
+    pub routing_strategy: Option<Strategy>,
+    /// Overrides `router.retry_policy` for this group (LiteLLM's
+    /// `model_group_retry_policy`).
+    pub retry_policy: Option<RetryPolicy>,
 }
 
 pub use crate::providers::catalog::Provider;
@@ -372,8 +395,19 @@ pub struct Deployment {
     pub api_base: Option<String>,
     /// Literal or `env:NAME`.
     pub api_key: Option<RawSecret>,
-    #[serde(default = "default_weight")]
-    pub weight: f64,
+    /// Share of traffic under simple-shuffle (and the draw of
+    /// power-of-two-choices); unset: `rpm`, else `tpm`, else 1.
+    pub weight: Option<f64>,
+    /// Priority tier: the lowest `order` among the healthy deployments
+    /// takes the traffic; unset comes after every set one.
+    pub order: Option<u32>,
+    /// Tags requests can select this deployment by (LiteLLM's tag
+    /// routing; `default` takes untagged requests).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Context window in tokens; unset: the price map's, if it knows the
+    /// model.
+    pub max_input_tokens: Option<u64>,
     pub timeout_secs: Option<u64>,
     pub rpm: Option<u32>,
     pub tpm: Option<u64>,
@@ -417,10 +451,6 @@ pub struct AwsCredentials {
     pub access_key_id: String,
     pub secret_access_key: Secret,
     pub session_token: Option<Secret>,
-}
-
-fn default_weight() -> f64 {
-    1.0
 }
 
 impl Deployment {
@@ -783,7 +813,7 @@ fn validate_deployment(path: &str, d: &mut Deployment) -> Result<(), ConfigError
             "must not be empty",
         ));
     }
-    if !(d.weight.is_finite() && d.weight > 0.0) {
+    if d.weight.is_some_and(|w| !(w.is_finite() && w > 0.0)) {
         return Err(ConfigError::at(
             format!("{path}.weight"),
             "must be a positive number",

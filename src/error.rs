@@ -122,6 +122,18 @@ pub enum GatewayError {
     },
     #[error("{}", .0.message)]
     Upstream(UpstreamError),
+    /// No deployment of the group has a context window the prompt fits
+    /// (checked before any call, with the tokenizer).
+    #[error("This model's maximum context length is {window} tokens. However, your messages resulted in {tokens} tokens (model group `{model}`).")]
+    ContextWindowExceeded {
+        model: String,
+        tokens: u64,
+        window: u64,
+    },
+    /// The request's tags match no deployment of the group, and none is
+    /// tagged `default`.
+    #[error("No deployment of `{model}` carries any of the request's tags {tags:?}, and none is tagged \"default\".")]
+    NoDeploymentForTags { model: String, tags: Vec<String> },
     #[error("The upstream provider did not answer in time.")]
     UpstreamTimeout,
     #[error("The request did not complete within its deadline of {secs}s ({attempts} upstream attempt(s) made).")]
@@ -154,7 +166,9 @@ impl GatewayError {
             | GatewayError::ModelNotFound(_)
             | GatewayError::RouteNotFound(_)
             | GatewayError::MissingKey
-            | GatewayError::InvalidKey => "invalid_request_error",
+            | GatewayError::InvalidKey
+            | GatewayError::ContextWindowExceeded { .. }
+            | GatewayError::NoDeploymentForTags { .. } => "invalid_request_error",
             GatewayError::PermissionDenied(_) => "permission_error",
             GatewayError::KeyBlocked | GatewayError::TeamBlocked(_) => "auth_error",
             GatewayError::CustomerBlocked(_) => "invalid_request_error",
@@ -187,6 +201,7 @@ impl GatewayError {
             GatewayError::ModelNotFound(_) => Some("model_not_found".into()),
             GatewayError::PayloadTooLarge { .. } => Some("request_too_large".into()),
             GatewayError::RateLimited { .. } => Some("rate_limit_exceeded".into()),
+            GatewayError::ContextWindowExceeded { .. } => Some("context_length_exceeded".into()),
             GatewayError::Upstream(u) => u.code.as_deref().map(Cow::Borrowed),
             // LiteLLM's management errors carry the status as a string code.
             GatewayError::Management { status, .. } => Some(status.to_string().into()),
@@ -200,6 +215,8 @@ impl GatewayError {
             GatewayError::ModelNotFound(_) | GatewayError::ModelAccessDenied { .. } => {
                 Some("model")
             }
+            GatewayError::ContextWindowExceeded { .. } => Some("messages"),
+            GatewayError::NoDeploymentForTags { .. } => Some("tags"),
             GatewayError::Management { param, .. } => *param,
             GatewayError::Upstream(u) => u.param.as_deref(),
             _ => None,
@@ -248,7 +265,9 @@ pub struct ErrorDetail<'a> {
 impl ResponseError for GatewayError {
     fn status_code(&self) -> StatusCode {
         match self {
-            GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::InvalidRequest { .. }
+            | GatewayError::ContextWindowExceeded { .. }
+            | GatewayError::NoDeploymentForTags { .. } => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::MissingKey | GatewayError::InvalidKey => StatusCode::UNAUTHORIZED,
             GatewayError::PermissionDenied(_) | GatewayError::ModelAccessDenied { .. } => {

@@ -117,6 +117,9 @@ pub struct InferenceRequest {
     /// The caller's own retry count per model group (`num_retries`,
     /// LiteLLM's name), at most `MAX_NUM_RETRIES`; never forwarded.
     pub num_retries: Option<u32>,
+    /// Routing tags (`tags`, or `metadata.tags`), LiteLLM's tag routing;
+    /// never forwarded.
+    pub tags: Vec<String>,
     pub body: RawObject,
 }
 
@@ -308,6 +311,31 @@ impl InferenceRequest {
             ),
         };
 
+        let tags_invalid = || invalid("`tags` must be a list of at most 16 strings", "tags");
+        let tags: Vec<String> = match body.get("tags") {
+            Some(v) if kind(v) != JsonKind::Null => serde_json::from_str::<Vec<String>>(v.get())
+                .ok()
+                .filter(|list| list.len() <= 16)
+                .ok_or_else(tags_invalid)?,
+            // LiteLLM also reads them from `metadata.tags`; parsed only
+            // when the metadata mentions them at all.
+            _ => match body.get("metadata") {
+                Some(m) if kind(m) == JsonKind::Object && m.get().contains("\"tags\"") => {
+                    #[derive(serde::Deserialize)]
+                    struct MetadataTags {
+                        #[serde(default)]
+                        tags: Option<Vec<String>>,
+                    }
+                    serde_json::from_str::<MetadataTags>(m.get())
+                        .ok()
+                        .map(|m| m.tags.unwrap_or_default())
+                        .filter(|list| list.len() <= 16)
+                        .ok_or_else(tags_invalid)?
+                }
+                _ => Vec::new(),
+            },
+        };
+
         match endpoint {
             Endpoint::ChatCompletions => match body.get("messages") {
                 None => return Err(invalid("you must provide a messages parameter", "messages")),
@@ -351,6 +379,7 @@ impl InferenceRequest {
             timeout,
             fallbacks,
             num_retries,
+            tags,
             body,
         })
     }

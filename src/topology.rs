@@ -10,6 +10,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use crate::config::{AwsCredentials, Config, Deployment, Provider};
 use crate::providers::catalog::KeyHeader;
 use crate::providers::{anthropic, Endpoint, Wire};
+use crate::routing::{RetryPolicy, Strategy};
 
 /// One upstream deployment, ready to call.
 #[derive(Debug)]
@@ -40,7 +41,13 @@ pub struct DeploymentTarget {
     pub aws: Option<AwsCredentials>,
     pub timeout: Duration,
     pub stream_idle_timeout: Duration,
+    /// Share under weighted choices: `weight`, else `rpm`, else `tpm`, else 1.
     pub weight: f64,
+    /// Priority tier (lower first); `u32::MAX` when unset.
+    pub order: u32,
+    pub tags: Vec<String>,
+    /// Context window in tokens, when known.
+    pub max_input_tokens: Option<u64>,
     /// The deployment's own limits (the provider's quota), fleet-wide.
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
@@ -163,6 +170,15 @@ pub struct Group {
     pub idx: usize,
     pub name: Arc<str>,
     pub deployments: Vec<usize>,
+    pub strategy: Strategy,
+    pub retry_policy: RetryPolicy,
+    /// Some deployment carries tags (and tag routing is on).
+    pub tagged: bool,
+    /// The smallest known context window among its deployments, when
+    /// pre-call checks are on.
+    pub min_input_window: Option<u64>,
+    /// Some deployment has a priority tier.
+    pub ordered: bool,
     /// The dearest prices among its deployments: a request's cost is
     /// estimated (for budgets) before it is known where it goes.
     pub max_input_cost_per_token: f64,
@@ -245,7 +261,15 @@ impl Topology {
                     stream_idle_timeout: Duration::from_secs(
                         config.router.stream_idle_timeout_secs.max(1),
                     ),
-                    weight: d.weight,
+                    weight: d
+                        .weight
+                        .or(d.rpm.map(f64::from))
+                        .or(d.tpm.map(|t| t as f64))
+                        .filter(|w| *w > 0.0)
+                        .unwrap_or(1.0),
+                    order: d.order.unwrap_or(u32::MAX),
+                    tags: d.tags.clone(),
+                    max_input_tokens: d.max_input_tokens.or(listed.max_input_tokens),
                     rpm: d.rpm.map(u64::from),
                     tpm: d.tpm,
                     input_cost_per_token: price.input_cost_per_token,
@@ -268,9 +292,25 @@ impl Topology {
                     .map(|&i| f(&t.deployments[i]))
                     .fold(0.0, f64::max)
             };
+            let members_of = |idx: &usize| &t.deployments[*idx];
             t.groups.push(Group {
                 idx: gidx,
                 name: group_name,
+                strategy: group
+                    .routing_strategy
+                    .unwrap_or(config.router.routing_strategy),
+                retry_policy: group.retry_policy.unwrap_or(config.router.retry_policy),
+                tagged: config.router.enable_tag_filtering
+                    && members.iter().any(|i| !members_of(i).tags.is_empty()),
+                min_input_window: if config.router.enable_pre_call_checks {
+                    members
+                        .iter()
+                        .filter_map(|i| members_of(i).max_input_tokens)
+                        .min()
+                } else {
+                    None
+                },
+                ordered: members.iter().any(|i| members_of(i).order != u32::MAX),
                 max_input_cost_per_token: max_of(|d| d.input_cost_per_token),
                 max_output_cost_per_token: max_of(|d| d.output_cost_per_token),
                 deployments: members,

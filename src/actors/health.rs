@@ -13,10 +13,12 @@ use serde::Serialize;
 use crate::actors::router::{CooldownChanged, GetLoad, RouterActor};
 use crate::config::RouterConfig;
 use crate::metrics::{ActorMeter, DeploymentLabels, Metrics};
+use crate::routing::ErrorClass;
 use crate::topology::Topology;
 
 struct Health {
-    consecutive_fails: u32,
+    /// Failures in a row per error class (`ErrorClass::index`).
+    fails: [u32; 6],
     cooldown_until: Option<Instant>,
     healthy_gauge: Gauge,
 }
@@ -44,7 +46,7 @@ impl HealthActor {
                     });
                 g.set(1);
                 Health {
-                    consecutive_fails: 0,
+                    fails: [0; 6],
                     cooldown_until: None,
                     healthy_gauge: g,
                 }
@@ -131,13 +133,21 @@ impl Handler<RegisterRouter> for HealthActor {
     }
 }
 
-/// A failed attempt (`failure: Some(retry_after)`) or the success that ends
-/// a run of failures (`None`).
+/// A failed attempt (`failure: Some`) or the success that ends a run of
+/// failures (`None`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Report {
     pub deployment: usize,
-    pub failure: Option<Option<Duration>>,
+    pub failure: Option<Failed>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Failed {
+    pub retry_after: Option<Duration>,
+    pub class: ErrorClass,
+    /// Counts against health without a policy for its class.
+    pub transient: bool,
 }
 
 impl Handler<Report> for HealthActor {
@@ -149,10 +159,19 @@ impl Handler<Report> for HealthActor {
         if idx >= self.health.len() {
             return;
         }
-        let Some(retry_after) = msg.failure else {
-            self.health[idx].consecutive_fails = 0;
+        let Some(failed) = msg.failure else {
+            self.health[idx].fails = [0; 6];
             return;
         };
+        let Some(threshold) = self.config.allowed_fails_policy.threshold(
+            failed.class,
+            failed.transient,
+            self.config.allowed_fails,
+        ) else {
+            // This class says nothing about the deployment's health.
+            return;
+        };
+        let retry_after = failed.retry_after;
         let d = &self.topology.deployments[idx];
         self.metrics
             .deployment_failures
@@ -166,8 +185,9 @@ impl Handler<Report> for HealthActor {
             return;
         }
         let h = &mut self.health[idx];
-        h.consecutive_fails += 1;
-        if h.consecutive_fails < self.config.allowed_fails {
+        let count = &mut h.fails[failed.class.index()];
+        *count += 1;
+        if *count < threshold {
             return;
         }
         let cooldown =
@@ -175,9 +195,9 @@ impl Handler<Report> for HealthActor {
         let secs = cooldown.as_secs_f64();
         let until = now + cooldown;
         h.cooldown_until = Some(until);
-        h.consecutive_fails = 0;
+        h.fails = [0; 6];
         h.healthy_gauge.set(0);
-        tracing::warn!(deployment = %d.id, model = %d.group, cooldown_secs = secs, "deployment cooling down after repeated failures");
+        tracing::warn!(deployment = %d.id, model = %d.group, cooldown_secs = secs, error_class = ?failed.class, "deployment cooling down after repeated failures");
         self.announce(idx, Some(until));
         self.schedule_recovery(ctx, idx, cooldown);
     }
@@ -236,7 +256,7 @@ impl Handler<GetHealth> for HealthActor {
                                 } else {
                                     0.0
                                 },
-                                consecutive_fails: h.consecutive_fails,
+                                consecutive_fails: h.fails.iter().copied().max().unwrap_or(0),
                                 cooldown_remaining_secs: h
                                     .cooldown_until
                                     .map(|u| u.saturating_duration_since(now).as_secs_f64())

@@ -1016,3 +1016,46 @@ impl Handler<Release> for RateLimitActor {
         self.release(&msg.held, msg.actual_tokens);
     }
 }
+
+/// How much of each deployment's own limits is used this minute, as a
+/// fraction (the larger of requests and tokens), for usage-based routing:
+/// the fleet's use where limits are shared, this replica's otherwise.
+/// A deployment without limits (`None` caps) counts as 0.
+#[derive(Message)]
+#[rtype(result = "Vec<f64>")]
+pub struct DeploymentUsage(pub Vec<(String, Caps)>);
+
+impl Handler<DeploymentUsage> for RateLimitActor {
+    type Result = MessageResult<DeploymentUsage>;
+
+    fn handle(&mut self, msg: DeploymentUsage, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.meter.handling();
+        let now = now_ms();
+        let window = window_of(now);
+        let shared = self.shared_now().is_some();
+        let out = msg
+            .0
+            .into_iter()
+            .map(|(id, caps)| {
+                let Some(s) = self.states.get_mut(&Scope::Deployment(id)) else {
+                    return 0.0;
+                };
+                let fraction = |limit: Option<u64>, w: &mut Windows, p: &Pool| -> f64 {
+                    let Some(limit) = limit.filter(|l| *l > 0) else {
+                        return 0.0;
+                    };
+                    let used = if shared && p.window == window {
+                        p.seen + p.taken as f64
+                    } else {
+                        w.used(now)
+                    };
+                    used / limit as f64
+                };
+                let r = fraction(caps.rpm, &mut s.rpm, &s.rpm_pool);
+                let t = fraction(caps.tpm, &mut s.tpm, &s.tpm_pool);
+                r.max(t)
+            })
+            .collect();
+        MessageResult(out)
+    }
+}

@@ -4,49 +4,65 @@
 //! leaves the worker's thread.
 //!
 //! Failures travel to HealthActor (the single owner of failure counts and
-//! cooldowns); successes only when they end a run of failures. In steady
-//! state a request sends the router nothing across threads.
+//! cooldowns, which it announces back); successes only when they end a
+//! run of failures. In steady state a request sends nothing across threads.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use rand::Rng;
 
-use crate::actors::health::{HealthActor, RegisterRouter, Report};
+use crate::actors::health::{Failed, HealthActor, RegisterRouter, Report};
 use crate::config::RouterConfig;
 use crate::error::GatewayError;
 use crate::metrics::{ActorMeter, DeploymentLabels, Metrics};
+use crate::routing::strategy::{self, Candidate};
+use crate::routing::ErrorClass;
 use crate::topology::Topology;
 use prometheus_client::metrics::gauge::Gauge;
 
 struct Local {
     in_flight: u32,
-    /// Exponentially weighted latency of successful calls, in ms.
+    /// Moving average of the time to a whole answer, in ms (0: unmeasured).
     latency_ewma_ms: f64,
+    /// Moving average of a stream's time to its first token, in ms.
+    ttft_ewma_ms: f64,
+    /// As HealthActor announced it (the owner of failure counts).
     cooldown_until: Option<Instant>,
     /// A failure was reported and no success since: the next success is
     /// reported too, so HealthActor can reset its count.
     failing: bool,
-    /// This worker's own run of failures. Reaching `allowed_fails` cools the
-    /// deployment down here at once, without waiting for HealthActor's
-    /// announcement (which covers failures seen by other workers).
-    consecutive_fails: u32,
+    /// Tokens served this minute (`minute`), through this worker.
+    minute: u64,
+    tokens: u64,
     in_flight_gauge: Gauge,
+}
+
+fn ewma(current: f64, sample: Duration) -> f64 {
+    let ms = sample.as_secs_f64() * 1000.0;
+    if current == 0.0 {
+        ms
+    } else {
+        0.8 * current + 0.2 * ms
+    }
+}
+
+fn minute_now() -> u64 {
+    (crate::store::now_ms().max(0) / 60_000) as u64
 }
 
 pub struct RouterActor {
     topology: Arc<Topology>,
-    config: RouterConfig,
     local: Vec<Local>,
     health: Addr<HealthActor>,
     meter: ActorMeter,
+    rng: rand::rngs::SmallRng,
 }
 
 impl RouterActor {
     pub fn new(
         topology: Arc<Topology>,
-        config: RouterConfig,
+        _config: RouterConfig,
         health: Addr<HealthActor>,
         metrics: &Metrics,
     ) -> Self {
@@ -56,9 +72,11 @@ impl RouterActor {
             .map(|d| Local {
                 in_flight: 0,
                 latency_ewma_ms: 0.0,
+                ttft_ewma_ms: 0.0,
                 cooldown_until: None,
                 failing: false,
-                consecutive_fails: 0,
+                minute: 0,
+                tokens: 0,
                 in_flight_gauge: metrics.deployment_in_flight.get_or_create_owned(
                     &DeploymentLabels {
                         model: d.group.to_string(),
@@ -70,9 +88,9 @@ impl RouterActor {
         RouterActor {
             meter: metrics.actor("router"),
             topology,
-            config,
             local,
             health,
+            rng: rand::SeedableRng::from_os_rng(),
         }
     }
 
@@ -88,20 +106,23 @@ impl RouterActor {
         }
     }
 
-    /// Weighted random choice among the candidates.
-    fn pick(&self, candidates: &[usize]) -> usize {
-        let total: f64 = candidates
-            .iter()
-            .map(|&i| self.topology.deployments[i].weight)
-            .sum();
-        let mut x = rand::rng().random_range(0.0..total.max(f64::MIN_POSITIVE));
-        for &i in candidates {
-            x -= self.topology.deployments[i].weight;
-            if x < 0.0 {
-                return i;
-            }
+    fn candidate(&self, idx: usize, stream: bool, usage: f64, minute: u64) -> Candidate {
+        let d = &self.topology.deployments[idx];
+        let l = &self.local[idx];
+        let (first, second) = if stream {
+            (l.ttft_ewma_ms, l.latency_ewma_ms)
+        } else {
+            (l.latency_ewma_ms, l.ttft_ewma_ms)
+        };
+        Candidate {
+            idx,
+            weight: d.weight,
+            in_flight: l.in_flight,
+            latency_ms: if first > 0.0 { first } else { second },
+            usage,
+            tokens: if l.minute == minute { l.tokens } else { 0 },
+            cost: d.input_cost_per_token + d.output_cost_per_token,
         }
-        candidates[candidates.len() - 1]
     }
 }
 
@@ -114,27 +135,34 @@ impl Actor for RouterActor {
 }
 
 /// In-flight counts stay (the attempts they count still report their
-/// outcome); this worker's own failure runs and cooldown copies are dropped
-/// and re-learnt from HealthActor, which `started` registers with again.
+/// outcome); cooldown copies are dropped and re-learnt from HealthActor,
+/// which `started` registers with again.
 impl Supervised for RouterActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         for l in &mut self.local {
             l.cooldown_until = None;
             l.failing = false;
-            l.consecutive_fails = 0;
         }
     }
 }
 
 crate::actors::supervise::crashable!(RouterActor);
 
-/// Choose a deployment of `group`, avoiding `exclude` (already tried) when
-/// any other healthy deployment exists.
+/// Choose a deployment of `group` for one attempt.
 #[derive(Message)]
 #[rtype(result = "Result<usize, GatewayError>")]
 pub struct Route {
     pub group: usize,
+    /// Already tried: avoided while any other healthy deployment is left.
     pub exclude: Vec<usize>,
+    /// The deployments this request may use at all (tags, context
+    /// window); `None`: all of the group's.
+    pub allowed: Option<Vec<usize>>,
+    /// Streams are routed by time to first token.
+    pub stream: bool,
+    /// Usage-based routing: each of the group's deployments' share of its
+    /// limits used this minute, in the group's order.
+    pub usage: Option<Vec<f64>>,
 }
 
 impl Handler<Route> for RouterActor {
@@ -148,15 +176,15 @@ impl Handler<Route> for RouterActor {
             .get(msg.group)
             .ok_or_else(|| GatewayError::Internal("unknown model group index".into()))?;
         let now = Instant::now();
-        let mut healthy = Vec::with_capacity(group.deployments.len());
-        for &d in &group.deployments {
+        let members: &[usize] = msg.allowed.as_deref().unwrap_or(&group.deployments);
+        let mut healthy = Vec::with_capacity(members.len());
+        for &d in members {
             if !self.is_cooling(d, now) {
                 healthy.push(d);
             }
         }
         if healthy.is_empty() {
-            let wait = group
-                .deployments
+            let wait = members
                 .iter()
                 .filter_map(|&d| self.local[d].cooldown_until)
                 .min()
@@ -167,15 +195,36 @@ impl Handler<Route> for RouterActor {
                 retry_after_secs: wait.as_secs_f64().max(1.0),
             });
         }
-        let chosen = if healthy.iter().any(|d| !msg.exclude.contains(d)) {
-            let fresh: Vec<usize> = healthy
+        if healthy.iter().any(|d| !msg.exclude.contains(d)) {
+            healthy.retain(|d| !msg.exclude.contains(d));
+        }
+        if group.ordered {
+            // The first priority tier that has a deployment left.
+            let first = healthy
                 .iter()
-                .copied()
-                .filter(|d| !msg.exclude.contains(d))
-                .collect();
-            self.pick(&fresh)
+                .map(|&d| topology.deployments[d].order)
+                .min()
+                .unwrap_or(u32::MAX);
+            healthy.retain(|&d| topology.deployments[d].order == first);
+        }
+        let chosen = if healthy.len() == 1 {
+            healthy[0]
         } else {
-            self.pick(&healthy)
+            let minute = minute_now();
+            let usage_of = |d: usize| -> f64 {
+                msg.usage
+                    .as_ref()
+                    .and_then(|u| {
+                        let pos = group.deployments.iter().position(|&x| x == d)?;
+                        u.get(pos).copied()
+                    })
+                    .unwrap_or(0.0)
+            };
+            let candidates: Vec<Candidate> = healthy
+                .iter()
+                .map(|&d| self.candidate(d, msg.stream, usage_of(d), minute))
+                .collect();
+            strategy::choose(group.strategy, &candidates, &mut self.rng)
         };
         let l = &mut self.local[chosen];
         l.in_flight += 1;
@@ -186,14 +235,17 @@ impl Handler<Route> for RouterActor {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OutcomeKind {
-    Success,
-    /// A failure that says something about the deployment's health
-    /// (connect error, timeout, 429, 5xx).
+    /// `tokens`: what the answer used (0 when unknown).
+    Success { tokens: u64 },
+    /// A failure of `class`; `transient`: the class that, without a
+    /// policy, says the deployment (not the request) is the problem.
     Failure {
         retry_after: Option<Duration>,
+        class: ErrorClass,
+        transient: bool,
     },
-    /// Finished without telling us anything about health (client error,
-    /// client went away).
+    /// Finished without telling us anything about health (client went
+    /// away, the gateway's own deadline cut it short).
     Neutral,
 }
 
@@ -203,6 +255,8 @@ pub enum OutcomeKind {
 pub struct Outcome {
     pub deployment: usize,
     pub latency: Duration,
+    /// A stream's time to its first token.
+    pub ttft: Option<Duration>,
     pub kind: OutcomeKind,
 }
 
@@ -217,14 +271,19 @@ impl Handler<Outcome> for RouterActor {
         l.in_flight = l.in_flight.saturating_sub(1);
         l.in_flight_gauge.dec();
         match msg.kind {
-            OutcomeKind::Success => {
-                let ms = msg.latency.as_secs_f64() * 1000.0;
-                l.latency_ewma_ms = if l.latency_ewma_ms == 0.0 {
-                    ms
-                } else {
-                    0.8 * l.latency_ewma_ms + 0.2 * ms
-                };
-                l.consecutive_fails = 0;
+            OutcomeKind::Success { tokens } => {
+                match msg.ttft {
+                    Some(ttft) => l.ttft_ewma_ms = ewma(l.ttft_ewma_ms, ttft),
+                    None => l.latency_ewma_ms = ewma(l.latency_ewma_ms, msg.latency),
+                }
+                if tokens > 0 {
+                    let minute = minute_now();
+                    if l.minute != minute {
+                        l.minute = minute;
+                        l.tokens = 0;
+                    }
+                    l.tokens += tokens;
+                }
                 if l.failing {
                     l.failing = false;
                     self.health.do_send(Report {
@@ -233,20 +292,19 @@ impl Handler<Outcome> for RouterActor {
                     });
                 }
             }
-            OutcomeKind::Failure { retry_after } => {
+            OutcomeKind::Failure {
+                retry_after,
+                class,
+                transient,
+            } => {
                 l.failing = true;
-                l.consecutive_fails += 1;
-                let now = Instant::now();
-                let cooling = l.cooldown_until.is_some_and(|u| u > now);
-                if !cooling && l.consecutive_fails >= self.config.allowed_fails {
-                    let cooldown = Duration::from_secs(self.config.cooldown_secs)
-                        .max(retry_after.unwrap_or_default());
-                    l.cooldown_until = Some(now + cooldown);
-                    l.consecutive_fails = 0;
-                }
                 self.health.do_send(Report {
                     deployment: msg.deployment,
-                    failure: Some(retry_after),
+                    failure: Some(Failed {
+                        retry_after,
+                        class,
+                        transient,
+                    }),
                 });
             }
             OutcomeKind::Neutral => {}

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod customers;
+pub mod dispatch;
 pub mod health;
 pub mod inference;
 pub mod keys;

@@ -11,12 +11,13 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-use super::inference::Attempt;
+use super::dispatch::Attempt;
 use super::record::{settle, RequestRecord};
 use crate::actors::provider::StreamItem;
 use crate::actors::router::OutcomeKind;
 use crate::actors::spend_buffer::{Settle, SettleEstimated};
 use crate::providers::Usage;
+use crate::routing::ErrorClass;
 
 enum End {
     Done,
@@ -98,11 +99,19 @@ impl SseBody {
         record.upstream += self.head_at.elapsed();
         let (status, error) = match end {
             Some(End::Done) => {
-                attempt.finish(OutcomeKind::Success);
+                attempt.finish(OutcomeKind::Success {
+                    tokens: self
+                        .usage
+                        .map_or(0, |u| u.prompt_tokens + u.completion_tokens),
+                });
                 (200, None)
             }
             Some(End::Failed(msg)) => {
-                attempt.finish(OutcomeKind::Failure { retry_after: None });
+                attempt.finish(OutcomeKind::Failure {
+                    retry_after: None,
+                    class: ErrorClass::InternalServer,
+                    transient: true,
+                });
                 (502, Some(msg))
             }
             Some(End::Aborted(msg)) => {

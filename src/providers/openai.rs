@@ -40,7 +40,7 @@ pub fn upstream_body(req: &InferenceRequest, upstream_model: &str) -> Bytes {
             "stream_options" if req.stream => continue,
             // The gateway's own deadline and fallbacks, not provider
             // parameters.
-            "timeout" | "fallbacks" | "num_retries" => continue,
+            "timeout" | "fallbacks" | "num_retries" | "tags" => continue,
             _ => {}
         }
         sep(&mut out);

@@ -37,6 +37,7 @@ pub fn classify(err: &GatewayError) -> Failure {
                 Failure::Final
             }
         }
+        GatewayError::ContextWindowExceeded { .. } => Failure::ContextWindow,
         GatewayError::UpstreamTimeout
         | GatewayError::UpstreamUnreachable(_)
         | GatewayError::UpstreamProtocol(_)
