@@ -223,11 +223,30 @@ impl KeyInfo {
         self.model_denial(model).is_none()
     }
 
+    /// May this key call `group` (by name, or through an access group the
+    /// group belongs to)?
+    pub fn may_use_group(&self, group: &crate::topology::Group) -> bool {
+        self.group_denial(group).is_none()
+    }
+
+    /// Which list refuses `group`, if any; a list naming one of the
+    /// group's access groups allows it (LiteLLM's model access groups).
+    pub fn group_denial(&self, group: &crate::topology::Group) -> Option<GatewayError> {
+        self.denial(&group.name, &group.access_groups)
+    }
+
     /// Which list refuses `model`, if any.
     pub fn model_denial(&self, model: &str) -> Option<GatewayError> {
+        self.denial(model, &[])
+    }
+
+    fn denial(&self, model: &str, access_groups: &[String]) -> Option<GatewayError> {
         if self.is_master {
             return None;
         }
+        let list_allows = |list: &[String], model: &str| {
+            list_allows(list, model) || access_groups.iter().any(|ag| list.contains(ag))
+        };
         let key_defers_to_team = self.models.iter().any(|m| m == ALL_TEAM_MODELS);
         if !key_defers_to_team && !list_allows(&self.models, model) {
             return Some(GatewayError::ModelAccessDenied {

@@ -27,7 +27,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             path: path.into(),
             message: message.into(),
@@ -154,6 +154,12 @@ pub struct StorageConfig {
     /// Prefix for every Redis key and channel, so deployments (and tests)
     /// can share one Redis.
     pub redis_prefix: String,
+    /// Encrypts provider keys of models added through the API (literal or
+    /// `env:NAME`; LiteLLM's `LITELLM_SALT_KEY`); unset: the master key.
+    /// Changing it makes those models unreadable until re-added.
+    pub salt_key: Option<RawSecret>,
+    #[serde(skip)]
+    pub resolved_salt_key: Option<Secret>,
 }
 
 impl Default for StorageConfig {
@@ -163,6 +169,8 @@ impl Default for StorageConfig {
             db_timeout_ms: 1_000,
             redis_timeout_ms: 100,
             redis_prefix: "tollgate".into(),
+            salt_key: None,
+            resolved_salt_key: None,
         }
     }
 }
@@ -408,6 +416,11 @@ pub struct Deployment {
     /// Context window in tokens; unset: the price map's, if it knows the
     /// model.
     pub max_input_tokens: Option<u64>,
+    /// Access groups this deployment's model group belongs to: a key or
+    /// team whose `models` names one may call it (LiteLLM's
+    /// `model_info.access_groups`).
+    #[serde(default)]
+    pub access_groups: Vec<String>,
     pub timeout_secs: Option<u64>,
     pub rpm: Option<u32>,
     pub tpm: Option<u64>,
@@ -438,6 +451,9 @@ pub struct Deployment {
     pub aws_secret_access_key: Option<RawSecret>,
     pub aws_session_token: Option<RawSecret>,
 
+    /// Models added at run time: the stored revision (0 for the config's).
+    #[serde(skip)]
+    pub revision: i64,
     #[serde(skip)]
     pub resolved_api_key: Option<Secret>,
     #[serde(skip)]
@@ -518,6 +534,10 @@ impl Config {
                 }
                 Some(secret)
             }
+            None => None,
+        };
+        self.storage.resolved_salt_key = match &self.storage.salt_key {
+            Some(raw) => Some(resolve_secret("storage.salt_key", &raw.0)?),
             None => None,
         };
         self.resolved_database_url = match &self.database_url {
@@ -806,7 +826,7 @@ fn positive_limit(path: &str, limit: Option<u64>) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_deployment(path: &str, d: &mut Deployment) -> Result<(), ConfigError> {
+pub(crate) fn validate_deployment(path: &str, d: &mut Deployment) -> Result<(), ConfigError> {
     if d.model.trim().is_empty() {
         return Err(ConfigError::at(
             format!("{path}.model"),

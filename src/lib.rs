@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod mock;
+pub mod model_list;
 pub mod pricing;
 pub mod providers;
 pub mod request;
@@ -34,6 +35,7 @@ use crate::actors::auth_hub::AuthHub;
 use crate::actors::budget::BudgetActor;
 use crate::actors::health::HealthActor;
 use crate::actors::logger::{FlushLog, LoggerActor};
+use crate::actors::models::ModelsActor;
 use crate::actors::provider::ProviderActor;
 use crate::actors::rate_limit::RateLimitActor;
 use crate::actors::router::RouterActor;
@@ -42,13 +44,14 @@ use crate::actors::spend_buffer::SpendBuffer;
 use crate::actors::{supervise, Metered};
 use crate::config::{Config, Provider};
 use crate::metrics::Metrics;
-use crate::topology::Topology;
+use crate::topology::{SharedTopology, Topology};
 
 /// Everything a handler needs, shared read-only by all workers. Mutable
 /// state lives in the actors behind these addresses.
 pub struct Gateway {
     pub config: Arc<Config>,
-    pub topology: Arc<Topology>,
+    /// The model groups and deployments now; swapped whole on a change.
+    pub topology: SharedTopology,
     pub metrics: Arc<Metrics>,
     pub limiter: Metered<RateLimitActor>,
     /// Owner of deployment failure counts and cooldowns.
@@ -58,11 +61,11 @@ pub struct Gateway {
     pub budget: Metered<BudgetActor>,
     pub logger: Metered<LoggerActor>,
     pub auth_hub: Metered<AuthHub>,
+    /// Owner of the models added at run time (and of topology swaps).
+    pub models: Metered<ModelsActor>,
     /// The key/user/team database, if configured.
     pub store: Option<store::Store>,
     pub redis: Option<shared::Redis>,
-    /// Metric handles per model group (index = group index).
-    pub group_meters: Vec<metrics::GroupMeters>,
     /// False when `logging.request_log = "off"`: nothing is sent at all.
     pub request_log_enabled: bool,
     /// Set just before the shutdown grace ends: open streams send their
@@ -299,10 +302,25 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     }
 
     let config = Arc::new(config);
-    let topology = Arc::new(Topology::build(
+    // Models added at run time are read before the first request, so they
+    // serve from the start; a database that cannot be read now leaves the
+    // config's models serving and ModelsActor tries again.
+    let stored = match &store {
+        Some(s) => s.list_proxy_models().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the models added at run time yet; serving the config's");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+    let mock_url = mock.as_ref().map(|m| m.url());
+    let sealer = actors::models::sealer(&config);
+    let topology: SharedTopology = Arc::new(arc_swap::ArcSwap::from_pointee(Topology::assemble(
         &config,
-        mock.as_ref().map(|m| m.url()).as_deref(),
-    ));
+        &actors::models::merge(&config, &stored, sealer.as_ref()),
+        None,
+        mock_url.as_deref(),
+        Some(&metrics),
+    )));
 
     // Control-plane actors share one arbiter (thread); the logger gets its
     // own so a slow sink never delays a routing decision. AuthActor and the
@@ -360,14 +378,36 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             meter,
         )
     };
+    let models = {
+        let config = config.clone();
+        let store = store.clone();
+        let topology = topology.clone();
+        let m = metrics.clone();
+        let meter = metrics.actor("models");
+        let loaded = actors::models::fingerprint(&stored);
+        Metered::new(
+            supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
+                ModelsActor::new(
+                    config.clone(),
+                    store.clone(),
+                    topology.clone(),
+                    mock_url.clone(),
+                    m.clone(),
+                    loaded.clone(),
+                )
+            }),
+            meter,
+        )
+    };
     let auth_hub = {
         let redis = redis.clone();
         let budget_addr = budget.addr.clone();
+        let models_addr = models.addr.clone();
         let meter = metrics.actor("auth_hub");
         let m2 = meter.clone();
         Metered::new(
             supervise::start_in_arbiter(&control_handle, meter.clone(), move |_| {
-                AuthHub::new(redis, Some(budget_addr), m2)
+                AuthHub::new(redis, Some(budget_addr), Some(models_addr), m2)
             }),
             meter,
         )
@@ -408,13 +448,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         budget,
         logger,
         auth_hub,
+        models,
         store,
         redis,
-        group_meters: topology
-            .groups
-            .iter()
-            .map(|g| metrics.group(&g.name))
-            .collect(),
         request_log_enabled: !matches!(config.logging.request_log.as_str(), "off" | ""),
         draining: tokio::sync::watch::Sender::new(false),
         spool_full,
@@ -452,7 +488,12 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             let meter = gw.metrics.actor("router");
             Metered::new(
                 supervise::start(meter.clone(), move |_| {
-                    RouterActor::new(topology, config, health, &metrics)
+                    RouterActor::new(
+                        topology.clone(),
+                        config.clone(),
+                        health.clone(),
+                        metrics.clone(),
+                    )
                 }),
                 meter,
             )
@@ -484,23 +525,17 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             }
             None => gw.limiter.clone(),
         };
-        let meter = gw.metrics.actor("provider");
-        let providers = gw
-            .topology
-            .deployments
-            .iter()
-            .map(|d| {
-                let target = d.clone();
-                let m2 = meter.clone();
-                let draining = gw.draining.subscribe();
-                Metered::new(
-                    supervise::start(meter.clone(), move |_| {
-                        ProviderActor::new(target, draining, m2)
-                    }),
-                    meter.clone(),
-                )
-            })
-            .collect();
+        let providers = {
+            let meter = gw.metrics.actor("provider");
+            let m2 = meter.clone();
+            let draining = gw.draining.subscribe();
+            Metered::new(
+                supervise::start(meter.clone(), move |_| {
+                    ProviderActor::new(draining.clone(), m2.clone())
+                }),
+                meter,
+            )
+        };
         App::new()
             .app_data(web::Data::new(http::WorkerState {
                 gw: gw.clone(),
@@ -544,7 +579,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let handle = server.handle();
     let server = actix_rt::spawn(server);
 
-    tracing::info!(%addr, workers, models = topology.groups.len(), deployments = topology.deployments.len(), "tollgate listening");
+    {
+        let t = topology.load();
+        tracing::info!(%addr, workers, models = t.by_name.len(), deployments = t.deployments.len(), "tollgate listening");
+    }
     Ok(RunningGateway {
         addr,
         gateway,
@@ -555,4 +593,12 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         probes,
         _spool_lock: spool_lock,
     })
+}
+
+impl Gateway {
+    /// The topology as it is now: a request takes one snapshot and keeps
+    /// it to the end, so a change never moves it mid-flight.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.load_full()
+    }
 }

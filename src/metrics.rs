@@ -419,6 +419,12 @@ impl Drop for HandlingTimer {
     }
 }
 
+impl std::fmt::Debug for GroupMeters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupMeters")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

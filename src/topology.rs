@@ -1,13 +1,15 @@
-//! The read-only map of model groups and their deployments, built once from
-//! the config and shared by every actor and handler (`Arc<Topology>`).
+//! The map of model groups and their deployments: built from the config and
+//! the models added at run time, shared by every actor and handler as an
+//! immutable snapshot that a change replaces whole (`SharedTopology`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 
-use crate::config::{AwsCredentials, Config, Deployment, Provider};
+use crate::config::{AwsCredentials, Config, Deployment, ModelGroup, Provider};
+use crate::metrics::{GroupMeters, Metrics};
 use crate::providers::catalog::KeyHeader;
 use crate::providers::{anthropic, Endpoint, Wire};
 use crate::routing::{RetryPolicy, Strategy};
@@ -48,6 +50,10 @@ pub struct DeploymentTarget {
     pub tags: Vec<String>,
     /// Context window in tokens, when known.
     pub max_input_tokens: Option<u64>,
+    pub access_groups: Vec<String>,
+    /// 0 for the config's deployments; for those added at run time, their
+    /// stored revision (a changed deployment is a new target).
+    pub revision: i64,
     /// The deployment's own limits (the provider's quota), fleet-wide.
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
@@ -179,121 +185,121 @@ pub struct Group {
     pub min_input_window: Option<u64>,
     /// Some deployment has a priority tier.
     pub ordered: bool,
+    /// Access groups its deployments belong to (keys and teams granted one
+    /// may call the group).
+    pub access_groups: Vec<String>,
     /// The dearest prices among its deployments: a request's cost is
     /// estimated (for budgets) before it is known where it goes.
     pub max_input_cost_per_token: f64,
     pub max_output_cost_per_token: f64,
+    /// Its request metrics (absent in unit tests' topologies).
+    pub meters: Option<GroupMeters>,
 }
 
+/// The model groups and deployments at one moment. A change (a model added
+/// at run time) builds a new one and swaps it in whole; requests keep the
+/// snapshot they started with.
+///
+/// Indexes are stable across versions: a deployment keeps its index while
+/// its definition is unchanged, a new or changed one gets a new index, and
+/// a removed one stays (in no group) so that attempts still in flight can
+/// report on it. Groups keep their index by name. Per-worker state indexed
+/// by them (router, health) only ever grows.
 #[derive(Debug, Default)]
 pub struct Topology {
+    pub version: u64,
     pub groups: Vec<Group>,
     pub by_name: HashMap<String, usize>,
     pub deployments: Vec<Arc<DeploymentTarget>>,
 }
 
+/// Where the topology lives: swapped whole, read lock-free.
+pub type SharedTopology = Arc<arc_swap::ArcSwap<Topology>>;
+
 impl Topology {
     /// `mock_url` is where the built-in mock listens, for `provider = "mock"`.
     pub fn build(config: &Config, mock_url: Option<&str>) -> Topology {
-        let mut t = Topology::default();
-        for (name, group) in &config.models {
+        Topology::assemble(config, &config.models, None, mock_url, None)
+    }
+
+    /// The topology of `models` (the config's and those added at run time,
+    /// validated), keeping `prev`'s indexes for what did not change.
+    pub fn assemble(
+        config: &Config,
+        models: &BTreeMap<String, ModelGroup>,
+        prev: Option<&Topology>,
+        mock_url: Option<&str>,
+        metrics: Option<&Metrics>,
+    ) -> Topology {
+        let mut t = Topology {
+            version: prev.map_or(1, |p| p.version + 1),
+            ..Topology::default()
+        };
+        if let Some(p) = prev {
+            // Every old deployment keeps its slot (as a tombstone unless
+            // reused below); groups are rebuilt.
+            t.deployments = p.deployments.clone();
+        }
+        let prev_by_id: HashMap<&str, usize> = prev
+            .map(|p| {
+                p.groups
+                    .iter()
+                    .flat_map(|g| g.deployments.iter())
+                    .map(|&i| (p.deployments[i].id.as_str(), i))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut group_slots: Vec<Option<Group>> = Vec::new();
+        if let Some(p) = prev {
+            group_slots.resize_with(p.groups.len(), || None);
+        }
+        let mut next_group = prev.map_or(0, |p| p.groups.len());
+        for (name, group) in models {
             let group_name: Arc<str> = Arc::from(name.as_str());
-            let gidx = t.groups.len();
+            let gidx = match prev.and_then(|p| p.by_name.get(name)) {
+                Some(&i) => i,
+                None => {
+                    next_group += 1;
+                    group_slots.push(None);
+                    next_group - 1
+                }
+            };
             let mut members = Vec::with_capacity(group.deployments.len());
             for (i, d) in group.deployments.iter().enumerate() {
-                let idx = t.deployments.len();
-                let base_url = match (d.provider(), &d.api_base) {
-                    (_, Some(base)) => base.clone(),
-                    (Provider::Mock, None) => {
-                        mock_url.unwrap_or("http://127.0.0.1:1/v1").to_string()
+                let id = d.id.clone().unwrap_or_else(|| format!("{name}-{i}"));
+                let reused = prev_by_id.get(id.as_str()).copied().filter(|&old| {
+                    let o = &t.deployments[old];
+                    o.revision == d.revision && *o.group == **name
+                });
+                let idx = match reused {
+                    Some(old) => old,
+                    None => {
+                        let idx = t.deployments.len();
+                        t.deployments.push(Arc::new(target(
+                            config,
+                            &group_name,
+                            id,
+                            d,
+                            idx,
+                            mock_url,
+                        )));
+                        idx
                     }
-                    (_, None) => "https://api.openai.com/v1".to_string(),
                 };
-                let auth_header = auth_header(d);
-                let mut extra_headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
-                if d.provider().wire() == Wire::Anthropic {
-                    extra_headers.push((
-                        HeaderName::from_static("anthropic-version"),
-                        HeaderValue::from_static(anthropic::API_VERSION),
-                    ));
-                }
-                extra_headers.extend(d.extra_headers.iter().filter_map(|(k, v)| {
-                    Some((
-                        HeaderName::from_bytes(k.as_bytes()).ok()?,
-                        HeaderValue::from_str(v).ok()?,
-                    ))
-                }));
-                // Explicit prices win; else the price map; else 0, said once.
-                let listed = crate::pricing::lookup(d.provider(), &d.model).unwrap_or_default();
-                let price = crate::pricing::ModelPrice {
-                    input_cost_per_token: d
-                        .input_cost_per_token
-                        .unwrap_or(listed.input_cost_per_token),
-                    output_cost_per_token: d
-                        .output_cost_per_token
-                        .unwrap_or(listed.output_cost_per_token),
-                    ..listed
-                };
-                if price.input_cost_per_token == 0.0
-                    && price.output_cost_per_token == 0.0
-                    && d.input_cost_per_token.is_none()
-                    && d.output_cost_per_token.is_none()
-                {
-                    tracing::warn!(model_group = %name, model = %d.model, "no price known for this deployment (set input_cost_per_token / output_cost_per_token): its spend is recorded as 0");
-                }
-                let (urls, stream_url) = urls(d, &base_url);
-                t.deployments.push(Arc::new(DeploymentTarget {
-                    urls,
-                    stream_url,
-                    wire: d.provider().wire(),
-                    drop_params: d.drop_params.unwrap_or(config.drop_params),
-                    aws: d.resolved_aws.clone(),
-                    api_base: base_url.clone(),
-                    idx,
-                    id: d.id.clone().unwrap_or_else(|| format!("{name}-{i}")),
-                    group: group_name.clone(),
-                    provider: d.provider(),
-                    upstream_model: d.model.clone(),
-
-                    auth_header,
-                    extra_headers,
-                    timeout: d.timeout(&config.router),
-                    stream_idle_timeout: Duration::from_secs(
-                        config.router.stream_idle_timeout_secs.max(1),
-                    ),
-                    weight: d
-                        .weight
-                        .or(d.rpm.map(f64::from))
-                        .or(d.tpm.map(|t| t as f64))
-                        .filter(|w| *w > 0.0)
-                        .unwrap_or(1.0),
-                    order: d.order.unwrap_or(u32::MAX),
-                    tags: d.tags.clone(),
-                    max_input_tokens: d.max_input_tokens.or(listed.max_input_tokens),
-                    rpm: d.rpm.map(u64::from),
-                    tpm: d.tpm,
-                    input_cost_per_token: price.input_cost_per_token,
-                    output_cost_per_token: price.output_cost_per_token,
-                    cache_read_cost_per_token: d
-                        .cache_read_input_token_cost
-                        .or(listed.cache_read_input_token_cost)
-                        .unwrap_or(price.input_cost_per_token),
-                    cache_creation_cost_per_token: d
-                        .cache_creation_input_token_cost
-                        .or(listed.cache_creation_input_token_cost)
-                        .unwrap_or(price.input_cost_per_token),
-                }));
                 members.push(idx);
             }
             t.by_name.insert(name.clone(), gidx);
-            let max_of = |f: fn(&DeploymentTarget) -> f64| {
-                members
-                    .iter()
-                    .map(|&i| f(&t.deployments[i]))
-                    .fold(0.0, f64::max)
-            };
             let members_of = |idx: &usize| &t.deployments[*idx];
-            t.groups.push(Group {
+            let max_of = |f: fn(&DeploymentTarget) -> f64| {
+                members.iter().map(|i| f(members_of(i))).fold(0.0, f64::max)
+            };
+            let mut access_groups: Vec<String> = members
+                .iter()
+                .flat_map(|i| members_of(i).access_groups.iter().cloned())
+                .collect();
+            access_groups.sort_unstable();
+            access_groups.dedup();
+            group_slots[gidx] = Some(Group {
                 idx: gidx,
                 name: group_name,
                 strategy: group
@@ -311,15 +317,138 @@ impl Topology {
                     None
                 },
                 ordered: members.iter().any(|i| members_of(i).order != u32::MAX),
+                access_groups,
                 max_input_cost_per_token: max_of(|d| d.input_cost_per_token),
                 max_output_cost_per_token: max_of(|d| d.output_cost_per_token),
+                meters: metrics.map(|m| m.group(name)),
                 deployments: members,
             });
         }
+        // A group removed entirely keeps its index, empty and unnamed.
+        t.groups = group_slots
+            .into_iter()
+            .enumerate()
+            .map(|(idx, g)| {
+                g.unwrap_or_else(|| {
+                    let old = &prev.expect("only earlier groups can be missing").groups[idx];
+                    Group {
+                        idx,
+                        name: old.name.clone(),
+                        deployments: Vec::new(),
+                        strategy: old.strategy,
+                        retry_policy: old.retry_policy,
+                        tagged: false,
+                        min_input_window: None,
+                        ordered: false,
+                        access_groups: Vec::new(),
+                        max_input_cost_per_token: 0.0,
+                        max_output_cost_per_token: 0.0,
+                        meters: old.meters.clone(),
+                    }
+                })
+            })
+            .collect();
         t
     }
 
     pub fn group(&self, name: &str) -> Option<&Group> {
         self.by_name.get(name).map(|&i| &self.groups[i])
+    }
+
+    /// The groups that serve requests, in name order.
+    pub fn live_groups(&self) -> impl Iterator<Item = &Group> {
+        let mut names: Vec<(&String, &usize)> = self.by_name.iter().collect();
+        names.sort_unstable();
+        names.into_iter().map(|(_, &i)| &self.groups[i])
+    }
+}
+
+/// One deployment, ready to call.
+fn target(
+    config: &Config,
+    group_name: &Arc<str>,
+    id: String,
+    d: &Deployment,
+    idx: usize,
+    mock_url: Option<&str>,
+) -> DeploymentTarget {
+    let name = &**group_name;
+    let base_url = match (d.provider(), &d.api_base) {
+        (_, Some(base)) => base.clone(),
+        (Provider::Mock, None) => mock_url.unwrap_or("http://127.0.0.1:1/v1").to_string(),
+        (_, None) => "https://api.openai.com/v1".to_string(),
+    };
+    let auth_header = auth_header(d);
+    let mut extra_headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
+    if d.provider().wire() == Wire::Anthropic {
+        extra_headers.push((
+            HeaderName::from_static("anthropic-version"),
+            HeaderValue::from_static(anthropic::API_VERSION),
+        ));
+    }
+    extra_headers.extend(d.extra_headers.iter().filter_map(|(k, v)| {
+        Some((
+            HeaderName::from_bytes(k.as_bytes()).ok()?,
+            HeaderValue::from_str(v).ok()?,
+        ))
+    }));
+    // Explicit prices win; else the price map; else 0, said once.
+    let listed = crate::pricing::lookup(d.provider(), &d.model).unwrap_or_default();
+    let price = crate::pricing::ModelPrice {
+        input_cost_per_token: d
+            .input_cost_per_token
+            .unwrap_or(listed.input_cost_per_token),
+        output_cost_per_token: d
+            .output_cost_per_token
+            .unwrap_or(listed.output_cost_per_token),
+        ..listed
+    };
+    if price.input_cost_per_token == 0.0
+        && price.output_cost_per_token == 0.0
+        && d.input_cost_per_token.is_none()
+        && d.output_cost_per_token.is_none()
+    {
+        tracing::warn!(model_group = %name, model = %d.model, "no price known for this deployment (set input_cost_per_token / output_cost_per_token): its spend is recorded as 0");
+    }
+    let (urls, stream_url) = urls(d, &base_url);
+    DeploymentTarget {
+        urls,
+        stream_url,
+        wire: d.provider().wire(),
+        drop_params: d.drop_params.unwrap_or(config.drop_params),
+        aws: d.resolved_aws.clone(),
+        api_base: base_url,
+        idx,
+        id,
+        group: group_name.clone(),
+        provider: d.provider(),
+        upstream_model: d.model.clone(),
+        auth_header,
+        extra_headers,
+        timeout: d.timeout(&config.router),
+        stream_idle_timeout: Duration::from_secs(config.router.stream_idle_timeout_secs.max(1)),
+        weight: d
+            .weight
+            .or(d.rpm.map(f64::from))
+            .or(d.tpm.map(|t| t as f64))
+            .filter(|w| *w > 0.0)
+            .unwrap_or(1.0),
+        order: d.order.unwrap_or(u32::MAX),
+        tags: d.tags.clone(),
+        max_input_tokens: d.max_input_tokens.or(listed.max_input_tokens),
+        access_groups: d.access_groups.clone(),
+        revision: d.revision,
+        rpm: d.rpm.map(u64::from),
+        tpm: d.tpm,
+        input_cost_per_token: price.input_cost_per_token,
+        output_cost_per_token: price.output_cost_per_token,
+        cache_read_cost_per_token: d
+            .cache_read_input_token_cost
+            .or(listed.cache_read_input_token_cost)
+            .unwrap_or(price.input_cost_per_token),
+        cache_creation_cost_per_token: d
+            .cache_creation_input_token_cost
+            .or(listed.cache_creation_input_token_cost)
+            .unwrap_or(price.input_cost_per_token),
     }
 }

@@ -448,6 +448,9 @@ impl Handler<Invalidate> for AuthActor {
 
     fn handle(&mut self, msg: Invalidate, _: &mut Context<Self>) {
         let _t = self.meter.handling();
+        if msg.0 == Invalidation::Models {
+            return; // ModelsActor's business: no key changed.
+        }
         self.generation += 1;
         match msg.0 {
             Invalidation::All => self.epoch += 1,
@@ -471,6 +474,7 @@ impl Handler<Invalidate> for AuthActor {
             Invalidation::Customer(id) => {
                 self.customers.remove(&id);
             }
+            Invalidation::Models => {}
         }
     }
 }

@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 
 use crate::actors::auth::{AuthActor, Invalidate};
 use crate::actors::budget::{BudgetActor, Forget, Kind};
+use crate::actors::models::{ModelsActor, Reload};
 use crate::metrics::ActorMeter;
 use crate::shared::{Invalidation, Redis};
 
@@ -19,15 +20,23 @@ pub struct AuthHub {
     /// makes it start again from the database's spend.
     budget: Option<Addr<BudgetActor>>,
     redis: Option<Redis>,
+    /// Reloads models added at run time when another replica changed them.
+    models: Option<Addr<ModelsActor>>,
     meter: ActorMeter,
 }
 
 impl AuthHub {
-    pub fn new(redis: Option<Redis>, budget: Option<Addr<BudgetActor>>, meter: ActorMeter) -> Self {
+    pub fn new(
+        redis: Option<Redis>,
+        budget: Option<Addr<BudgetActor>>,
+        models: Option<Addr<ModelsActor>>,
+        meter: ActorMeter,
+    ) -> Self {
         AuthHub {
             workers: Vec::new(),
             budget,
             redis,
+            models,
             meter,
         }
     }
@@ -47,7 +56,14 @@ impl AuthHub {
                 Invalidation::User(id) => budget.do_send(forget(Kind::User, id)),
                 Invalidation::Team(id) => budget.do_send(forget(Kind::Team, id)),
                 Invalidation::Customer(id) => budget.do_send(forget(Kind::Customer, id)),
-                Invalidation::All => {}
+                Invalidation::All | Invalidation::Models => {}
+            }
+        }
+        // Models added, changed or removed elsewhere (or maybe, when
+        // messages were missed): reload them.
+        if matches!(what, Invalidation::Models | Invalidation::All) {
+            if let Some(models) = &self.models {
+                models.do_send(Reload);
             }
         }
     }

@@ -14,7 +14,7 @@ use crate::actors::router::{CooldownChanged, GetLoad, RouterActor};
 use crate::config::RouterConfig;
 use crate::metrics::{ActorMeter, DeploymentLabels, Metrics};
 use crate::routing::ErrorClass;
-use crate::topology::Topology;
+use crate::topology::{SharedTopology, Topology};
 
 struct Health {
     /// Failures in a row per error class (`ErrorClass::index`).
@@ -24,7 +24,7 @@ struct Health {
 }
 
 pub struct HealthActor {
-    topology: Arc<Topology>,
+    topology: SharedTopology,
     config: RouterConfig,
     health: Vec<Health>,
     routers: Vec<Addr<RouterActor>>,
@@ -33,32 +33,36 @@ pub struct HealthActor {
 }
 
 impl HealthActor {
-    pub fn new(topology: Arc<Topology>, config: RouterConfig, metrics: Arc<Metrics>) -> Self {
-        let health = topology
-            .deployments
-            .iter()
-            .map(|d| {
-                let g = metrics
-                    .deployment_healthy
-                    .get_or_create_owned(&DeploymentLabels {
-                        model: d.group.to_string(),
-                        deployment: d.id.clone(),
-                    });
-                g.set(1);
-                Health {
-                    fails: [0; 6],
-                    cooldown_until: None,
-                    healthy_gauge: g,
-                }
-            })
-            .collect();
-        HealthActor {
+    pub fn new(topology: SharedTopology, config: RouterConfig, metrics: Arc<Metrics>) -> Self {
+        let mut actor = HealthActor {
             meter: metrics.actor("health"),
             topology,
             config,
-            health,
+            health: Vec::new(),
             routers: Vec::new(),
             metrics,
+        };
+        let now = actor.topology.load_full();
+        actor.track(&now);
+        actor
+    }
+
+    /// Starts tracking deployments added since (indexes only grow).
+    fn track(&mut self, topology: &Topology) {
+        for d in &topology.deployments[self.health.len().min(topology.deployments.len())..] {
+            let g = self
+                .metrics
+                .deployment_healthy
+                .get_or_create_owned(&DeploymentLabels {
+                    model: d.group.to_string(),
+                    deployment: d.id.clone(),
+                });
+            g.set(1);
+            self.health.push(Health {
+                fails: [0; 6],
+                cooldown_until: None,
+                healthy_gauge: g,
+            });
         }
     }
 
@@ -156,6 +160,10 @@ impl Handler<Report> for HealthActor {
     fn handle(&mut self, msg: Report, ctx: &mut Context<Self>) {
         let _t = self.meter.handling();
         let idx = msg.deployment;
+        let topology = self.topology.load_full();
+        if idx >= self.health.len() {
+            self.track(&topology);
+        }
         if idx >= self.health.len() {
             return;
         }
@@ -172,7 +180,7 @@ impl Handler<Report> for HealthActor {
             return;
         };
         let retry_after = failed.retry_after;
-        let d = &self.topology.deployments[idx];
+        let d = &topology.deployments[idx];
         self.metrics
             .deployment_failures
             .get_or_create(&DeploymentLabels {
@@ -242,10 +250,20 @@ impl Handler<GetHealth> for HealthActor {
                             }
                         }
                     }
-                    (0..n)
+                    let topology = act.topology.load_full();
+                    // Deployments still serving (removed ones keep their
+                    // index but belong to no group).
+                    let mut live: Vec<usize> = topology
+                        .groups
+                        .iter()
+                        .flat_map(|g| g.deployments.iter().copied())
+                        .filter(|&i| i < n)
+                        .collect();
+                    live.sort_unstable();
+                    live.into_iter()
                         .map(|i| {
                             let h = &act.health[i];
-                            let d = &act.topology.deployments[i];
+                            let d = &topology.deployments[i];
                             DeploymentStatus {
                                 id: d.id.clone(),
                                 model: d.group.to_string(),

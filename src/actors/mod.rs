@@ -6,6 +6,7 @@ pub mod auth_hub;
 pub mod budget;
 pub mod health;
 pub mod logger;
+pub mod models;
 pub mod provider;
 pub mod rate_limit;
 pub mod router;

@@ -1,7 +1,8 @@
-//! ProviderActor: one per deployment on each HTTP worker thread. It owns the
-//! upstream HTTP client (awc, `!Send`, so it cannot be shared across
-//! threads) and its keep-alive pool, and does the I/O around the pure
-//! translation in `providers::`.
+//! ProviderActor: one on each HTTP worker thread. It owns the upstream HTTP
+//! client (awc, `!Send`, so it cannot be shared across threads) and its
+//! keep-alive pools (one per upstream host), and does the I/O around the
+//! pure translation in `providers::`. Each call names its deployment, so
+//! deployments added at run time need nothing started.
 //!
 //! Living on the worker's own thread means the call from the handler is a
 //! same-thread message: no cross-core wake-up on the hottest hop.
@@ -29,7 +30,6 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 const STREAM_BUFFER: usize = 32;
 
 pub struct ProviderActor {
-    target: Arc<DeploymentTarget>,
     client: awc::Client,
     /// Turns true when the shutdown grace is about to end: open streams
     /// are told so (an error event) before their connections are cut.
@@ -38,11 +38,7 @@ pub struct ProviderActor {
 }
 
 impl ProviderActor {
-    pub fn new(
-        target: Arc<DeploymentTarget>,
-        draining: watch::Receiver<bool>,
-        meter: ActorMeter,
-    ) -> Self {
+    pub fn new(draining: watch::Receiver<bool>, meter: ActorMeter) -> Self {
         let connector = awc::Connector::new()
             .timeout(Duration::from_secs(5))
             .limit(0)
@@ -55,7 +51,6 @@ impl ProviderActor {
             .no_default_headers()
             .finish();
         ProviderActor {
-            target,
             client,
             draining,
             meter,
@@ -76,6 +71,7 @@ crate::actors::supervise::crashable!(ProviderActor);
 #[derive(Message)]
 #[rtype(result = "Result<Reply, CallError>")]
 pub struct Call {
+    pub target: Arc<DeploymentTarget>,
     pub endpoint: Endpoint,
     pub outbound: Outbound,
     pub stream: bool,
@@ -175,9 +171,9 @@ impl Handler<Call> for ProviderActor {
 
     fn handle(&mut self, msg: Call, _: &mut Context<Self>) -> Self::Result {
         let _t = self.meter.handling();
-        let target = self.target.clone();
         let draining = self.draining.clone();
         let Call {
+            target,
             endpoint,
             outbound,
             stream,

@@ -18,7 +18,7 @@ use crate::error::GatewayError;
 use crate::metrics::{ActorMeter, DeploymentLabels, Metrics};
 use crate::routing::strategy::{self, Candidate};
 use crate::routing::ErrorClass;
-use crate::topology::Topology;
+use crate::topology::{SharedTopology, Topology};
 use prometheus_client::metrics::gauge::Gauge;
 
 struct Local {
@@ -52,24 +52,38 @@ fn minute_now() -> u64 {
 }
 
 pub struct RouterActor {
-    topology: Arc<Topology>,
+    topology: SharedTopology,
     local: Vec<Local>,
     health: Addr<HealthActor>,
     meter: ActorMeter,
     rng: rand::rngs::SmallRng,
+    metrics: Arc<Metrics>,
 }
 
 impl RouterActor {
     pub fn new(
-        topology: Arc<Topology>,
+        topology: SharedTopology,
         _config: RouterConfig,
         health: Addr<HealthActor>,
-        metrics: &Metrics,
+        metrics: Arc<Metrics>,
     ) -> Self {
-        let local = topology
-            .deployments
-            .iter()
-            .map(|d| Local {
+        let mut router = RouterActor {
+            meter: metrics.actor("router"),
+            topology,
+            local: Vec::new(),
+            health,
+            rng: rand::SeedableRng::from_os_rng(),
+            metrics,
+        };
+        let now = router.topology.load_full();
+        router.track(&now);
+        router
+    }
+
+    /// Starts tracking deployments added since (indexes only grow).
+    fn track(&mut self, topology: &Topology) {
+        for d in &topology.deployments[self.local.len().min(topology.deployments.len())..] {
+            self.local.push(Local {
                 in_flight: 0,
                 latency_ewma_ms: 0.0,
                 ttft_ewma_ms: 0.0,
@@ -77,20 +91,13 @@ impl RouterActor {
                 failing: false,
                 minute: 0,
                 tokens: 0,
-                in_flight_gauge: metrics.deployment_in_flight.get_or_create_owned(
+                in_flight_gauge: self.metrics.deployment_in_flight.get_or_create_owned(
                     &DeploymentLabels {
                         model: d.group.to_string(),
                         deployment: d.id.clone(),
                     },
                 ),
-            })
-            .collect();
-        RouterActor {
-            meter: metrics.actor("router"),
-            topology,
-            local,
-            health,
-            rng: rand::SeedableRng::from_os_rng(),
+            });
         }
     }
 
@@ -106,8 +113,15 @@ impl RouterActor {
         }
     }
 
-    fn candidate(&self, idx: usize, stream: bool, usage: f64, minute: u64) -> Candidate {
-        let d = &self.topology.deployments[idx];
+    fn candidate(
+        &self,
+        topology: &Topology,
+        idx: usize,
+        stream: bool,
+        usage: f64,
+        minute: u64,
+    ) -> Candidate {
+        let d = &topology.deployments[idx];
         let l = &self.local[idx];
         let (first, second) = if stream {
             (l.ttft_ewma_ms, l.latency_ewma_ms)
@@ -170,7 +184,10 @@ impl Handler<Route> for RouterActor {
 
     fn handle(&mut self, msg: Route, _: &mut Context<Self>) -> Self::Result {
         let _t = self.meter.handling();
-        let topology = self.topology.clone();
+        let topology = self.topology.load_full();
+        if self.local.len() < topology.deployments.len() {
+            self.track(&topology);
+        }
         let group = topology
             .groups
             .get(msg.group)
@@ -222,7 +239,7 @@ impl Handler<Route> for RouterActor {
             };
             let candidates: Vec<Candidate> = healthy
                 .iter()
-                .map(|&d| self.candidate(d, msg.stream, usage_of(d), minute))
+                .map(|&d| self.candidate(&topology, d, msg.stream, usage_of(d), minute))
                 .collect();
             strategy::choose(group.strategy, &candidates, &mut self.rng)
         };
@@ -243,6 +260,9 @@ pub enum OutcomeKind {
         retry_after: Option<Duration>,
         class: ErrorClass,
         transient: bool,
+        /// Already reported to HealthActor (and answered) by the caller,
+        /// which waited so that its retry sees a resulting cooldown.
+        reported: bool,
     },
     /// Finished without telling us anything about health (client went
     /// away, the gateway's own deadline cut it short).
@@ -296,8 +316,12 @@ impl Handler<Outcome> for RouterActor {
                 retry_after,
                 class,
                 transient,
+                reported,
             } => {
                 l.failing = true;
+                if reported {
+                    return;
+                }
                 self.health.do_send(Report {
                     deployment: msg.deployment,
                     failure: Some(Failed {
@@ -325,6 +349,10 @@ impl Handler<CooldownChanged> for RouterActor {
 
     fn handle(&mut self, msg: CooldownChanged, _: &mut Context<Self>) {
         let _t = self.meter.handling();
+        if msg.deployment >= self.local.len() {
+            let now = self.topology.load_full();
+            self.track(&now);
+        }
         if let Some(l) = self.local.get_mut(msg.deployment) {
             l.cooldown_until = msg.until;
         }

@@ -22,6 +22,7 @@ use super::record::{settle, RequestRecord};
 use super::stream::SseBody;
 use super::WorkerState;
 use crate::access::KeyInfo;
+use crate::actors::health::{Failed, Report};
 use crate::actors::provider::{Call, CallError, Reply};
 use crate::actors::rate_limit::{Acquire, Caps, Check, DeploymentUsage, Scope};
 use crate::actors::router::{Outcome, OutcomeKind, Route, RouterActor};
@@ -31,7 +32,7 @@ use crate::pricing::{cost_usd, python_float};
 use crate::providers::{self, AnswerCtx, Wire};
 use crate::request::{InferenceRequest, RawObject};
 use crate::routing::{candidates, fallbacks, ErrorClass, Strategy};
-use crate::topology::{DeploymentTarget, Group};
+use crate::topology::{DeploymentTarget, Group, Topology};
 
 /// One attempt on one deployment; tells the router how it ended, also when
 /// the handler is dropped mid-call (client gone), so in-flight counts stay
@@ -83,6 +84,8 @@ pub async fn estimate_tokens(cache: &mut Option<u64>, body: &RawObject, max_toke
 
 /// What the routing policy needs to know of an admitted request.
 pub struct Dispatch<'a> {
+    /// The snapshot the request started with.
+    pub topology: &'a Topology,
     pub group: &'a Group,
     pub parsed: &'a InferenceRequest,
     pub key: &'a KeyInfo,
@@ -147,14 +150,14 @@ pub async fn dispatch(
             let Some(name) = plan.pop_front() else {
                 return Err(err);
             };
-            let Some(g) = gw.topology.group(name) else {
+            let Some(g) = d.topology.group(name) else {
                 // The request's own list may name anything; the config's
                 // was checked at start-up.
                 tracing::debug!(fallback = name, "fallback names no model group; skipped");
                 continue;
             };
             // The caller's key must be allowed the group it falls back to.
-            if key.model_denial(&g.name).is_none() {
+            if key.group_denial(g).is_none() {
                 break g;
             }
         };
@@ -171,7 +174,6 @@ pub async fn dispatch(
 /// The deployments of `group` this request may use (`None`: all),
 /// counting the prompt's tokens only when it could overflow a window.
 async fn eligible(
-    st: &WorkerState,
     group: &Group,
     d: &Dispatch<'_>,
     prompt_tokens: &mut Option<u64>,
@@ -184,13 +186,16 @@ async fn eligible(
     } else {
         None
     };
-    candidates::eligible(&st.gw.topology, group, d.tags, tokens)
+    candidates::eligible(d.topology, group, d.tags, tokens)
 }
 
 /// Usage-based routing: each deployment's share of its own limits used
 /// this minute, from the limiter (the fleet's view where shared).
-async fn deployment_usage(st: &WorkerState, group: &Group) -> Option<Vec<f64>> {
-    let topology = &st.gw.topology;
+async fn deployment_usage(
+    st: &WorkerState,
+    topology: &Topology,
+    group: &Group,
+) -> Option<Vec<f64>> {
     let ids = group
         .deployments
         .iter()
@@ -224,7 +229,7 @@ async fn try_group(
     let router_cfg = &gw.config.router;
     let (parsed, key, limits, max_tokens) = (d.parsed, d.key, d.limits, d.max_tokens);
     let (deadline, budget) = (run.deadline, run.budget);
-    let allowed = eligible(st, group, d, &mut run.prompt_tokens).await?;
+    let allowed = eligible(group, d, &mut run.prompt_tokens).await?;
     // Retries are counted per group: a fallback gets its own.
     let first = record.attempts;
     let mut tried: Vec<usize> = Vec::new();
@@ -243,7 +248,7 @@ async fn try_group(
         }
         record.attempts += 1;
         let usage = if group.strategy == Strategy::UsageBased {
-            deployment_usage(st, group).await
+            deployment_usage(st, d.topology, group).await
         } else {
             None
         };
@@ -265,7 +270,7 @@ async fn try_group(
             (Err(_), Some(prev)) => return Err(prev.into_gateway_error()),
             (Err(e), None) => return Err(deployment_full.take().unwrap_or(e)),
         };
-        let target = gw.topology.deployments[idx].clone();
+        let target = d.topology.deployments[idx].clone();
         record.deployment = Some(target.clone());
         let mut attempt = Attempt {
             router: st.router.clone(),
@@ -328,16 +333,17 @@ async fn try_group(
             }
         };
         let call = Call {
+            target: target.clone(),
             endpoint: record.endpoint,
             outbound,
             stream: parsed.stream,
             answer: answer_ctx(&target, &record.request_id, parsed.client_wants_usage),
             timeout: target.timeout.min(remaining),
         };
-        let result = st.providers[idx]
-            .send(call)
-            .await
-            .map_err(|_| GatewayError::Unavailable("the provider client is restarting".into()))?;
+        let result =
+            st.providers.send(call).await.map_err(|_| {
+                GatewayError::Unavailable("the provider client is restarting".into())
+            })?;
         record.upstream += attempt.started.elapsed();
         match result {
             Ok(Reply::Full { body, usage }) => {
@@ -366,15 +372,31 @@ async fn try_group(
                 let class = ErrorClass::of(&err);
                 let transient = class.transient(&err);
                 let deadline_hit = cut_by_deadline && matches!(err, CallError::Timeout);
-                attempt.finish(if deadline_hit {
-                    OutcomeKind::Neutral
+                if deadline_hit {
+                    attempt.finish(OutcomeKind::Neutral);
                 } else {
-                    OutcomeKind::Failure {
+                    // HealthActor decides on cooldowns; waiting for it
+                    // (only on this failure path) means its announcement
+                    // reached this worker's router before the retry routes.
+                    let failed = Failed {
                         retry_after: err.retry_after(),
                         class,
                         transient,
-                    }
-                });
+                    };
+                    let _ = gw
+                        .health
+                        .send(Report {
+                            deployment: idx,
+                            failure: Some(failed),
+                        })
+                        .await;
+                    attempt.finish(OutcomeKind::Failure {
+                        retry_after: failed.retry_after,
+                        class,
+                        transient,
+                        reported: true,
+                    });
+                }
                 let retries =
                     group
                         .retry_policy

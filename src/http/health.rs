@@ -35,7 +35,7 @@ pub async fn readiness(st: web::Data<WorkerState>) -> HttpResponse {
         "db": db,
         "db_backend": st.gw.store.as_ref().map(|s| s.backend()),
         "cache": cache,
-        "models": st.gw.topology.groups.len(),
+        "models": st.gw.topology().by_name.len(),
         "version": env!("CARGO_PKG_VERSION"),
     }))
 }

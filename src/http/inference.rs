@@ -143,12 +143,13 @@ async fn run(
         .filter(|m| m.get().starts_with('{'))
         .map(|m| m.to_owned());
 
-    let group = match gw.topology.group(key.resolve_model(&parsed.model)) {
+    let topology = record.topology.clone();
+    let group = match topology.group(key.resolve_model(&parsed.model)) {
         Some(g) => g,
         None => return Err(GatewayError::ModelNotFound(parsed.model)),
     };
     record.group = Some(group.idx);
-    if let Some(denied) = key.model_denial(&group.name) {
+    if let Some(denied) = key.group_denial(group) {
         return Err(denied);
     }
 
@@ -221,6 +222,7 @@ async fn run(
         st,
         record,
         Dispatch {
+            topology: &topology,
             group,
             parsed: &parsed,
             key: &key,

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod messages;
 pub mod model_info;
 pub mod models;
+pub mod models_admin;
 pub mod record;
 pub mod spend;
 pub mod stream;
@@ -47,7 +48,7 @@ pub struct WorkerState {
     /// configured (admission never leaves the thread), else the replica's
     /// one limiter.
     pub limiter: Metered<RateLimitActor>,
-    pub providers: Vec<Metered<ProviderActor>>,
+    pub providers: Metered<ProviderActor>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -83,7 +84,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/model_group/info",
             web::get().to(model_info::model_group_info),
-        );
+        )
+        .route("/model/new", web::post().to(models_admin::new_model))
+        .route("/model/update", web::post().to(models_admin::update_model))
+        .route(
+            "/model/{model_id}/update",
+            web::patch().to(models_admin::patch_model),
+        )
+        .route("/model/delete", web::post().to(models_admin::delete_model));
     keys::routes(cfg);
     users::routes(cfg);
     teams::routes(cfg);
@@ -159,7 +167,7 @@ pub(crate) fn inject_crash(st: &WorkerState, req: &HttpRequest) {
         "auth" => st.auth.do_send(Crash),
         "router" => st.router.do_send(Crash),
         "spend_buffer" => st.spend.do_send(Crash),
-        "provider" => st.providers.iter().for_each(|p| p.do_send(Crash)),
+        "provider" => st.providers.do_send(Crash),
         "rate_limit" => st.limiter.do_send(Crash),
         "health" => gw.health.do_send(Crash),
         "spend" => gw.spend.do_send(Crash),

@@ -51,6 +51,10 @@ struct ModelInfo<'a> {
     cache_read_input_token_cost: f64,
     cache_creation_input_token_cost: f64,
     weight: f64,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    access_groups: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    tags: &'a [String],
 }
 
 fn deployment_info(d: &DeploymentTarget) -> DeploymentInfo<'_> {
@@ -66,17 +70,19 @@ fn deployment_info(d: &DeploymentTarget) -> DeploymentInfo<'_> {
         },
         model_info: ModelInfo {
             id: &d.id,
-            db_model: false,
+            db_model: d.revision > 0,
             key: &d.upstream_model,
             litellm_provider: d.provider.name(),
             max_tokens: listed.max_output_tokens,
-            max_input_tokens: listed.max_input_tokens,
+            max_input_tokens: d.max_input_tokens,
             max_output_tokens: listed.max_output_tokens,
             input_cost_per_token: d.input_cost_per_token,
             output_cost_per_token: d.output_cost_per_token,
             cache_read_input_token_cost: d.cache_read_cost_per_token,
             cache_creation_input_token_cost: d.cache_creation_cost_per_token,
             weight: d.weight,
+            access_groups: &d.access_groups,
+            tags: &d.tags,
         },
     }
 }
@@ -90,12 +96,11 @@ pub async fn model_info(
         Ok(k) => k,
         Err(e) => return e.error_response(),
     };
-    let data: Vec<DeploymentInfo> = st
-        .gw
-        .topology
-        .deployments
-        .iter()
-        .filter(|d| key.may_use(&d.group))
+    let topology = st.gw.topology();
+    let data: Vec<DeploymentInfo> = topology
+        .live_groups()
+        .filter(|g| key.may_use_group(g))
+        .flat_map(|g| g.deployments.iter().map(|&i| &topology.deployments[i]))
         .filter(|d| {
             query
                 .litellm_model_id
@@ -126,11 +131,10 @@ pub async fn model_group_info(req: HttpRequest, st: web::Data<WorkerState>) -> H
         Ok(k) => k,
         Err(e) => return e.error_response(),
     };
-    let topology = &st.gw.topology;
+    let topology = st.gw.topology();
     let data: Vec<GroupInfo> = topology
-        .groups
-        .iter()
-        .filter(|g| key.may_use(&g.name))
+        .live_groups()
+        .filter(|g| key.may_use_group(g))
         .map(|g| {
             let deployments: Vec<&DeploymentTarget> = g
                 .deployments

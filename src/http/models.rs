@@ -34,12 +34,10 @@ pub async fn list(req: HttpRequest, st: web::Data<WorkerState>) -> HttpResponse 
         Ok(k) => k,
         Err(e) => return e.error_response(),
     };
-    let data = st
-        .gw
-        .topology
-        .groups
-        .iter()
-        .filter(|g| key.may_use(&g.name))
+    let topology = st.gw.topology();
+    let data = topology
+        .live_groups()
+        .filter(|g| key.may_use_group(g))
         .map(|g| model(&g.name))
         .collect();
     HttpResponse::Ok().json(ModelList {
@@ -58,8 +56,8 @@ pub async fn retrieve(
         Err(e) => return e.error_response(),
     };
     let name = path.into_inner();
-    match st.gw.topology.group(&name) {
-        Some(g) if key.may_use(&g.name) => HttpResponse::Ok().json(model(&g.name)),
+    match st.gw.topology().group(&name) {
+        Some(g) if key.may_use_group(g) => HttpResponse::Ok().json(model(&g.name)),
         _ => GatewayError::ModelNotFound(name).error_response(),
     }
 }

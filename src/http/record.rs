@@ -37,6 +37,8 @@ pub struct RequestRecord {
     pub endpoint: Endpoint,
     pub key: Option<Arc<KeyInfo>>,
     pub model: String,
+    /// The model groups as they were when the request arrived.
+    pub topology: Arc<crate::topology::Topology>,
     /// Index of the model group, once the model name resolved to one.
     pub group: Option<usize>,
     pub deployment: Option<Arc<DeploymentTarget>>,
@@ -63,12 +65,20 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// The metrics of the request's model group.
+    pub fn meters(&self) -> Option<&crate::metrics::GroupMeters> {
+        self.group
+            .and_then(|g| self.topology.groups.get(g))
+            .and_then(|g| g.meters.as_ref())
+    }
+
     pub fn new(
         gw: Arc<Gateway>,
         spend: Metered<SpendBuffer>,
         request_id: String,
         endpoint: Endpoint,
     ) -> Self {
+        let topology = gw.topology();
         RequestRecord {
             gw,
             spend,
@@ -80,6 +90,7 @@ impl RequestRecord {
             endpoint,
             key: None,
             model: String::new(),
+            topology,
             group: None,
             deployment: None,
             attempts: 0,
@@ -109,6 +120,7 @@ impl RequestRecord {
             endpoint: self.endpoint,
             key: self.key.take(),
             model: std::mem::take(&mut self.model),
+            topology: self.topology.clone(),
             group: self.group,
             deployment: self.deployment.take(),
             attempts: self.attempts,
@@ -144,7 +156,7 @@ impl RequestRecord {
             .map(|d| cost_usd(d, &usage))
             .unwrap_or(0.0);
         let tokens = usage.prompt_tokens + usage.completion_tokens;
-        if let Some(m) = self.group.and_then(|g| gw.group_meters.get(g)) {
+        if let Some(m) = self.meters() {
             for (counter, n) in [
                 (&m.cached_prompt_tokens, usage.cached_tokens),
                 (&m.cache_creation_tokens, usage.cache_creation_tokens),
@@ -200,7 +212,7 @@ impl RequestRecord {
 
     fn observe(&self, status: u16, total: Duration, overhead: Duration) {
         let gw = &self.gw;
-        match self.group.and_then(|g| gw.group_meters.get(g)) {
+        match self.meters() {
             Some(m) => {
                 if status == 200 {
                     m.ok[self.endpoint.index()].inc();

@@ -79,7 +79,7 @@ impl SseBody {
             self.first_chunk_at = Some(now);
             if let Some(r) = &mut self.record {
                 r.first_chunk_ms = Some(crate::store::now_ms());
-                if let Some(m) = r.group.and_then(|g| r.gw.group_meters.get(g)) {
+                if let Some(m) = r.meters() {
                     m.time_to_first_chunk
                         .observe(now.duration_since(r.started).as_secs_f64());
                 }
@@ -111,6 +111,7 @@ impl SseBody {
                     retry_after: None,
                     class: ErrorClass::InternalServer,
                     transient: true,
+                    reported: false,
                 });
                 (502, Some(msg))
             }

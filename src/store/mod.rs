@@ -869,6 +869,7 @@ impl Store {
 
 // After `with_conn!`, which they use.
 mod customers;
+mod proxy_models;
 mod spend;
 mod spend_sqlite;
 

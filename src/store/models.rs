@@ -2,7 +2,9 @@
 
 use diesel::prelude::*;
 
-use super::schema::{customers, key_model_spend, keys, spend_logs, team_members, teams, users};
+use super::schema::{
+    customers, key_model_spend, keys, proxy_models, spend_logs, team_members, teams, users,
+};
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = keys, primary_key(token), treat_none_as_null = true)]
@@ -191,4 +193,19 @@ pub struct KeyModelSpendRow {
     pub token: String,
     pub model: String,
     pub spend: f64,
+}
+
+/// A deployment added at run time. `litellm_params` is JSON with provider
+/// secrets encrypted; `model_info` is JSON.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = proxy_models, primary_key(model_id), treat_none_as_null = true)]
+pub struct ProxyModelRow {
+    pub model_id: String,
+    pub model_name: String,
+    pub litellm_params: String,
+    pub model_info: String,
+    pub revision: i64,
+    #[diesel(skip_update)]
+    pub created_at: i64,
+    pub updated_at: i64,
 }

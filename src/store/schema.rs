@@ -132,7 +132,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    proxy_models (model_id) {
+        model_id -> Text,
+        model_name -> Text,
+        litellm_params -> Text,
+        model_info -> Text,
+        revision -> BigInt,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    proxy_models,
     keys,
     users,
     teams,
