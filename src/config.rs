@@ -274,6 +274,13 @@ pub struct RouterConfig {
     pub enable_pre_call_checks: bool,
     /// Route by deployment `tags` (LiteLLM's tag routing).
     pub enable_tag_filtering: bool,
+    /// Probe every deployment on an interval; a failed probe takes it out
+    /// of rotation until a probe succeeds, and `/health` answers from the
+    /// latest round instead of probing.
+    pub background_health_checks: bool,
+    pub health_check_interval_secs: u64,
+    /// Longest a probe may take.
+    pub health_check_timeout_secs: u64,
 }
 
 impl Default for RouterConfig {
@@ -296,6 +303,9 @@ impl Default for RouterConfig {
             allowed_fails_policy: AllowedFailsPolicy::default(),
             enable_pre_call_checks: true,
             enable_tag_filtering: true,
+            background_health_checks: false,
+            health_check_interval_secs: 300,
+            health_check_timeout_secs: 10,
         }
     }
 }
@@ -421,6 +431,9 @@ pub struct Deployment {
     /// `model_info.access_groups`).
     #[serde(default)]
     pub access_groups: Vec<String>,
+    /// What the deployment serves, for health probes: `chat` (default),
+    /// `completion` or `embedding` (LiteLLM's `model_info.mode`).
+    pub mode: Option<String>,
     pub timeout_secs: Option<u64>,
     pub rpm: Option<u32>,
     pub tpm: Option<u64>,
@@ -690,7 +703,19 @@ impl Config {
                 "must be 400 or 429",
             ));
         }
-        let checks: [(&str, u64, u64, u64); 24] = [
+        let checks: [(&str, u64, u64, u64); 26] = [
+            (
+                "router.health_check_interval_secs",
+                self.router.health_check_interval_secs,
+                1,
+                day,
+            ),
+            (
+                "router.health_check_timeout_secs",
+                self.router.health_check_timeout_secs,
+                1,
+                600,
+            ),
             (
                 "spend.budget_reset_interval_secs",
                 self.spend.budget_reset_interval_secs,
@@ -853,6 +878,14 @@ pub(crate) fn validate_deployment(path: &str, d: &mut Deployment) -> Result<(), 
     }
     if let Some(t) = d.timeout_secs {
         in_range(&format!("{path}.timeout_secs"), t, 1, MAX_DURATION_SECS)?;
+    }
+    if let Some(m) = &d.mode {
+        if !matches!(m.as_str(), "chat" | "completion" | "embedding") {
+            return Err(ConfigError::at(
+                format!("{path}.mode"),
+                "must be chat, completion or embedding",
+            ));
+        }
     }
     positive_limit(&format!("{path}.rpm"), d.rpm.map(u64::from))?;
     positive_limit(&format!("{path}.tpm"), d.tpm)?;

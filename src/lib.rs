@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod mock;
 pub mod model_list;
 pub mod pricing;
+pub mod probe;
 pub mod providers;
 pub mod request;
 pub mod routing;

@@ -197,7 +197,7 @@ pub fn read(
             ignored.push(k.clone());
         }
     }
-    for field in ["max_input_tokens", "access_groups"] {
+    for field in ["max_input_tokens", "access_groups", "mode"] {
         if let Some(v) = info.get(field).filter(|v| !v.is_null()) {
             ours.entry(field.to_string()).or_insert_with(|| v.clone());
         }

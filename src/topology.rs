@@ -51,6 +51,8 @@ pub struct DeploymentTarget {
     /// Context window in tokens, when known.
     pub max_input_tokens: Option<u64>,
     pub access_groups: Vec<String>,
+    /// Serves embeddings (probed with one).
+    pub embedding: bool,
     /// 0 for the config's deployments; for those added at run time, their
     /// stored revision (a changed deployment is a new target).
     pub revision: i64,
@@ -437,6 +439,7 @@ fn target(
         tags: d.tags.clone(),
         max_input_tokens: d.max_input_tokens.or(listed.max_input_tokens),
         access_groups: d.access_groups.clone(),
+        embedding: d.mode.as_deref() == Some("embedding"),
         revision: d.revision,
         rpm: d.rpm.map(u64::from),
         tpm: d.tpm,

@@ -83,7 +83,7 @@ async fn a_deployment_that_keeps_failing_cools_down_and_then_recovers() {
         }
     }
     assert_eq!(flaky.stats().chat, 2);
-    let health = get(&gw, "/health", Some(MASTER)).await.json();
+    let health = get(&gw, "/health/router", Some(MASTER)).await.json();
     assert_eq!(health["unhealthy_count"], 1, "{health}");
     assert_eq!(health["unhealthy_endpoints"][0]["id"], "flaky");
     assert_eq!(
@@ -116,7 +116,7 @@ async fn a_deployment_that_keeps_failing_cools_down_and_then_recovers() {
         "recovered deployment never chosen again"
     );
     assert_eq!(
-        get(&gw, "/health", Some(MASTER)).await.json()["healthy_count"],
+        get(&gw, "/health/router", Some(MASTER)).await.json()["healthy_count"],
         2
     );
     gw.stop().await;
@@ -151,7 +151,7 @@ async fn failures_seen_by_different_workers_add_up_to_one_cooldown_for_all() {
     actix_rt::time::sleep(Duration::from_millis(50)).await;
     let before = flaky.stats().chat;
     assert_eq!(
-        get(&gw, "/health", Some(MASTER)).await.json()["unhealthy_count"],
+        get(&gw, "/health/router", Some(MASTER)).await.json()["unhealthy_count"],
         1
     );
     for _ in 0..5 {
@@ -338,7 +338,7 @@ async fn an_absurd_upstream_retry_after_is_clamped_and_the_worker_keeps_routing(
         .await;
         assert_eq!(ok.status, 200, "{mock}: {}", ok.text());
     }
-    let health = get(&gw, "/health", Some(MASTER)).await;
+    let health = get(&gw, "/health/router", Some(MASTER)).await;
     assert_eq!(health.status, 200, "{}", health.text());
     assert_eq!(health.json()["unhealthy_count"], 2, "{}", health.text());
     assert_eq!(

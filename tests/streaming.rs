@@ -147,7 +147,7 @@ async fn a_client_that_disconnects_mid_stream_cancels_the_upstream_request() {
     // The router's in-flight count went back to zero.
     let mut in_flight = json!(null);
     for _ in 0..100 {
-        in_flight = get(&gw, "/health", Some(MASTER)).await.json()["healthy_endpoints"][0]
+        in_flight = get(&gw, "/health/router", Some(MASTER)).await.json()["healthy_endpoints"][0]
             ["in_flight"]
             .clone();
         if in_flight == 0 {

@@ -70,7 +70,7 @@ async fn a_200_that_is_not_a_completion_is_retried_and_cools_the_deployment_down
         broken.stats().chat <= 1,
         "cooled down after its first bad answer"
     );
-    let health = get(&gw, "/health", Some(MASTER)).await.json();
+    let health = get(&gw, "/health/router", Some(MASTER)).await.json();
     assert_eq!(health["unhealthy_endpoints"][0]["id"], "broken", "{health}");
     gw.stop().await;
 
@@ -273,7 +273,7 @@ async fn one_deadline_bounds_every_attempt_of_a_request() {
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(took < Duration::from_millis(900), "{took:?}");
     // A deadline the client chose says nothing about the deployments.
-    let health = get(&gw, "/health", Some(MASTER)).await.json();
+    let health = get(&gw, "/health/router", Some(MASTER)).await.json();
     assert_eq!(health["healthy_count"], 2, "{health}");
     gw.stop().await;
 }

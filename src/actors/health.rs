@@ -1,7 +1,9 @@
-//! HealthActor: the single owner of each deployment's failure count and
+//! HealthActor: the single owner of each deployment's failure counts and
 //! cooldown. Workers' RouterActors report failures (and the success that
-//! ends a run of them); when a deployment reaches `allowed_fails` it cools
-//! down and every router hears of it at once.
+//! ends a run of them); when a deployment reaches its allowed failures it
+//! cools down and every router hears of it at once. With background health
+//! checks on, it also probes every deployment on an interval: a failed
+//! probe takes the deployment out of rotation until a probe succeeds.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,9 +12,11 @@ use actix::prelude::*;
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 
+use crate::actors::provider::ProviderActor;
 use crate::actors::router::{CooldownChanged, GetLoad, RouterActor};
 use crate::config::RouterConfig;
 use crate::metrics::{ActorMeter, DeploymentLabels, Metrics};
+use crate::probe;
 use crate::routing::ErrorClass;
 use crate::topology::{SharedTopology, Topology};
 
@@ -20,7 +24,21 @@ struct Health {
     /// Failures in a row per error class (`ErrorClass::index`).
     fails: [u32; 6],
     cooldown_until: Option<Instant>,
+    /// The cooldown is a failed probe's (ended by a probe that succeeds).
+    probe_down: bool,
+    last_probe: Option<ProbeState>,
     healthy_gauge: Gauge,
+}
+
+/// The latest background probe of a deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeState {
+    pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub latency_ms: Option<f64>,
+    /// Unix ms.
+    pub checked_at: i64,
 }
 
 pub struct HealthActor {
@@ -28,6 +46,8 @@ pub struct HealthActor {
     config: RouterConfig,
     health: Vec<Health>,
     routers: Vec<Addr<RouterActor>>,
+    /// Background health checks' client.
+    prober: Option<Addr<ProviderActor>>,
     metrics: Arc<Metrics>,
     meter: ActorMeter,
 }
@@ -40,6 +60,7 @@ impl HealthActor {
             config,
             health: Vec::new(),
             routers: Vec::new(),
+            prober: None,
             metrics,
         };
         let now = actor.topology.load_full();
@@ -61,6 +82,8 @@ impl HealthActor {
             self.health.push(Health {
                 fails: [0; 6],
                 cooldown_until: None,
+                probe_down: false,
+                last_probe: None,
                 healthy_gauge: g,
             });
         }
@@ -78,6 +101,7 @@ impl HealthActor {
             let h = &mut act.health[idx];
             if h.cooldown_until.is_some_and(|u| u <= Instant::now()) {
                 h.cooldown_until = None;
+                h.probe_down = false;
                 h.healthy_gauge.set(1);
                 act.announce(idx, None);
             }
@@ -101,6 +125,111 @@ impl Actor for HealthActor {
                 self.schedule_recovery(ctx, idx, until.saturating_duration_since(now));
             }
         }
+        if self.config.background_health_checks {
+            // Its own client, on this thread (awc clients cannot move).
+            let draining = tokio::sync::watch::channel(false).1;
+            let provider = ProviderActor::new(draining, self.metrics.actor("provider")).start();
+            self.prober = Some(provider);
+            ctx.run_later(Duration::from_millis(200), |act, ctx| act.probe_round(ctx));
+            ctx.run_interval(
+                Duration::from_secs(self.config.health_check_interval_secs),
+                |act, ctx| act.probe_round(ctx),
+            );
+        }
+    }
+}
+
+impl HealthActor {
+    /// Probes every serving deployment; results arrive as they finish.
+    fn probe_round(&mut self, ctx: &mut Context<Self>) {
+        let Some(provider) = self.prober.clone() else {
+            return;
+        };
+        let topology = self.topology.load_full();
+        self.track(&topology);
+        let targets: Vec<_> = topology
+            .groups
+            .iter()
+            .flat_map(|g| {
+                g.deployments
+                    .iter()
+                    .map(|&i| topology.deployments[i].clone())
+            })
+            .collect();
+        let timeout = Duration::from_secs(self.config.health_check_timeout_secs);
+        ctx.spawn(
+            async move { probe::probe_all(&provider, targets, timeout).await }
+                .into_actor(self)
+                .map(|results, act, ctx| {
+                    for p in results {
+                        act.apply_probe(p, ctx);
+                    }
+                }),
+        );
+    }
+
+    fn apply_probe(&mut self, p: probe::Probed, ctx: &mut Context<Self>) {
+        let idx = p.deployment;
+        if idx >= self.health.len() {
+            return;
+        }
+        let topology = self.topology.load_full();
+        let d = topology.deployments[idx].clone();
+        let interval = Duration::from_secs(self.config.health_check_interval_secs);
+        let now = Instant::now();
+        let h = &mut self.health[idx];
+        h.last_probe = Some(ProbeState {
+            healthy: p.result.is_ok(),
+            error: p.result.as_ref().err().cloned(),
+            latency_ms: p.result.as_ref().ok().map(|d| d.as_secs_f64() * 1000.0),
+            checked_at: crate::store::now_ms(),
+        });
+        match p.result {
+            Err(error) => {
+                // Out of rotation until the next round says otherwise.
+                let until = now + interval + Duration::from_secs(1);
+                let was_healthy = h.cooldown_until.is_none_or(|u| u <= now);
+                h.cooldown_until = Some(until.max(h.cooldown_until.unwrap_or(until)));
+                h.probe_down = true;
+                h.healthy_gauge.set(0);
+                if was_healthy {
+                    tracing::warn!(deployment = %d.id, model = %d.group, %error, "health probe failed: deployment taken out of rotation");
+                }
+                let until = h.cooldown_until;
+                self.announce(idx, until);
+                self.schedule_recovery(ctx, idx, interval + Duration::from_secs(1));
+            }
+            Ok(_) if h.probe_down => {
+                h.probe_down = false;
+                h.cooldown_until = None;
+                h.fails = [0; 6];
+                h.healthy_gauge.set(1);
+                tracing::info!(deployment = %d.id, model = %d.group, "health probe succeeded: deployment back in rotation");
+                self.announce(idx, None);
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The latest background probe of every serving deployment (empty when
+/// background health checks are off).
+#[derive(Message)]
+#[rtype(result = "Vec<(usize, ProbeState)>")]
+pub struct GetProbes;
+
+impl Handler<GetProbes> for HealthActor {
+    type Result = MessageResult<GetProbes>;
+
+    fn handle(&mut self, _: GetProbes, _: &mut Context<Self>) -> Self::Result {
+        let _t = self.meter.handling();
+        MessageResult(
+            self.health
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| Some((i, h.last_probe.clone()?)))
+                .collect(),
+        )
     }
 }
 

@@ -1,11 +1,13 @@
 //! Liveness, readiness, deployment health and Prometheus metrics.
 
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::{authenticate, WorkerState};
-use crate::actors::health::GetHealth;
+use crate::actors::health::{GetHealth, GetProbes, ProbeState};
 use crate::error::GatewayError;
+use crate::probe;
 
 /// LiteLLM answers liveliness with this exact string; scripts grep for it.
 pub async fn liveliness() -> HttpResponse {
@@ -40,16 +42,121 @@ pub async fn readiness(st: web::Data<WorkerState>) -> HttpResponse {
     }))
 }
 
-/// Deployment health as the router sees it (master key only: it names
-/// upstream deployments).
-pub async fn deployments(req: HttpRequest, st: web::Data<WorkerState>) -> HttpResponse {
-    match authenticate(&st, &req).await {
-        Ok(k) if k.is_master => {}
-        Ok(_) => {
-            return GatewayError::PermissionDenied("only the master key may read /health".into())
-                .error_response()
+#[derive(Deserialize)]
+pub struct HealthQuery {
+    /// Only this model group's deployments (LiteLLM's `?model=`).
+    model: Option<String>,
+}
+
+/// LiteLLM's `/health`: every deployment probed with a tiny real request
+/// (or, with background health checks on, the latest round's results),
+/// split into healthy and unhealthy endpoints; each entry also carries
+/// the router's view (in flight, latency, failures, cooldown). Master key
+/// only: it names upstream deployments.
+pub async fn deployments(
+    req: HttpRequest,
+    query: web::Query<HealthQuery>,
+    st: web::Data<WorkerState>,
+) -> HttpResponse {
+    if let Err(e) = require_master_for_health(&st, &req).await {
+        return e.error_response();
+    }
+    let topology = st.gw.topology();
+    let targets: Vec<_> = topology
+        .live_groups()
+        .filter(|g| query.model.as_deref().is_none_or(|m| *g.name == *m))
+        .flat_map(|g| {
+            g.deployments
+                .iter()
+                .map(|&i| topology.deployments[i].clone())
+        })
+        .collect();
+    if let Some(m) = &query.model {
+        if targets.is_empty() {
+            return GatewayError::ModelNotFound(m.clone()).error_response();
         }
-        Err(e) => return e.error_response(),
+    }
+    let router = &st.gw.config.router;
+    let probes: Vec<(usize, ProbeState)> = if router.background_health_checks {
+        st.gw.health.send(GetProbes).await.unwrap_or_default()
+    } else {
+        let timeout = std::time::Duration::from_secs(router.health_check_timeout_secs);
+        probe::probe_all(&st.providers.addr, targets.clone(), timeout)
+            .await
+            .into_iter()
+            .map(|p| {
+                (
+                    p.deployment,
+                    ProbeState {
+                        healthy: p.result.is_ok(),
+                        latency_ms: p.result.as_ref().ok().map(|d| d.as_secs_f64() * 1000.0),
+                        error: p.result.err(),
+                        checked_at: crate::store::now_ms(),
+                    },
+                )
+            })
+            .collect()
+    };
+    let views = st.gw.health.send(GetHealth).await.unwrap_or_default();
+    let mut healthy = Vec::new();
+    let mut unhealthy = Vec::new();
+    for t in &targets {
+        let view = views.iter().find(|v| v.id == t.id);
+        let probe = probes.iter().find(|(i, _)| *i == t.idx).map(|(_, p)| p);
+        // Without a probe yet (background checks just started), the
+        // router's view decides.
+        let ok = probe.map_or_else(|| view.is_some_and(|v| v.healthy), |p| p.healthy);
+        let mut entry = json!({
+            "model": format!("{}/{}", t.provider.name(), t.upstream_model),
+            "model_name": &*t.group,
+            "id": t.id,
+            "api_base": t.api_base,
+        });
+        if let Some(p) = probe {
+            entry["latency_ms"] = json!(p.latency_ms);
+            entry["checked_at"] = json!(p.checked_at);
+            if let Some(e) = &p.error {
+                entry["error"] = json!(e);
+            }
+        }
+        if let Some(v) = view {
+            entry["in_flight"] = json!(v.in_flight);
+            entry["latency_ewma_ms"] = json!(v.latency_ewma_ms);
+            entry["consecutive_fails"] = json!(v.consecutive_fails);
+            entry["cooldown_remaining_secs"] = json!(v.cooldown_remaining_secs);
+        }
+        if ok {
+            healthy.push(entry)
+        } else {
+            unhealthy.push(entry)
+        }
+    }
+    HttpResponse::Ok().json(json!({
+        "healthy_count": healthy.len(),
+        "unhealthy_count": unhealthy.len(),
+        "healthy_endpoints": healthy,
+        "unhealthy_endpoints": unhealthy,
+    }))
+}
+
+async fn require_master_for_health(
+    st: &WorkerState,
+    req: &HttpRequest,
+) -> Result<(), GatewayError> {
+    match authenticate(st, req).await? {
+        k if k.is_master => Ok(()),
+        _ => Err(GatewayError::PermissionDenied(format!(
+            "only the master key may read {}",
+            req.path()
+        ))),
+    }
+}
+
+/// Deployment health as the router sees it, without calling any upstream:
+/// cooling down or not, in flight, latency, failures (master key only).
+pub async fn router_view(req: HttpRequest, st: web::Data<WorkerState>) -> HttpResponse {
+    if let Err(e) = require_master_for_health(&st, &req).await {
+        return e.error_response();
     }
     let statuses = match st.gw.health.send(GetHealth).await {
         Ok(s) => s,
@@ -63,6 +170,39 @@ pub async fn deployments(req: HttpRequest, st: web::Data<WorkerState>) -> HttpRe
         "unhealthy_count": unhealthy.len(),
         "healthy_endpoints": healthy,
         "unhealthy_endpoints": unhealthy,
+    }))
+}
+
+/// Readiness with the detail an operator wants: each dependency, the
+/// model list's version and size, and the latest background probe round.
+pub async fn readiness_details(req: HttpRequest, st: web::Data<WorkerState>) -> HttpResponse {
+    if let Err(e) = require_master_for_health(&st, &req).await {
+        return e.error_response();
+    }
+    let topology = st.gw.topology();
+    let probes = st.gw.health.send(GetProbes).await.unwrap_or_default();
+    let failing: Vec<&str> = probes
+        .iter()
+        .filter(|(_, p)| !p.healthy)
+        .filter_map(|(i, _)| topology.deployments.get(*i).map(|d| d.id.as_str()))
+        .collect();
+    let breaker = |open: Option<bool>| match open {
+        None => "not configured",
+        Some(true) => "down",
+        Some(false) => "up",
+    };
+    HttpResponse::Ok().json(json!({
+        "db": breaker(st.gw.store.as_ref().map(|s| s.breaker().is_open())),
+        "db_backend": st.gw.store.as_ref().map(|s| s.backend()),
+        "redis": breaker(st.gw.redis.as_ref().map(|r| r.breaker().is_open())),
+        "models": topology.by_name.len(),
+        "deployments": topology.groups.iter().map(|g| g.deployments.len()).sum::<usize>(),
+        "topology_version": topology.version,
+        "background_health_checks": st.gw.config.router.background_health_checks,
+        "probed_deployments": probes.len(),
+        "failing_probes": failing,
+        "spend_spool_full": st.gw.spool_full.load(std::sync::atomic::Ordering::Relaxed),
+        "version": env!("CARGO_PKG_VERSION"),
     }))
 }
 

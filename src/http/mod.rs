@@ -101,6 +101,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/health/liveness", web::get().to(health::liveliness))
         .route("/health/readiness", web::get().to(health::readiness))
         .route("/health", web::get().to(health::deployments))
+        .route("/health/router", web::get().to(health::router_view))
+        .route(
+            "/health/readiness/details",
+            web::get().to(health::readiness_details),
+        )
         .route("/metrics", web::get().to(health::metrics));
 }
 
