@@ -213,6 +213,19 @@ pub fn read(
     })
 }
 
+/// `read` of a stored row, whose params and info are JSON text.
+pub fn read_stored(
+    id: &str,
+    name: &str,
+    params: &str,
+    info: &str,
+    revision: i64,
+    sealer: &Sealer,
+) -> Result<Read, ConfigError> {
+    let parse = |s: &str| serde_json::from_str::<Map<String, Value>>(s).unwrap_or_default();
+    read(id, name, &parse(params), &parse(info), revision, sealer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,21 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use tollgate::mock::{Behaviour, MockServer};
-
-fn deployment(group: &str, id: &str, mock: &MockServer, extra: &str) -> String {
-    format!(
-        r#"
-[[models.{group}.deployments]]
-id = "{id}"
-provider = "openai_compatible"
-model = "mock-gpt"
-api_base = "{}"
-{extra}
-"#,
-        mock.url()
-    )
-}
+use tollgate::mock::Behaviour;
 
 fn ids(list: &Value) -> Vec<String> {
     let mut v: Vec<String> = list

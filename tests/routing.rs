@@ -6,21 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
-use tollgate::mock::{Behaviour, Fault, MockServer};
-
-fn deployment(group: &str, id: &str, mock: &MockServer, extra: &str) -> String {
-    format!(
-        r#"
-[[models.{group}.deployments]]
-id = "{id}"
-provider = "openai_compatible"
-model = "mock-gpt"
-api_base = "{}"
-{extra}
-"#,
-        mock.url()
-    )
-}
+use tollgate::mock::{Behaviour, Fault};
 
 #[actix_rt::test]
 async fn a_failing_deployment_is_retried_on_the_healthy_one() {

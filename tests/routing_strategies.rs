@@ -11,20 +11,6 @@ use serde_json::json;
 use tollgate::mock::{Behaviour, MockServer};
 use tollgate::RunningGateway;
 
-fn deployment(group: &str, id: &str, mock: &MockServer, extra: &str) -> String {
-    format!(
-        r#"
-[[models.{group}.deployments]]
-id = "{id}"
-provider = "openai_compatible"
-model = "mock-gpt"
-api_base = "{}"
-{extra}
-"#,
-        mock.url()
-    )
-}
-
 async fn slow_mock(ms: u64) -> MockServer {
     spawn_mock_with(Behaviour {
         latency_ms: ms,

@@ -12,13 +12,6 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tollgate::mock::{Behaviour, Fault, MockServer};
 
-fn deployment(group: &str, id: &str, mock: &MockServer) -> String {
-    format!(
-        "[[models.{group}.deployments]]\nid = \"{id}\"\nprovider = \"openai_compatible\"\nmodel = \"mock-gpt\"\napi_base = \"{}\"\n",
-        mock.url()
-    )
-}
-
 fn faulty(fault: Fault) -> Behaviour {
     Behaviour {
         fault: Some(fault),
@@ -47,8 +40,8 @@ async fn broken_and_healthy(fault: Fault) -> (tollgate::RunningGateway, MockServ
     let healthy = spawn_mock().await;
     let gw = spawn_gateway(&format!(
         "[router]\nnum_retries = 1\nretry_backoff_ms = 1\nallowed_fails = 1\n{}{}",
-        deployment("m", "broken", &broken),
-        deployment("m", "healthy", &healthy)
+        deployment("m", "broken", &broken, ""),
+        deployment("m", "healthy", &healthy, "")
     ))
     .await;
     (gw, broken, healthy)
@@ -78,7 +71,7 @@ async fn a_200_that_is_not_a_completion_is_retried_and_cools_the_deployment_down
     let broken = spawn_mock_with(faulty(Fault::BadShape)).await;
     let gw = spawn_gateway(&format!(
         "[router]\nnum_retries = 0\n{}",
-        deployment("m", "broken", &broken)
+        deployment("m", "broken", &broken, "")
     ))
     .await;
     let r = post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m")).await;
@@ -250,8 +243,8 @@ async fn one_deadline_bounds_every_attempt_of_a_request() {
     // Per attempt 600 s, 2 retries: without an overall deadline this is 30 min.
     let gw = spawn_gateway(&format!(
         "[router]\nnum_retries = 2\nretry_backoff_ms = 1\ntimeout_secs = 600\nrequest_timeout_secs = 1\n{}{}",
-        deployment("m", "a", &a),
-        deployment("m", "b", &b)
+        deployment("m", "a", &a, ""),
+        deployment("m", "b", &b, "")
     ))
     .await;
     let t0 = Instant::now();

@@ -81,15 +81,11 @@ pub fn merge(
             tracing::error!(model_id = %row.model_id, "stored model skipped: no master key or storage.salt_key to open its secrets");
             continue;
         };
-        let parse = |s: &str| {
-            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s)
-                .unwrap_or_default()
-        };
-        match model_list::read(
+        match model_list::read_stored(
             &row.model_id,
             &row.model_name,
-            &parse(&row.litellm_params),
-            &parse(&row.model_info),
+            &row.litellm_params,
+            &row.model_info,
             row.revision,
             sealer,
         ) {

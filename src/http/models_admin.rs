@@ -70,12 +70,11 @@ fn model_json(row: &ProxyModelRow, ignored: &[String]) -> Value {
 /// Checks a model as it would be served: same rules as the config's.
 fn validate(row: &ProxyModelRow, sealer: &Sealer) -> Result<Vec<String>, GatewayError> {
     check_name("model_name", &row.model_name)?;
-    let parse = |s: &str| serde_json::from_str::<Map<String, Value>>(s).unwrap_or_default();
-    model_list::read(
+    model_list::read_stored(
         &row.model_id,
         &row.model_name,
-        &parse(&row.litellm_params),
-        &parse(&row.model_info),
+        &row.litellm_params,
+        &row.model_info,
         row.revision,
         sealer,
     )

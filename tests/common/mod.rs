@@ -100,6 +100,22 @@ output_cost_per_token = 0.000002
     )
 }
 
+/// One `[[models.GROUP.deployments]]` block: an OpenAI-compatible
+/// deployment `id` on `mock`, plus `extra` TOML lines.
+pub fn deployment(group: &str, id: &str, mock: &MockServer, extra: &str) -> String {
+    format!(
+        r#"
+[[models.{group}.deployments]]
+id = "{id}"
+provider = "openai_compatible"
+model = "mock-gpt"
+api_base = "{}"
+{extra}
+"#,
+        mock.url()
+    )
+}
+
 pub fn client() -> awc::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     awc::Client::builder()
