@@ -10,6 +10,7 @@ pub mod fallbacks;
 pub mod http;
 pub mod metrics;
 pub mod mock;
+pub mod observe;
 pub mod pricing;
 pub mod providers;
 pub mod request;
@@ -65,6 +66,9 @@ pub struct Gateway {
     pub group_meters: Vec<metrics::GroupMeters>,
     /// False when `logging.request_log = "off"`: nothing is sent at all.
     pub request_log_enabled: bool,
+    /// Log destinations (Langfuse, OTLP, webhooks); None: none configured,
+    /// and requests build no log record at all.
+    pub observe: Option<Arc<observe::Observer>>,
     /// Set just before the shutdown grace ends: open streams send their
     /// client an error event instead of being cut without a word.
     pub draining: tokio::sync::watch::Sender<bool>,
@@ -177,6 +181,10 @@ impl RunningGateway {
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = self.gateway.logger.addr.send(FlushLog).await;
+        if let Some(obs) = &self.gateway.observe {
+            obs.drain(std::time::Instant::now() + Duration::from_secs(3))
+                .await;
+        }
         if let Some(mock) = self.mock {
             mock.stop().await;
         }
@@ -204,6 +212,10 @@ async fn shutdown_signal() {
             std::future::pending::<()>().await
         }
     }
+}
+
+fn request_spans(config: &Config) -> bool {
+    config.logging.request_spans || tracing::enabled!(tracing::Level::DEBUG)
 }
 
 fn uses_mock(config: &Config) -> bool {
@@ -398,6 +410,14 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         )
     };
 
+    let observe = observe::Observer::start(&config, &metrics, &log_arbiter.handle());
+    if config.logging.litellm_metrics {
+        metrics.litellm.enable();
+        for d in &topology.deployments {
+            metrics.litellm.deployment_state(d, 0);
+        }
+    }
+
     let gateway = Arc::new(Gateway {
         config: config.clone(),
         topology: topology.clone(),
@@ -416,6 +436,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             .map(|g| metrics.group(&g.name))
             .collect(),
         request_log_enabled: !matches!(config.logging.request_log.as_str(), "off" | ""),
+        observe,
         draining: tokio::sync::watch::Sender::new(false),
         spool_full,
     });
@@ -424,8 +445,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    // A tracing span per request costs a few µs; only pay it when debugging.
-    let trace_requests = tracing::enabled!(tracing::Level::DEBUG);
+    // A tracing span per request (its request id on every log line) costs
+    // a few µs: on by default, `logging.request_spans = false` turns it off.
+    let trace_requests = request_spans(&config);
     let gw = gateway.clone();
     let server = HttpServer::new(move || {
         // Runs once per worker thread: each worker gets its own
@@ -514,7 +536,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             .app_data(http::path_config())
             .wrap(actix_web::middleware::Condition::new(
                 trace_requests,
-                tracing_actix_web::TracingLogger::default(),
+                tracing_actix_web::TracingLogger::<telemetry::RootSpan>::new(),
             ))
             .configure(http::routes)
             .default_service(web::to(http::not_found))

@@ -73,6 +73,9 @@ impl HealthActor {
             if h.cooldown_until.is_some_and(|u| u <= Instant::now()) {
                 h.cooldown_until = None;
                 h.healthy_gauge.set(1);
+                act.metrics
+                    .litellm
+                    .deployment_state(&act.topology.deployments[idx], 0);
                 act.announce(idx, None);
             }
         });
@@ -178,6 +181,14 @@ impl Handler<Report> for HealthActor {
         h.consecutive_fails = 0;
         h.healthy_gauge.set(0);
         tracing::warn!(deployment = %d.id, model = %d.group, cooldown_secs = secs, "deployment cooling down after repeated failures");
+        self.metrics.litellm.deployment_cooled_down(d, None);
+        self.metrics
+            .alerts
+            .raise(crate::observe::alerts::Alert::DeploymentCooledDown {
+                model: d.group.to_string(),
+                deployment: d.id.clone(),
+                secs,
+            });
         self.announce(idx, Some(until));
         self.schedule_recovery(ctx, idx, cooldown);
     }

@@ -97,13 +97,14 @@ async fn estimate_tokens(
     t
 }
 
+/// The id the root span chose (so logs and responses agree), else the
+/// caller's `x-request-id` or a new one.
 fn request_id(req: &HttpRequest) -> String {
-    req.headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+    use actix_web::HttpMessage as _;
+    match req.extensions().get::<crate::telemetry::RequestId>() {
+        Some(id) => id.0.clone(),
+        None => crate::telemetry::request_id_from(req.headers()),
+    }
 }
 
 /// Where the OpenAI-shaped request body comes from.
@@ -132,6 +133,11 @@ pub async fn handle_body(
 ) -> HttpResponse {
     let mut record =
         RequestRecord::new(st.gw.clone(), st.spend.clone(), request_id(&req), endpoint);
+    record.start_trace(
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
     match run(&st, &req, payload, &mut record).await {
         Ok(resp) => resp,
         Err(err) => {
@@ -198,6 +204,7 @@ async fn run(
         .get("metadata")
         .filter(|m| m.get().starts_with('{'))
         .map(|m| m.to_owned());
+    record.capture_input(&parsed.body);
 
     let group = match gw.topology.group(key.resolve_model(&parsed.model)) {
         Some(g) => g,
@@ -449,7 +456,7 @@ async fn try_group(
         // Cut short by the request's deadline, a timeout says nothing
         // about the deployment's health.
         let cut_by_deadline = remaining < target.timeout;
-        let outbound = match providers::outbound(&target, parsed) {
+        let mut outbound = match providers::outbound(&target, parsed) {
             Ok(o) => o,
             Err(e) => {
                 // The request cannot be said to this provider: nothing sent.
@@ -457,6 +464,7 @@ async fn try_group(
                 return Err(e);
             }
         };
+        let span = record.attempt_span(&mut outbound.headers);
         let call = Call {
             endpoint: record.endpoint,
             outbound,
@@ -469,6 +477,7 @@ async fn try_group(
             .await
             .map_err(|_| GatewayError::Unavailable("the provider client is restarting".into()))?;
         record.upstream += attempt.started.elapsed();
+        record.note_attempt(span, &target, attempt.started, result.as_ref().err());
         match result {
             Ok(Reply::Full { body, usage }) => {
                 attempt.finish(OutcomeKind::Success);
@@ -476,6 +485,7 @@ async fn try_group(
                 let mut resp = HttpResponse::Ok();
                 resp.content_type("application/json");
                 response_headers(&mut resp, record, &target, limits, cost);
+                record.capture_output(&body);
                 let row = record.take().finish(200, usage, None);
                 settle(st.spend.clone(), row).await;
                 return Ok(resp.body(body));
