@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,21 +33,28 @@ struct Receiver {
     addr: SocketAddr,
     got: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    /// Paths under `/slow/` answer after this many ms.
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl Receiver {
     async fn start() -> Receiver {
         let got = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
-        let (g, s) = (got.clone(), status.clone());
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let (g, s, d) = (got.clone(), status.clone(), delay_ms.clone());
         let server = HttpServer::new(move || {
-            let (g, s) = (g.clone(), s.clone());
+            let (g, s, d) = (g.clone(), s.clone(), d.clone());
             App::new()
                 .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
                 .default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                    let (g, s) = (g.clone(), s.clone());
+                    let (g, s, d) = (g.clone(), s.clone(), d.clone());
                     async move {
                         let path = req.path().to_string();
+                        if path.starts_with("/slow/") {
+                            let ms = d.load(Ordering::SeqCst);
+                            actix_rt::time::sleep(Duration::from_millis(ms)).await;
+                        }
                         let headers = req
                             .headers()
                             .iter()
@@ -81,12 +88,17 @@ impl Receiver {
                     }
                 }))
         })
-        .workers(1)
+        .workers(2)
         .bind("127.0.0.1:0")
         .unwrap();
         let addr = server.addrs()[0];
         actix_rt::spawn(server.run());
-        Receiver { addr, got, status }
+        Receiver {
+            addr,
+            got,
+            status,
+            delay_ms,
+        }
     }
 
     fn url(&self) -> String {
@@ -845,4 +857,71 @@ async fn keys_and_teams_log_to_their_own_langfuse_projects() {
     assert!(other.is_empty(), "{other:?}");
     gw.stop().await;
     db.cleanup().await;
+}
+
+#[actix_rt::test]
+async fn a_slow_destination_leaves_request_latency_unchanged() {
+    let rx = Receiver::start().await;
+    rx.delay_ms.store(3_000, Ordering::SeqCst);
+    let mock = spawn_mock().await;
+    let gw = spawn_gateway(&format!(
+        r#"{}
+[[logging.destinations]]
+kind = "webhook"
+name = "slow"
+endpoint = "{url}/slow/hook"
+batch_size = 1
+flush_interval_ms = 20
+timeout_ms = 2000
+retry_backoff_ms = 20
+max_backoff_ms = 50
+max_retries = 100
+"#,
+        model("gpt", &mock),
+        url = rx.url()
+    ))
+    .await;
+    // Warm up (connections), then time requests while every POST to the
+    // destination hangs past its timeout.
+    assert_eq!(
+        chat_with(&gw, MASTER, chat_body("gpt"), &[]).await.status,
+        200
+    );
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        let r = chat_with(&gw, MASTER, chat_body("gpt"), &[]).await;
+        assert_eq!(r.status, 200);
+        worst = worst.max(t0.elapsed());
+    }
+    // Waiting on the destination would take its 2 s timeout.
+    assert!(
+        worst < Duration::from_secs(1),
+        "a request took {worst:?} while the destination hung"
+    );
+    assert!(eventually(Duration::from_secs(10), || rx.at("/slow/hook").len() >= 2).await);
+    assert_eq!(
+        metric(
+            &gw,
+            "tollgate_log_destination_sent_total{destination=\"slow\"}"
+        )
+        .await,
+        0.0
+    );
+    // Fast again: all 11 records arrive.
+    rx.delay_ms.store(0, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let sent = metric(
+            &gw,
+            "tollgate_log_destination_sent_total{destination=\"slow\"}",
+        )
+        .await;
+        if sent >= 11.0 || Instant::now() > deadline {
+            assert_eq!(sent, 11.0);
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.stop().await;
 }
