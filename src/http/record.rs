@@ -70,6 +70,8 @@ pub struct RequestRecord {
     pub attempt_log: Vec<AttemptRecord>,
     pub input: Option<Box<RawValue>>,
     pub output: Output,
+    /// Some destination takes this request's prompt and answer.
+    pub keep_content: bool,
 }
 
 impl RequestRecord {
@@ -107,6 +109,7 @@ impl RequestRecord {
             attempt_log: Vec::new(),
             input: None,
             output: Output::None,
+            keep_content: false,
         }
     }
 
@@ -140,6 +143,7 @@ impl RequestRecord {
             attempt_log: std::mem::take(&mut self.attempt_log),
             input: self.input.take(),
             output: std::mem::take(&mut self.output),
+            keep_content: self.keep_content,
         }
     }
 
@@ -189,7 +193,7 @@ impl RequestRecord {
         if gw.metrics.litellm.enabled() {
             self.observe_litellm(status, &usage, cost, total);
         }
-        if let Some(obs) = &gw.observe {
+        if let Some(obs) = gw.observe.as_ref().filter(|o| o.wants(self.key.as_deref())) {
             // Moves out what only the destinations need; the rest is
             // copied, as the request log and spend row use it too.
             let start = u64::try_from(self.started_ms).unwrap_or(0) * 1_000_000;
@@ -278,7 +282,14 @@ impl RequestRecord {
 
     /// Keeps the prompt for destinations that take content.
     pub fn capture_input(&mut self, body: &crate::request::RawObject) {
-        if self.gw.observe.as_ref().is_some_and(|o| o.content) {
+        let key = self.key.as_deref();
+        if self
+            .gw
+            .observe
+            .as_ref()
+            .is_some_and(|o| o.content && o.wants(key))
+        {
+            self.keep_content = true;
             self.input = ["messages", "prompt", "input"]
                 .iter()
                 .find_map(|k| body.get(k))
@@ -327,7 +338,7 @@ impl RequestRecord {
 
     /// Keeps a whole answer for destinations that take content.
     pub fn capture_output(&mut self, body: &bytes::Bytes) {
-        if self.gw.observe.as_ref().is_some_and(|o| o.content) {
+        if self.keep_content {
             self.output = Output::Json(body.clone());
         }
     }
@@ -335,7 +346,7 @@ impl RequestRecord {
     /// Keeps a stream frame for destinations that take content, up to
     /// `MAX_OUTPUT_BYTES` in all.
     pub fn capture_frame(&mut self, frame: &bytes::Bytes) {
-        if !self.gw.observe.as_ref().is_some_and(|o| o.content) {
+        if !self.keep_content {
             return;
         }
         if let Output::None = self.output {

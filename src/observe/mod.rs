@@ -35,6 +35,20 @@ struct Route {
     meters: SinkMeters,
 }
 
+impl Route {
+    fn matches(&self, key: Option<&crate::access::KeyInfo>) -> bool {
+        let team = key.and_then(|k| k.team_id.as_deref());
+        (self.teams.is_empty() || team.is_some_and(|t| self.teams.iter().any(|x| x == t)))
+            && (self.keys.is_empty()
+                || key.is_some_and(|k| {
+                    self.keys.iter().any(|x| {
+                        k.alias.as_deref() == Some(x.as_str())
+                            || k.key_name.as_deref() == Some(x.as_str())
+                    })
+                }))
+    }
+}
+
 /// The configured destinations, as the request side sees them.
 pub struct Observer {
     routes: Vec<Route>,
@@ -141,6 +155,13 @@ impl Observer {
         }))
     }
 
+    /// Whether any destination takes the requests of `key` (a cheap check
+    /// before building a record at all).
+    pub fn wants(&self, key: Option<&crate::access::KeyInfo>) -> bool {
+        (self.hub.is_some() && key.is_some_and(|k| !k.logging.is_empty()))
+            || self.routes.iter().any(|r| r.matches(key))
+    }
+
     /// Hands the record to every destination it belongs to. Never waits.
     pub fn dispatch(&self, rec: LogRecord) {
         let rec = Arc::new(rec);
@@ -155,21 +176,7 @@ impl Observer {
             }
         }
         for r in &self.routes {
-            if !r.teams.is_empty()
-                && !rec
-                    .team_id()
-                    .is_some_and(|t| r.teams.iter().any(|x| x == t))
-            {
-                continue;
-            }
-            if !r.keys.is_empty()
-                && !key.is_some_and(|k| {
-                    r.keys.iter().any(|x| {
-                        k.alias.as_deref() == Some(x.as_str())
-                            || k.key_name.as_deref() == Some(x.as_str())
-                    })
-                })
-            {
+            if !r.matches(key) {
                 continue;
             }
             // Counted before the send: the sink may handle it (and count
