@@ -58,6 +58,10 @@ pub struct KeyInfo {
     pub model_spend: HashMap<String, f64>,
     pub user: Option<Owner>,
     pub team: Option<Owner>,
+    /// Langfuse projects named by the key's and its team's
+    /// `metadata.logging` (LiteLLM's key/team-based logging).
+    #[serde(default)]
+    pub logging: Vec<crate::observe::keyed::KeyLogging>,
 }
 
 /// The parts of a user or team row that bear on a request.
@@ -152,6 +156,14 @@ impl KeyInfo {
                 })
                 .unwrap_or_default(),
             model_spend: HashMap::new(),
+            logging: {
+                let mut l = crate::observe::keyed::parse(&key.metadata);
+                if let Some(t) = team {
+                    l.extend(crate::observe::keyed::parse(&t.metadata));
+                    l.dedup();
+                }
+                l
+            },
             user: user.map(|u| Owner {
                 id: u.user_id.clone(),
                 models: json_list(&u.models),

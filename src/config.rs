@@ -317,6 +317,20 @@ pub struct LoggingConfig {
     pub level: String,
     /// Where the one-line-per-request JSON log goes: "stdout", "off", or a file path.
     pub request_log: String,
+    /// Never ship prompts or outputs to any destination (LiteLLM's
+    /// `turn_off_message_logging`).
+    pub turn_off_message_logging: bool,
+    /// Also expose LiteLLM's `litellm_*` metric families on `/metrics`.
+    pub litellm_metrics: bool,
+    /// A tracing span per request, so every log line names its request id.
+    pub request_spans: bool,
+    /// Honour keys' and teams' `metadata.logging` (their own Langfuse
+    /// projects, LiteLLM's key/team-based logging).
+    pub key_logging: bool,
+    /// Langfuse, OpenTelemetry and webhook destinations (README: Logging).
+    pub destinations: Vec<crate::observe::config::DestinationConfig>,
+    /// Alerts to a Slack-compatible webhook.
+    pub alerts: Option<crate::observe::config::AlertsConfig>,
 }
 
 impl Default for LoggingConfig {
@@ -324,6 +338,12 @@ impl Default for LoggingConfig {
         LoggingConfig {
             level: "info".into(),
             request_log: "stdout".into(),
+            turn_off_message_logging: false,
+            litellm_metrics: false,
+            request_spans: true,
+            key_logging: false,
+            destinations: Vec::new(),
+            alerts: None,
         }
     }
 }
@@ -494,7 +514,7 @@ impl Deployment {
 }
 
 /// Resolves `env:NAME` to the variable's value; anything else is a literal.
-fn resolve_secret(path: &str, raw: &str) -> Result<Secret, ConfigError> {
+pub(crate) fn resolve_secret(path: &str, raw: &str) -> Result<Secret, ConfigError> {
     match raw.strip_prefix("env:") {
         Some(name) => match std::env::var(name) {
             Ok(v) if !v.is_empty() => Ok(Secret(v)),
@@ -582,6 +602,7 @@ impl Config {
             }
             None => None,
         };
+        crate::observe::config::validate(&mut self.logging.destinations, &mut self.logging.alerts)?;
         if self.storage.db_pool_size == 0 {
             return Err(ConfigError::at(
                 "storage.db_pool_size",

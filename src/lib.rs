@@ -10,6 +10,7 @@ pub mod http;
 pub mod metrics;
 pub mod mock;
 pub mod model_list;
+pub mod observe;
 pub mod pricing;
 pub mod probe;
 pub mod providers;
@@ -69,6 +70,9 @@ pub struct Gateway {
     pub redis: Option<shared::Redis>,
     /// False when `logging.request_log = "off"`: nothing is sent at all.
     pub request_log_enabled: bool,
+    /// Log destinations (Langfuse, OTLP, webhooks); None: none configured,
+    /// and requests build no log record at all.
+    pub observe: Option<Arc<observe::Observer>>,
     /// Set just before the shutdown grace ends: open streams send their
     /// client an error event instead of being cut without a word.
     pub draining: tokio::sync::watch::Sender<bool>,
@@ -181,6 +185,10 @@ impl RunningGateway {
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = self.gateway.logger.addr.send(FlushLog).await;
+        if let Some(obs) = &self.gateway.observe {
+            obs.drain(std::time::Instant::now() + Duration::from_secs(3))
+                .await;
+        }
         if let Some(mock) = self.mock {
             mock.stop().await;
         }
@@ -208,6 +216,10 @@ async fn shutdown_signal() {
             std::future::pending::<()>().await
         }
     }
+}
+
+fn request_spans(config: &Config) -> bool {
+    config.logging.request_spans || tracing::enabled!(tracing::Level::DEBUG)
 }
 
 fn uses_mock(config: &Config) -> bool {
@@ -439,6 +451,14 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         )
     };
 
+    let observe = observe::Observer::start(&config, &metrics, &log_arbiter.handle());
+    if config.logging.litellm_metrics {
+        metrics.litellm.enable();
+        for d in &topology.load().deployments {
+            metrics.litellm.deployment_state(d, 0);
+        }
+    }
+
     let gateway = Arc::new(Gateway {
         config: config.clone(),
         topology: topology.clone(),
@@ -453,6 +473,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         store,
         redis,
         request_log_enabled: !matches!(config.logging.request_log.as_str(), "off" | ""),
+        observe,
         draining: tokio::sync::watch::Sender::new(false),
         spool_full,
     });
@@ -461,8 +482,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    // A tracing span per request costs a few µs; only pay it when debugging.
-    let trace_requests = tracing::enabled!(tracing::Level::DEBUG);
+    // A tracing span per request (its request id on every log line) costs
+    // a few µs: on by default, `logging.request_spans = false` turns it off.
+    let trace_requests = request_spans(&config);
     let gw = gateway.clone();
     let server = HttpServer::new(move || {
         // Runs once per worker thread: each worker gets its own
@@ -550,7 +572,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             .app_data(http::path_config())
             .wrap(actix_web::middleware::Condition::new(
                 trace_requests,
-                tracing_actix_web::TracingLogger::default(),
+                tracing_actix_web::TracingLogger::<telemetry::RootSpan>::new(),
             ))
             .configure(http::routes)
             .default_service(web::to(http::not_found))

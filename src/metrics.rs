@@ -85,6 +85,19 @@ pub struct Metrics {
     pub spend_spool_bytes: Gauge,
     pub rate_limit_fallback: Gauge,
     pub rate_limit_leases: Counter,
+    pub log_destination_queued: Family<DestinationLabels, Gauge>,
+    pub log_destination_sent: Family<DestinationLabels, Counter>,
+    pub log_destination_dropped: Family<DestinationLabels, Counter>,
+    pub log_destination_failures: Family<DestinationLabels, Counter>,
+    /// Where actors raise alerts (`[logging.alerts]`); inert when unset.
+    pub alerts: crate::observe::alerts::AlertHook,
+    /// LiteLLM's metric names, encoded after ours once enabled.
+    pub litellm: crate::observe::litellm::LiteLlmMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabels {
+    pub destination: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -149,6 +162,12 @@ impl Metrics {
             spend_spool_bytes: Gauge::default(),
             rate_limit_fallback: Gauge::default(),
             rate_limit_leases: Counter::default(),
+            log_destination_queued: Family::default(),
+            log_destination_sent: Family::default(),
+            log_destination_dropped: Family::default(),
+            log_destination_failures: Family::default(),
+            alerts: Default::default(),
+            litellm: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -298,6 +317,26 @@ impl Metrics {
             "Blocks of rate-limit quota leased from the fleet's counters in Redis (each a round trip; requests are admitted from the blocks locally)",
             m.rate_limit_leases.clone(),
         );
+        registry.register(
+            "log_destination_queued",
+            "Log records accepted for a destination (Langfuse, OTLP, webhook, alerts) and not yet delivered or dropped",
+            m.log_destination_queued.clone(),
+        );
+        registry.register(
+            "log_destination_sent",
+            "Log records delivered to a destination",
+            m.log_destination_sent.clone(),
+        );
+        registry.register(
+            "log_destination_dropped",
+            "Log records dropped: the destination's queue was full, or it kept failing past its retries",
+            m.log_destination_dropped.clone(),
+        );
+        registry.register(
+            "log_destination_failures",
+            "Failed POSTs to a destination (each retried or dropped)",
+            m.log_destination_failures.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -305,6 +344,13 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         // Encoding into a String cannot fail except on fmt errors we never produce.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        if self.litellm.enabled() {
+            // One exposition: a single `# EOF`, at the end.
+            if out.ends_with("# EOF\n") {
+                out.truncate(out.len() - "# EOF\n".len());
+            }
+            let _ = prometheus_client::encoding::text::encode(&mut out, &self.litellm.registry);
+        }
         out
     }
 

@@ -204,6 +204,14 @@ impl BudgetActor {
                 entity: l.kind.label(),
             })
             .inc();
+        self.metrics
+            .alerts
+            .raise(crate::observe::alerts::Alert::BudgetExceeded {
+                entity: l.kind.label(),
+                name: l.name.clone(),
+                spend: spent,
+                max_budget: max,
+            });
         let (s, m) = (python_float(spent), python_float(max));
         let message = match l.kind {
             Kind::Key => format!("Budget has been exceeded! Current cost: {s}, Max budget: {m}"),
@@ -418,6 +426,14 @@ impl Handler<Release> for BudgetActor {
                         soft_budget = soft,
                         "soft budget crossed"
                     );
+                    self.metrics
+                        .alerts
+                        .raise(crate::observe::alerts::Alert::SoftBudgetCrossed {
+                            entity: kind.label(),
+                            name: e.name.clone(),
+                            spend: e.spent,
+                            soft_budget: soft,
+                        });
                 }
             }
         }

@@ -103,6 +103,10 @@ impl HealthActor {
                 h.cooldown_until = None;
                 h.probe_down = false;
                 h.healthy_gauge.set(1);
+                let topology = act.topology.load_full();
+                if let Some(d) = topology.deployments.get(idx) {
+                    act.metrics.litellm.deployment_state(d, 0);
+                }
                 act.announce(idx, None);
             }
         });
@@ -335,6 +339,14 @@ impl Handler<Report> for HealthActor {
         h.fails = [0; 6];
         h.healthy_gauge.set(0);
         tracing::warn!(deployment = %d.id, model = %d.group, cooldown_secs = secs, error_class = ?failed.class, "deployment cooling down after repeated failures");
+        self.metrics.litellm.deployment_cooled_down(d, None);
+        self.metrics
+            .alerts
+            .raise(crate::observe::alerts::Alert::DeploymentCooledDown {
+                model: d.group.to_string(),
+                deployment: d.id.clone(),
+                secs,
+            });
         self.announce(idx, Some(until));
         self.schedule_recovery(ctx, idx, cooldown);
     }

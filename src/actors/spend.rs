@@ -142,6 +142,12 @@ impl SpendActor {
                 limit = self.spool_max_bytes,
                 "the spend spool is over 80% full: the database has not taken spend for a while; at 100% new requests are refused"
             );
+            self.metrics
+                .alerts
+                .raise(crate::observe::alerts::Alert::SpendSpoolGrowing {
+                    bytes: self.spool_bytes,
+                    limit: self.spool_max_bytes,
+                });
         }
         self.spool_near_full = near;
         let full = self.spool_bytes >= self.spool_max_bytes;

@@ -324,7 +324,7 @@ async fn try_group(
         // Cut short by the request's deadline, a timeout says nothing
         // about the deployment's health.
         let cut_by_deadline = remaining < target.timeout;
-        let outbound = match providers::outbound(&target, parsed) {
+        let mut outbound = match providers::outbound(&target, parsed) {
             Ok(o) => o,
             Err(e) => {
                 // The request cannot be said to this provider: nothing sent.
@@ -332,6 +332,7 @@ async fn try_group(
                 return Err(e);
             }
         };
+        let span = record.attempt_span(&mut outbound.headers);
         let call = Call {
             target: target.clone(),
             endpoint: record.endpoint,
@@ -345,6 +346,7 @@ async fn try_group(
                 GatewayError::Unavailable("the provider client is restarting".into())
             })?;
         record.upstream += attempt.started.elapsed();
+        record.note_attempt(span, &target, attempt.started, result.as_ref().err());
         match result {
             Ok(Reply::Full { body, usage }) => {
                 attempt.finish(OutcomeKind::Success {
@@ -354,6 +356,7 @@ async fn try_group(
                 let mut resp = HttpResponse::Ok();
                 resp.content_type("application/json");
                 response_headers(&mut resp, record, &target, limits, cost);
+                record.capture_output(&body);
                 let row = record.take().finish(200, usage, None);
                 settle(st.spend.clone(), row).await;
                 return Ok(resp.body(body));

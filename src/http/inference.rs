@@ -41,12 +41,11 @@ pub async fn embeddings(
 }
 
 fn request_id(req: &HttpRequest) -> String {
-    req.headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+    use actix_web::HttpMessage as _;
+    match req.extensions().get::<crate::telemetry::RequestId>() {
+        Some(id) => id.0.clone(),
+        None => crate::telemetry::request_id_from(req.headers()),
+    }
 }
 
 /// Where the OpenAI-shaped request body comes from.
@@ -75,6 +74,11 @@ pub async fn handle_body(
 ) -> HttpResponse {
     let mut record =
         RequestRecord::new(st.gw.clone(), st.spend.clone(), request_id(&req), endpoint);
+    record.start_trace(
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
     match run(&st, &req, payload, &mut record).await {
         Ok(resp) => resp,
         Err(err) => {
@@ -142,6 +146,7 @@ async fn run(
         .get("metadata")
         .filter(|m| m.get().starts_with('{'))
         .map(|m| m.to_owned());
+    record.capture_input(&parsed.body);
 
     let topology = record.topology.clone();
     let group = match topology.group(key.resolve_model(&parsed.model)) {

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::http::header::{HeaderName, HeaderValue};
+
 use serde_json::value::RawValue;
 
 use crate::access::KeyInfo;
@@ -14,6 +16,7 @@ use crate::actors::rate_limit::Permit;
 use crate::actors::spend_buffer::{Settle, SpendBuffer};
 use crate::actors::Metered;
 use crate::metrics::{ModelLabels, RequestLabels};
+use crate::observe::record::{AttemptRecord, LogRecord, Output, TraceContext};
 use crate::pricing::cost_usd;
 use crate::providers::{Endpoint, Usage};
 use crate::store::{now_ms, SpendLogRow};
@@ -62,6 +65,15 @@ pub struct RequestRecord {
     pub permit: Option<Permit>,
     /// Admission under the chosen deployment's rpm/tpm, likewise.
     pub deployment_permit: Option<Permit>,
+    /// For log destinations only (all empty when none is configured):
+    /// the trace this request continues, its upstream attempts, its
+    /// prompt and its answer.
+    pub trace: Option<TraceContext>,
+    pub attempt_log: Vec<AttemptRecord>,
+    pub input: Option<Box<RawValue>>,
+    pub output: Output,
+    /// Some destination takes this request's prompt and answer.
+    pub keep_content: bool,
 }
 
 impl RequestRecord {
@@ -104,6 +116,11 @@ impl RequestRecord {
             reservation: None,
             permit: None,
             deployment_permit: None,
+            trace: None,
+            attempt_log: Vec::new(),
+            input: None,
+            output: Output::None,
+            keep_content: false,
         }
     }
 
@@ -134,6 +151,11 @@ impl RequestRecord {
             reservation: self.reservation.take(),
             permit: self.permit.take(),
             deployment_permit: self.deployment_permit.take(),
+            trace: self.trace.take(),
+            attempt_log: std::mem::take(&mut self.attempt_log),
+            input: self.input.take(),
+            output: std::mem::take(&mut self.output),
+            keep_content: self.keep_content,
         }
     }
 
@@ -180,6 +202,39 @@ impl RequestRecord {
             });
         }
         let row = self.spend_row(status, &usage, cost);
+        if gw.metrics.litellm.enabled() {
+            self.observe_litellm(status, &usage, cost, total);
+        }
+        if let Some(obs) = gw.observe.as_ref().filter(|o| o.wants(self.key.as_deref())) {
+            // Moves out what only the destinations need; the rest is
+            // copied, as the request log and spend row use it too.
+            let start = u64::try_from(self.started_ms).unwrap_or(0) * 1_000_000;
+            obs.dispatch(LogRecord {
+                request_id: self.request_id.clone(),
+                call_id: self.call_id.clone(),
+                endpoint: self.endpoint,
+                model: self.model.clone(),
+                deployment: self.deployment.clone(),
+                key: self.key.clone(),
+                end_user: self.end_user.clone(),
+                metadata: self.metadata.clone(),
+                status,
+                error: error.clone(),
+                stream: self.stream,
+                usage,
+                usage_estimated: self.usage_estimated,
+                cost,
+                start_unix_nanos: start,
+                end_unix_nanos: start + total.as_nanos() as u64,
+                first_chunk_ms: self.first_chunk_ms,
+                upstream: self.upstream,
+                attempts: std::mem::take(&mut self.attempt_log),
+                fallbacks: self.fallbacks,
+                trace: self.trace,
+                input: self.input.take(),
+                output: std::mem::take(&mut self.output),
+            });
+        }
         if gw.request_log_enabled {
             let log = RequestLog {
                 ts: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -208,6 +263,113 @@ impl RequestRecord {
             }
         }
         row
+    }
+
+    fn observe_litellm(&self, status: u16, usage: &Usage, cost: f64, total: Duration) {
+        use crate::observe::litellm::Observation;
+        self.gw.metrics.litellm.observe(&Observation {
+            key: self.key.as_deref(),
+            end_user: self.end_user.as_deref(),
+            requested_model: &self.model,
+            deployment: self.deployment.as_deref(),
+            status,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost,
+            total,
+            upstream: self.upstream,
+            ttft: self
+                .first_chunk_ms
+                .map(|ms| Duration::from_millis((ms - self.started_ms).max(0) as u64)),
+        });
+    }
+
+    /// Starts the request's trace (continuing the client's `traceparent`)
+    /// when a destination takes traces; else nothing.
+    pub fn start_trace(&mut self, traceparent: Option<&str>) {
+        if self.gw.observe.as_ref().is_some_and(|o| o.traces) {
+            self.trace = Some(TraceContext::from_traceparent(traceparent));
+        }
+    }
+
+    /// Keeps the prompt for destinations that take content.
+    pub fn capture_input(&mut self, body: &crate::request::RawObject) {
+        let key = self.key.as_deref();
+        if self
+            .gw
+            .observe
+            .as_ref()
+            .is_some_and(|o| o.content && o.wants(key))
+        {
+            self.keep_content = true;
+            self.input = ["messages", "prompt", "input"]
+                .iter()
+                .find_map(|k| body.get(k))
+                .map(|v| v.to_owned());
+        }
+    }
+
+    /// A new span for an upstream attempt, its `traceparent` added to
+    /// the outgoing headers.
+    pub fn attempt_span(&self, headers: &mut Vec<(HeaderName, HeaderValue)>) -> Option<[u8; 8]> {
+        let trace = self.trace.as_ref()?;
+        let span = crate::observe::record::new_span_id();
+        if let Ok(v) = HeaderValue::from_str(&trace.traceparent(&span)) {
+            headers.push((HeaderName::from_static("traceparent"), v));
+        }
+        Some(span)
+    }
+
+    /// Notes how an attempt in span `span` ended.
+    pub fn note_attempt(
+        &mut self,
+        span: Option<[u8; 8]>,
+        target: &Arc<DeploymentTarget>,
+        started: Instant,
+        failure: Option<&crate::actors::provider::CallError>,
+    ) {
+        let Some(span_id) = span else {
+            return;
+        };
+        use crate::actors::provider::CallError;
+        let (status, error) = match failure {
+            None => (Some(200), None),
+            Some(CallError::Status(u)) => (Some(u.status), Some(u.message.clone())),
+            Some(CallError::Timeout) => (None, Some("upstream timed out".to_string())),
+            Some(CallError::Connect(e) | CallError::Protocol(e)) => (None, Some(e.clone())),
+        };
+        self.attempt_log.push(AttemptRecord {
+            span_id,
+            deployment: target.clone(),
+            start: started.saturating_duration_since(self.started),
+            duration: started.elapsed(),
+            error,
+            status,
+        });
+    }
+
+    /// Keeps a whole answer for destinations that take content.
+    pub fn capture_output(&mut self, body: &bytes::Bytes) {
+        if self.keep_content {
+            self.output = Output::Json(body.clone());
+        }
+    }
+
+    /// Keeps a stream frame for destinations that take content, up to
+    /// `MAX_OUTPUT_BYTES` in all.
+    pub fn capture_frame(&mut self, frame: &bytes::Bytes) {
+        if !self.keep_content {
+            return;
+        }
+        if let Output::None = self.output {
+            self.output = Output::Frames(Vec::new(), 0);
+        }
+        if let Output::Frames(frames, held) = &mut self.output {
+            if *held + frame.len() <= crate::observe::record::MAX_OUTPUT_BYTES {
+                *held += frame.len();
+                frames.push(frame.clone());
+            }
+        }
     }
 
     fn observe(&self, status: u16, total: Duration, overhead: Duration) {

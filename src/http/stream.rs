@@ -74,6 +74,9 @@ impl SseBody {
         if self.usage.is_none() {
             self.sent.push(bytes.clone());
         }
+        if let Some(r) = &mut self.record {
+            r.capture_frame(bytes);
+        }
         if self.first_chunk_at.is_none() {
             let now = Instant::now();
             self.first_chunk_at = Some(now);

@@ -1,0 +1,317 @@
+//! What a destination hears of one request: built once when the request
+//! ends (only if some destination is configured), shared by every sink
+//! behind an `Arc`. Everything costly — parsing metadata, pulling the text
+//! out of stream frames, JSON and protobuf — happens later, in the sinks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::access::KeyInfo;
+use crate::providers::{Endpoint, Usage};
+use crate::topology::DeploymentTarget;
+
+/// At most this much of a response is kept for the logs.
+pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+
+/// A W3C trace context: the client's `traceparent` continued, or a new
+/// trace. `span_id` is this request's own (server) span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    /// The client's span, when it sent a `traceparent`.
+    pub parent_span_id: Option<[u8; 8]>,
+    pub span_id: [u8; 8],
+    pub flags: u8,
+}
+
+pub fn new_span_id() -> [u8; 8] {
+    loop {
+        let id: [u8; 8] = rand::random();
+        if id != [0; 8] {
+            return id;
+        }
+    }
+}
+
+fn new_trace_id() -> [u8; 16] {
+    loop {
+        let id: [u8; 16] = rand::random();
+        if id != [0; 16] {
+            return id;
+        }
+    }
+}
+
+fn hex_into(s: &str, out: &mut [u8]) -> bool {
+    s.len() == out.len() * 2
+        && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && hex::decode_to_slice(s, out).is_ok()
+}
+
+impl TraceContext {
+    /// Continues a valid `traceparent` (version 00, or a later version
+    /// read as 00 as the spec asks), else starts a new sampled trace.
+    pub fn from_traceparent(header: Option<&str>) -> TraceContext {
+        header
+            .and_then(Self::parse)
+            .unwrap_or_else(|| TraceContext {
+                trace_id: new_trace_id(),
+                parent_span_id: None,
+                span_id: new_span_id(),
+                flags: 1,
+            })
+    }
+
+    fn parse(h: &str) -> Option<TraceContext> {
+        let mut parts = h.trim().split('-');
+        let (version, trace, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let mut v = [0u8; 1];
+        if !hex_into(version, &mut v) || v[0] == 0xff || (v[0] == 0 && parts.next().is_some()) {
+            return None;
+        }
+        let mut trace_id = [0u8; 16];
+        let mut parent_id = [0u8; 8];
+        let mut f = [0u8; 1];
+        if !hex_into(trace, &mut trace_id)
+            || !hex_into(parent, &mut parent_id)
+            || !hex_into(flags, &mut f)
+            || trace_id == [0; 16]
+            || parent_id == [0; 8]
+        {
+            return None;
+        }
+        Some(TraceContext {
+            trace_id,
+            parent_span_id: Some(parent_id),
+            span_id: new_span_id(),
+            flags: f[0] & 1,
+        })
+    }
+
+    /// The `traceparent` to send upstream for a call made in span `span`.
+    pub fn traceparent(&self, span: &[u8; 8]) -> String {
+        format!(
+            "00-{}-{}-{:02x}",
+            hex::encode(self.trace_id),
+            hex::encode(span),
+            self.flags
+        )
+    }
+}
+
+/// One upstream attempt, for its span.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub span_id: [u8; 8],
+    pub deployment: Arc<DeploymentTarget>,
+    /// From the request's start.
+    pub start: Duration,
+    pub duration: Duration,
+    /// None: the upstream answered (for a stream: its head).
+    pub error: Option<String>,
+    pub status: Option<u16>,
+}
+
+/// The response, as far as the logs need it.
+#[derive(Debug, Clone, Default)]
+pub enum Output {
+    #[default]
+    None,
+    /// A whole JSON answer (OpenAI shape).
+    Json(Bytes),
+    /// The SSE frames sent to the client, in order (OpenAI shape), and
+    /// their bytes in all.
+    Frames(Vec<Bytes>, usize),
+}
+
+#[derive(Debug)]
+pub struct LogRecord {
+    pub request_id: String,
+    pub call_id: String,
+    pub endpoint: Endpoint,
+    /// The model the client asked for.
+    pub model: String,
+    pub deployment: Option<Arc<DeploymentTarget>>,
+    pub key: Option<Arc<KeyInfo>>,
+    pub end_user: Option<String>,
+    /// The request body's `metadata` object.
+    pub metadata: Option<Box<RawValue>>,
+    pub status: u16,
+    pub error: Option<String>,
+    pub stream: bool,
+    pub usage: Usage,
+    pub usage_estimated: bool,
+    pub cost: f64,
+    pub start_unix_nanos: u64,
+    pub end_unix_nanos: u64,
+    /// Streams: when the first chunk went out, unix ms.
+    pub first_chunk_ms: Option<i64>,
+    pub upstream: Duration,
+    pub attempts: Vec<AttemptRecord>,
+    pub fallbacks: u32,
+    pub trace: Option<TraceContext>,
+    /// The request's `messages` / `prompt` / `input`; None when no
+    /// destination takes content.
+    pub input: Option<Box<RawValue>>,
+    pub output: Output,
+}
+
+impl LogRecord {
+    pub fn team_id(&self) -> Option<&str> {
+        self.key.as_ref()?.team_id.as_deref()
+    }
+
+    pub fn latency(&self) -> Duration {
+        Duration::from_nanos(self.end_unix_nanos.saturating_sub(self.start_unix_nanos))
+    }
+
+    /// Time to first token, for streams that sent one.
+    pub fn ttft(&self) -> Option<Duration> {
+        let first = u64::try_from(self.first_chunk_ms?).ok()? * 1_000_000;
+        Some(Duration::from_nanos(
+            first.saturating_sub(self.start_unix_nanos),
+        ))
+    }
+}
+
+/// The text of an OpenAI-shaped answer: whole, or rebuilt from its
+/// stream's frames. Returns `(role, content, finish_reason)` of the first
+/// choice, or None when there is no text to show (embeddings, errors).
+pub fn output_message(output: &Output) -> Option<(String, String, Option<String>)> {
+    use serde_json::Value;
+    match output {
+        Output::None => None,
+        Output::Json(body) => {
+            let v: Value = serde_json::from_slice(body).ok()?;
+            let choice = v.get("choices")?.get(0)?;
+            let finish = choice
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if let Some(msg) = choice.get("message") {
+                let role = msg
+                    .get("role")
+                    .and_then(Value::as_str)
+                    .unwrap_or("assistant");
+                let content = match msg.get("content") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => match msg.get("tool_calls") {
+                        Some(t) => t.to_string(),
+                        None => String::new(),
+                    },
+                    Some(other) => other.to_string(),
+                };
+                return Some((role.to_string(), content, finish));
+            }
+            let text = choice.get("text").and_then(Value::as_str)?;
+            Some(("assistant".into(), text.to_string(), finish))
+        }
+        Output::Frames(frames, _) => {
+            let mut content = String::new();
+            let mut finish = None;
+            let mut any = false;
+            for frame in frames {
+                for line in frame.split(|&b| b == b'\n') {
+                    let Some(data) = line.strip_prefix(b"data:") else {
+                        continue;
+                    };
+                    let data = data.trim_ascii();
+                    if data == b"[DONE]" {
+                        continue;
+                    }
+                    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+                        continue;
+                    };
+                    let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else {
+                        continue;
+                    };
+                    any = true;
+                    let piece = choice
+                        .get("delta")
+                        .and_then(|d| d.get("content"))
+                        .or_else(|| choice.get("text"))
+                        .and_then(Value::as_str);
+                    if let Some(p) = piece {
+                        content.push_str(p);
+                    }
+                    if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+                        finish = Some(f.to_string());
+                    }
+                }
+            }
+            any.then(|| ("assistant".to_string(), content, finish))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_continued_with_a_new_span() {
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let t = TraceContext::from_traceparent(Some(tp));
+        assert_eq!(hex::encode(t.trace_id), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(
+            t.parent_span_id.map(hex::encode).as_deref(),
+            Some("b7ad6b7169203331")
+        );
+        assert_ne!(hex::encode(t.span_id), "b7ad6b7169203331");
+        let out = t.traceparent(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            out,
+            "00-0af7651916cd43dd8448eb211c80319c-0102030405060708-01"
+        );
+    }
+
+    #[test]
+    fn bad_traceparents_start_a_new_trace() {
+        for bad in [
+            "",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+            "zz-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ] {
+            let t = TraceContext::from_traceparent(Some(bad));
+            assert_eq!(t.parent_span_id, None, "{bad}");
+            assert_ne!(t.trace_id, [0; 16]);
+        }
+        // A later version is read as 00, extra fields allowed.
+        let t = TraceContext::from_traceparent(Some(
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00-more",
+        ));
+        assert!(t.parent_span_id.is_some());
+        assert_eq!(t.flags, 0);
+    }
+
+    #[test]
+    fn output_text_from_a_whole_answer_and_from_stream_frames() {
+        let body = Bytes::from_static(
+            br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hi there"},"finish_reason":"stop"}]}"#,
+        );
+        assert_eq!(
+            output_message(&Output::Json(body)),
+            Some(("assistant".into(), "Hi there".into(), Some("stop".into())))
+        );
+        let frames = vec![
+            Bytes::from_static(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n"),
+            Bytes::from_static(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n"),
+            Bytes::from_static(b"data: [DONE]\n\n"),
+        ];
+        assert_eq!(
+            output_message(&Output::Frames(frames, 0)),
+            Some(("assistant".into(), "Hello".into(), Some("length".into())))
+        );
+        let emb = Bytes::from_static(br#"{"data":[{"embedding":[0.1]}]}"#);
+        assert_eq!(output_message(&Output::Json(emb)), None);
+    }
+}
