@@ -159,16 +159,19 @@ impl RetryPolicy {
 impl AllowedFailsPolicy {
     /// Failures of `class` that cool a deployment down; `None`: this class
     /// says nothing about the deployment's health.
-    pub fn threshold(&self, class: ErrorClass, transient: bool, allowed_fails: u32) -> Option<u32> {
-        let fields = [
+    fn fields(&self) -> [Option<u32>; 6] {
+        [
             self.bad_request,
             self.authentication,
             self.timeout,
             self.rate_limit,
             self.content_policy,
             self.internal_server,
-        ];
-        match per_class(class, fields) {
+        ]
+    }
+
+    pub fn threshold(&self, class: ErrorClass, transient: bool, allowed_fails: u32) -> Option<u32> {
+        match per_class(class, self.fields()) {
             Some(n) => Some(n.max(1)),
             None if transient => Some(allowed_fails),
             None => None,
