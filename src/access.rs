@@ -58,6 +58,14 @@ pub struct KeyInfo {
     pub model_spend: HashMap<String, f64>,
     pub user: Option<Owner>,
     pub team: Option<Owner>,
+    /// The team's organization: its models narrow the team's, its budget
+    /// caps all its teams together.
+    #[serde(default)]
+    pub org: Option<Owner>,
+    /// The only routes this key may call (LiteLLM's `allowed_routes`);
+    /// empty: no restriction beyond its role.
+    #[serde(default)]
+    pub allowed_routes: Vec<String>,
     /// Langfuse projects named by the key's and its team's
     /// `metadata.logging` (LiteLLM's key/team-based logging).
     #[serde(default)]
@@ -129,7 +137,18 @@ impl KeyInfo {
             key_name: Some(key.key_name.clone()),
             alias: key.key_alias.clone(),
             models: json_list(&key.models),
-            aliases: serde_json::from_str(&key.aliases).unwrap_or_default(),
+            aliases: {
+                // The team's aliases serve every key of the team; a key's
+                // own alias of the same name wins.
+                let mut a: HashMap<String, String> = team
+                    .and_then(|t| serde_json::from_str(&t.model_aliases).ok())
+                    .unwrap_or_default();
+                a.extend(
+                    serde_json::from_str::<HashMap<String, String>>(&key.aliases)
+                        .unwrap_or_default(),
+                );
+                a
+            },
             rpm_limit: positive(key.rpm_limit),
             tpm_limit: positive(key.tpm_limit),
             max_parallel_requests: positive(key.max_parallel_requests),
@@ -186,6 +205,8 @@ impl KeyInfo {
                 max_parallel_requests: positive(t.max_parallel_requests),
                 blocked: t.blocked,
             }),
+            org: None,
+            allowed_routes: json_list(&key.allowed_routes),
         }
     }
 
@@ -273,6 +294,15 @@ impl KeyInfo {
                     scope: "team",
                     model: model.to_string(),
                     allowed: team.models.clone(),
+                });
+            }
+        }
+        if let Some(org) = &self.org {
+            if !list_allows(&org.models, model) {
+                return Some(GatewayError::ModelAccessDenied {
+                    scope: "org",
+                    model: model.to_string(),
+                    allowed: org.models.clone(),
                 });
             }
         }

@@ -178,6 +178,7 @@ impl GatewayError {
                 "team" => "team_model_access_denied",
                 "user" => "user_model_access_denied",
                 "customer" => "customer_model_access_denied",
+                "org" => "org_model_access_denied",
                 _ => "key_model_access_denied",
             },
             GatewayError::Management { kind, .. } => kind,
@@ -202,10 +203,12 @@ impl GatewayError {
             GatewayError::PayloadTooLarge { .. } => Some("request_too_large".into()),
             GatewayError::RateLimited { .. } => Some("rate_limit_exceeded".into()),
             GatewayError::ContextWindowExceeded { .. } => Some("context_length_exceeded".into()),
-            GatewayError::Upstream(u) => u.code.as_deref().map(Cow::Borrowed),
-            // LiteLLM's management errors carry the status as a string code.
-            GatewayError::Management { status, .. } => Some(status.to_string().into()),
-            _ => None,
+            GatewayError::Upstream(u) => Some(match u.code.as_deref() {
+                Some(c) => Cow::Borrowed(c),
+                None => u.status.to_string().into(),
+            }),
+            // Otherwise LiteLLM's convention: the status, as a string.
+            _ => Some(self.status_code().as_u16().to_string().into()),
         }
     }
 

@@ -34,6 +34,8 @@ pub enum Invalidation {
     Team(String),
     /// An end user (customer), by id.
     Customer(String),
+    /// An organization, by id (its teams' keys carry it).
+    Org(String),
     /// The models added at run time changed: every replica reloads them.
     Models,
     /// Anything may have changed (messages were missed): every entry must

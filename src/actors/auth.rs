@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
-use crate::access::KeyInfo;
+use crate::access::{KeyInfo, Owner};
 use crate::actors::auth_hub::{AuthHub, Register};
 use crate::config::Config;
 use crate::error::GatewayError;
@@ -326,11 +326,42 @@ async fn load(
         None => None,
     };
     let mut info = KeyInfo::from_rows(&key, user.as_ref(), team.as_ref());
+    if let Some(org) = team.as_ref().and_then(|t| t.organization_id.as_deref()) {
+        info.org = org_owner(&store, org).await?;
+    }
     if !info.model_max_budget.is_empty() {
         info.model_spend = store.key_model_spend(&hash).await?.into_iter().collect();
     }
     share(redis, generation, hash, Some(info.clone()), ttl);
     Ok(Some(info))
+}
+
+/// An organization as the checks see it: its own limits, else those of
+/// the budget it links.
+async fn org_owner(store: &Store, id: &str) -> Result<Option<Owner>, StoreError> {
+    let Some(o) = store.get_org(id).await? else {
+        return Ok(None);
+    };
+    let budget = match &o.budget_id {
+        Some(b) => store.get_budget(b).await?,
+        None => None,
+    };
+    let b = budget.as_ref();
+    let positive = |n: Option<i64>| n.filter(|n| *n > 0).map(|n| n as u64);
+    Ok(Some(Owner {
+        id: o.organization_id,
+        models: serde_json::from_str(&o.models).unwrap_or_default(),
+        spend: o.spend,
+        max_budget: o.max_budget.or(b.and_then(|b| b.max_budget)),
+        soft_budget: o.soft_budget.or(b.and_then(|b| b.soft_budget)),
+        rpm_limit: positive(o.rpm_limit.or(b.and_then(|b| b.rpm_limit))),
+        tpm_limit: positive(o.tpm_limit.or(b.and_then(|b| b.tpm_limit))),
+        max_parallel_requests: positive(
+            o.max_parallel_requests
+                .or(b.and_then(|b| b.max_parallel_requests)),
+        ),
+        blocked: o.blocked,
+    }))
 }
 
 /// Writes a lookup's result back to Redis off the lookup's own clock.
@@ -474,6 +505,11 @@ impl Handler<Invalidate> for AuthActor {
             Invalidation::Customer(id) => {
                 self.customers.remove(&id);
             }
+            Invalidation::Org(id) => self.cache.retain(|_, e| {
+                e.info
+                    .as_ref()
+                    .is_none_or(|i| i.org.as_ref().map(|o| o.id.as_str()) != Some(id.as_str()))
+            }),
             Invalidation::Models => {}
         }
     }
@@ -507,17 +543,29 @@ impl Handler<LookupCustomer> for AuthActor {
         let id = msg.id;
         let lookup = {
             let id = id.clone();
-            async move { store.get_customer(&id).await }
+            async move {
+                let Some(c) = store.get_customer(&id).await? else {
+                    return Ok(None);
+                };
+                // A linked budget's limits apply where the customer has none.
+                let budget = match &c.budget_id {
+                    Some(b) if c.max_budget.is_none() || c.soft_budget.is_none() => {
+                        store.get_budget(b).await?
+                    }
+                    _ => None,
+                };
+                Ok::<_, StoreError>(Some((c, budget)))
+            }
         };
         Box::pin(lookup.into_actor(self).map(move |res, act, _| match res {
             Ok(row) => {
-                let info = row.map(|c| {
+                let info = row.map(|(c, b)| {
                     Arc::new(CustomerInfo {
                         id: c.user_id,
                         blocked: c.blocked,
                         spend: c.spend,
-                        max_budget: c.max_budget,
-                        soft_budget: c.soft_budget,
+                        max_budget: c.max_budget.or(b.as_ref().and_then(|b| b.max_budget)),
+                        soft_budget: c.soft_budget.or(b.as_ref().and_then(|b| b.soft_budget)),
                         allowed_models: serde_json::from_str(&c.allowed_models).unwrap_or_default(),
                     })
                 });

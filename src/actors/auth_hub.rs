@@ -56,6 +56,7 @@ impl AuthHub {
                 Invalidation::User(id) => budget.do_send(forget(Kind::User, id)),
                 Invalidation::Team(id) => budget.do_send(forget(Kind::Team, id)),
                 Invalidation::Customer(id) => budget.do_send(forget(Kind::Customer, id)),
+                Invalidation::Org(id) => budget.do_send(forget(Kind::Org, id)),
                 Invalidation::All | Invalidation::Models => {}
             }
         }

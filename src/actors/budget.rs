@@ -33,6 +33,7 @@ pub enum Kind {
     User,
     Team,
     Customer,
+    Org,
     /// A key's budget for one model group.
     KeyModel,
 }
@@ -44,6 +45,7 @@ impl Kind {
             Kind::User => "user",
             Kind::Team => "team",
             Kind::Customer => "customer",
+            Kind::Org => "organization",
             Kind::KeyModel => "key_model",
         }
     }
@@ -66,7 +68,7 @@ pub struct Limit {
 }
 
 /// The budgets that apply to `key` calling `group`: its own, its user's,
-/// its team's, its per-model budget for `group`. Soft budgets count too
+/// its team's, its team's organization's, its per-model budget for `group`. Soft budgets count too
 /// (they are tracked, never enforced).
 pub fn limits_for(
     key: &crate::access::KeyInfo,
@@ -136,6 +138,16 @@ pub fn limits_for(
             t.max_budget,
             t.soft_budget,
             &t.id,
+        );
+    }
+    if let Some(o) = &key.org {
+        push(
+            Kind::Org,
+            &o.id,
+            o.spend,
+            o.max_budget,
+            o.soft_budget,
+            &o.id,
         );
     }
     if let Some(max) = key.model_max_budget.get(group) {
@@ -227,6 +239,10 @@ impl BudgetActor {
             ),
             Kind::Customer => format!(
                 "ExceededBudget: End User={} over budget. Spend={s}, Budget={m}",
+                l.name
+            ),
+            Kind::Org => format!(
+                "Budget has been exceeded! Organization={} Current cost: {s}, Max budget: {m}",
                 l.name
             ),
             Kind::KeyModel => format!(

@@ -314,6 +314,7 @@ impl SpendActor {
                     BudgetReset::User(_) => "user",
                     BudgetReset::Team(_) => "team",
                     BudgetReset::Customer(_) => "customer",
+                    BudgetReset::Org(_) => "organization",
                 };
                 metrics
                     .budget_resets
@@ -340,6 +341,9 @@ impl SpendActor {
                             .collect(),
                     ),
                     BudgetReset::Customer(c) => (Invalidation::Customer(c.clone()), Vec::new()),
+                    BudgetReset::Org(o) => {
+                        (Invalidation::Org(o.clone()), store.keys_of_org(o).await?)
+                    }
                 };
                 let _ = hub.send(Changed { what, key_hashes }).await;
             }

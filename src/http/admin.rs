@@ -2,15 +2,12 @@
 //! bodies with the failing field named, mapping storage errors, and
 //! telling every cache (here and on other replicas) what changed.
 
-use std::sync::Arc;
-
 use actix_web::{web, HttpRequest};
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{authenticate, read_body, WorkerState};
-use crate::access::KeyInfo;
+use super::{read_body, WorkerState};
 use crate::actors::auth_hub::Changed;
 use crate::error::GatewayError;
 use crate::shared::Invalidation;
@@ -61,20 +58,25 @@ pub fn store_error(e: StoreError) -> GatewayError {
     }
 }
 
-/// The caller, who must hold the master key.
-pub async fn require_master(
+/// The caller, who must be a proxy admin (the master key, or a key whose
+/// user has the `proxy_admin` role).
+pub async fn require_admin(
     st: &WorkerState,
     req: &HttpRequest,
-) -> Result<Arc<KeyInfo>, GatewayError> {
-    let key = authenticate(st, req).await?;
-    if key.is_master {
-        Ok(key)
-    } else {
-        Err(forbidden(format!(
-            "Only the master key may call {}",
-            req.path()
-        )))
-    }
+) -> Result<super::roles::Caller, GatewayError> {
+    let caller = super::roles::caller(st, req).await?;
+    caller.require_admin(req.path())?;
+    Ok(caller)
+}
+
+/// The caller, who must be a proxy admin or a `proxy_admin_viewer`.
+pub async fn require_reader(
+    st: &WorkerState,
+    req: &HttpRequest,
+) -> Result<super::roles::Caller, GatewayError> {
+    let caller = super::roles::caller(st, req).await?;
+    caller.require_reader(req.path())?;
+    Ok(caller)
 }
 
 /// Reads a JSON body into `T`; a wrong type is a 422 naming the field.

@@ -35,7 +35,7 @@ pub fn customer_json(c: &CustomerRow) -> Value {
         "allowed_models": json_text(&c.allowed_models, json!([])),
         "allowed_model_region": Value::Null,
         "default_model": Value::Null,
-        "budget_id": Value::Null,
+        "budget_id": c.budget_id,
         "metadata": json_text(&c.metadata, json!({})),
         "litellm_budget_table": budget,
     })
@@ -60,8 +60,10 @@ struct CustomerFields {
     allowed_model_region: Option<Value>,
     #[allow(dead_code)]
     default_model: Option<Value>,
-    #[allow(dead_code)]
-    budget_id: Option<Value>,
+    /// A budget object (`/budget/new`) whose limits apply where the
+    /// customer sets none.
+    #[serde(default, deserialize_with = "double_option")]
+    budget_id: Option<Option<String>>,
 }
 
 impl CustomerFields {
@@ -92,6 +94,10 @@ impl CustomerFields {
             };
             row.budget_duration = d.clone();
         }
+        if let Some(b) = &self.budget_id {
+            check_opt_name("budget_id", b)?;
+            row.budget_id = b.clone();
+        }
         if let Some(m) = &self.allowed_models {
             check_names("allowed_models", m)?;
             row.allowed_models = json!(m).to_string();
@@ -117,6 +123,36 @@ fn required_id(id: &Option<String>) -> Result<String, GatewayError> {
     Ok(id)
 }
 
+/// A linked budget must exist; its period drives the customer's resets
+/// unless the customer has its own.
+async fn link_budget(
+    st: &WorkerState,
+    row: &mut CustomerRow,
+    now: i64,
+) -> Result<(), GatewayError> {
+    let Some(id) = &row.budget_id else {
+        return Ok(());
+    };
+    let budget = store(st)?
+        .get_budget(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            bad_request(
+                format!("Budget not found, passed budget_id={id}"),
+                Some("budget_id"),
+            )
+        })?;
+    if row.budget_duration.is_none() {
+        row.budget_duration = budget.budget_duration.clone();
+        row.budget_reset_at = budget
+            .budget_duration
+            .as_deref()
+            .and_then(|d| crate::access::next_reset(d, now));
+    }
+    Ok(())
+}
+
 async fn customer_changed(st: &WorkerState, id: &str) {
     changed(st, Invalidation::Customer(id.to_string()), vec![]).await;
 }
@@ -126,12 +162,13 @@ pub async fn new(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    require_admin(&st, &req).await?;
     let body: CustomerFields = json_body(&st, &req, payload).await?;
     let id = required_id(&body.user_id)?;
     let now = now_ms();
     let mut row = CustomerRow::blank(id.clone(), now);
     body.apply(&mut row, now)?;
+    link_budget(&st, &mut row, now).await?;
     let exists = || {
         bad_request(
             format!("Customer already exists, passed user_id={id}. Please pass a new user_id."),
@@ -165,7 +202,7 @@ pub async fn info(
     query: web::Query<InfoQuery>,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    require_reader(&st, &req).await?;
     let id = query.into_inner().end_user_id.ok_or_else(|| {
         management_error(
             422,
@@ -193,7 +230,7 @@ pub async fn update(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    require_admin(&st, &req).await?;
     let body: CustomerFields = json_body(&st, &req, payload).await?;
     let id = required_id(&body.user_id)?;
     let store = store(&st)?;
@@ -202,7 +239,9 @@ pub async fn update(
         .await
         .map_err(store_error)?
         .ok_or_else(|| not_found(format!("End User Id={id} does not exist in db"), "user_id"))?;
-    body.apply(&mut row, now_ms())?;
+    let now = now_ms();
+    body.apply(&mut row, now)?;
+    link_budget(&st, &mut row, now).await?;
     store.update_customer(&row).await.map_err(store_error)?;
     customer_changed(&st, &id).await;
     Ok(HttpResponse::Ok().json(customer_json(&row)))
@@ -218,7 +257,7 @@ pub async fn delete(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    require_admin(&st, &req).await?;
     let body: Ids = json_body(&st, &req, payload).await?;
     check_names("user_ids", &body.user_ids)?;
     let store = store(&st)?;
@@ -251,7 +290,7 @@ pub async fn list(
     req: HttpRequest,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    require_admin(&st, &req).await?;
     let rows = store(&st)?.list_customers().await.map_err(store_error)?;
     Ok(HttpResponse::Ok().json(rows.iter().map(customer_json).collect::<Vec<_>>()))
 }
@@ -263,7 +302,7 @@ async fn set_blocked(
     st: web::Data<WorkerState>,
     blocked: bool,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    require_admin(&st, &req).await?;
     let body: Ids = json_body(&st, &req, payload).await?;
     check_names("user_ids", &body.user_ids)?;
     let store = store(&st)?;

@@ -4,7 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{authenticate, WorkerState};
+use super::WorkerState;
 use crate::actors::health::{GetHealth, GetProbes, ProbeState};
 use crate::error::GatewayError;
 use crate::probe;
@@ -143,13 +143,7 @@ async fn require_master_for_health(
     st: &WorkerState,
     req: &HttpRequest,
 ) -> Result<(), GatewayError> {
-    match authenticate(st, req).await? {
-        k if k.is_master => Ok(()),
-        _ => Err(GatewayError::PermissionDenied(format!(
-            "only the master key may read {}",
-            req.path()
-        ))),
-    }
+    super::admin::require_reader(st, req).await.map(|_| ())
 }
 
 /// Deployment health as the router sees it, without calling any upstream:

@@ -122,6 +122,11 @@ async fn run(
     let key = authenticate(st, req).await?;
     record.key = Some(key.clone());
     key.check_active(crate::store::now_ms())?;
+    if !key.allowed_routes.is_empty()
+        && !super::roles::route_listed(&key.allowed_routes, req.path())
+    {
+        return Err(super::roles::route_refused(&key.allowed_routes, req.path()));
+    }
     if !key.is_master && gw.spool_full.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(GatewayError::Unavailable(
             "spend cannot be recorded right now (the database has been unreachable and the local spend spool is full); retry later".into(),

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::admin::*;
-use super::{authenticate, WorkerState};
+use super::roles::{caller, is_team_admin, Caller};
+use super::WorkerState;
 use crate::actors::auth::hash_hex;
 use crate::error::GatewayError;
 use crate::shared::Invalidation;
@@ -109,9 +110,56 @@ pub struct KeyFields {
     pub blocked: Option<bool>,
     #[serde(default)]
     pub spend: Option<f64>,
+    /// Routes the key may call (paths, `prefix*`, or LiteLLM's
+    /// `llm_api_routes`, `info_routes`, `management_routes`).
+    #[serde(default)]
+    pub allowed_routes: Option<Vec<String>>,
+    /// LiteLLM's shorthand for `allowed_routes`: `llm_api`, `management`,
+    /// `read_only` or `default`.
+    #[serde(default)]
+    pub key_type: Option<String>,
 }
 
 impl KeyFields {
+    /// What a caller who is not a proxy admin may do with these fields on
+    /// `row` (their own key, or one of a team they administer): keys for
+    /// themselves only, in teams they belong to, and never their spend.
+    async fn check_self_service(
+        &mut self,
+        st: &WorkerState,
+        caller: &Caller,
+        creating: bool,
+    ) -> Result<(), GatewayError> {
+        if caller.is_admin() {
+            return Ok(());
+        }
+        let me = caller.user_id().unwrap_or_default().to_string();
+        match &self.user_id {
+            None if creating => self.user_id = Some(Some(me.clone())),
+            None => {}
+            Some(Some(u)) if *u == me => {}
+            Some(u) => {
+                return Err(forbidden(format!(
+                    "User can only create keys for themselves. Got user_id={}, Your ID={me}",
+                    u.as_deref().unwrap_or("None")
+                )))
+            }
+        }
+        if self.spend.is_some() {
+            return Err(forbidden("Only proxy admins can set a key's spend."));
+        }
+        if let Some(Some(team)) = &self.team_id {
+            let members = store(st)?.members(team).await.map_err(store_error)?;
+            if !members.iter().any(|m| m.user_id == me) {
+                return Err(bad_request(
+                    format!("User={me} not assigned to team={team}"),
+                    Some("team_id"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Validates and writes the sent fields onto `row`. Returns the spend
     /// to set, if one was sent (spend is written separately).
     async fn apply(
@@ -215,6 +263,22 @@ impl KeyFields {
         if let Some(b) = self.blocked {
             row.blocked = b;
         }
+        let routes = match self.key_type.as_deref() {
+            None | Some("default") => self.allowed_routes,
+            Some("llm_api") => Some(vec!["llm_api_routes".into()]),
+            Some("management") => Some(vec!["management_routes".into()]),
+            Some("read_only") => Some(vec!["info_routes".into()]),
+            Some(other) => {
+                return Err(bad_request(
+                    format!("Invalid key_type `{other}`: expected llm_api, management, read_only or default"),
+                    Some("key_type"),
+                ))
+            }
+        };
+        if let Some(r) = routes {
+            check_names("allowed_routes", &r)?;
+            row.allowed_routes = json!(r).to_string();
+        }
         check_non_negative("spend", self.spend)?;
         row.updated_at = now;
         Ok(self.spend)
@@ -246,6 +310,7 @@ fn blank_row(raw_key: &str, now: i64) -> KeyRow {
         updated_at: now,
         soft_budget: None,
         model_max_budget: None,
+        allowed_routes: "[]".into(),
     }
 }
 
@@ -273,6 +338,7 @@ pub fn key_json(row: &KeyRow) -> Value {
         "model_max_budget": json_opt(&row.model_max_budget),
         "metadata": json_text(&row.metadata, json!({})),
         "blocked": row.blocked,
+        "allowed_routes": json_text(&row.allowed_routes, json!([])),
         "created_at": iso(Some(row.created_at)),
         "updated_at": iso(Some(row.updated_at)),
     })
@@ -328,8 +394,9 @@ pub async fn generate(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    let caller = caller(&st, &req).await?;
     let mut body: KeyFields = json_body(&st, &req, payload).await?;
+    body.check_self_service(&st, &caller, true).await?;
     let custom = body.key.take();
     let (raw, row) = create_key(&st, custom, body).await?;
     Ok(HttpResponse::Ok().json(issued_json(&raw, &row)))
@@ -343,17 +410,48 @@ async fn load_key(st: &WorkerState, key: &str) -> Result<KeyRow, GatewayError> {
         .ok_or_else(|| not_found("Key not found in database", "key"))
 }
 
+/// May `caller` change `row`? Proxy admins any key; others their own keys
+/// and the keys of teams they administer.
+async fn may_manage(st: &WorkerState, caller: &Caller, row: &KeyRow) -> Result<bool, GatewayError> {
+    if caller.is_admin() || caller.owns_key(row) {
+        return Ok(true);
+    }
+    match &row.team_id {
+        Some(team) => is_team_admin(st, team, caller.user_id()).await,
+        None => Ok(false),
+    }
+}
+
+/// Loads a key the caller must be allowed to manage.
+async fn load_managed(
+    st: &WorkerState,
+    caller: &Caller,
+    key: &str,
+) -> Result<KeyRow, GatewayError> {
+    let row = load_key(st, key).await?;
+    if may_manage(st, caller, &row).await? {
+        Ok(row)
+    } else {
+        Err(forbidden(format!(
+            "User={} is not allowed to manage key={}. Only the key's owner, an admin of its team, or a proxy admin may.",
+            caller.user_id().unwrap_or("unknown"),
+            row.key_name
+        )))
+    }
+}
+
 pub async fn update(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
-    let body: KeyFields = json_body(&st, &req, payload).await?;
+    let caller = caller(&st, &req).await?;
+    let mut body: KeyFields = json_body(&st, &req, payload).await?;
     let key = body.key.clone().ok_or_else(|| {
         management_error(422, "validation_error", "`key` is required", Some("key"))
     })?;
-    let mut row = load_key(&st, &key).await?;
+    let mut row = load_managed(&st, &caller, &key).await?;
+    body.check_self_service(&st, &caller, false).await?;
     let spend = body.apply(&st, &mut row, now_ms()).await?;
     let store = store(&st)?;
     if !store
@@ -392,7 +490,7 @@ pub async fn delete(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    let caller = caller(&st, &req).await?;
     let body: DeleteRequest = json_body(&st, &req, payload).await?;
     let store = store(&st)?;
     if let Some(aliases) = &body.key_aliases {
@@ -416,6 +514,13 @@ pub async fn delete(
             ))
         }
     };
+    if !caller.is_admin() {
+        for t in &tokens {
+            if let Some(row) = store.get_key(t).await.map_err(store_error)? {
+                load_managed(&st, &caller, &row.token).await?;
+            }
+        }
+    }
     let deleted = store.delete_keys(&tokens).await.map_err(store_error)?;
     if deleted == 0 {
         return Err(not_found("No keys found", "keys"));
@@ -431,26 +536,27 @@ pub struct KeyQuery {
     key: Option<String>,
 }
 
-/// The master key reads any key; any other key reads only itself.
+/// Proxy admins and viewers read any key; others their own keys and those
+/// of teams they administer. Existence is checked first, as LiteLLM does.
 pub async fn info(
     req: HttpRequest,
     query: web::Query<KeyQuery>,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let caller = authenticate(&st, &req).await?;
+    let caller = caller(&st, &req).await?;
     let asked = query.into_inner().key;
     let token = match &asked {
         Some(k) => token_of(k),
-        None => caller.id.clone(),
+        None => caller.key.id.clone(),
     };
-    if !caller.is_master && token != caller.id {
-        return Err(forbidden("You are not allowed to access this key's info."));
-    }
     let row = store(&st)?
         .get_key(&token)
         .await
         .map_err(store_error)?
         .ok_or_else(|| not_found("Key not found in database", "key"))?;
+    if !caller.reads_all() && !may_manage(&st, &caller, &row).await? {
+        return Err(forbidden("You are not allowed to access this key's info."));
+    }
     let mut info = key_json(&row);
     if let Value::Object(m) = &mut info {
         m.remove("token");
@@ -458,6 +564,36 @@ pub async fn info(
     Ok(HttpResponse::Ok().json(json!({
         "key": asked.unwrap_or(row.token),
         "info": info,
+    })))
+}
+
+/// The caller's own key's health: usable or not, and why (LiteLLM's
+/// `/key/health`, which reports on the key that calls it).
+pub async fn health(
+    req: HttpRequest,
+    st: web::Data<WorkerState>,
+) -> Result<HttpResponse, GatewayError> {
+    let key = super::authenticate(&st, &req).await?;
+    let problem = match key.check_active(now_ms()) {
+        Err(e) => Some(e.to_string()),
+        Ok(()) => match key.max_budget {
+            Some(max) if !key.is_master && key.spend >= max => Some(format!(
+                "Budget has been exceeded! Current cost: {}, Max budget: {max}",
+                key.spend
+            )),
+            _ => None,
+        },
+    };
+    // Key-based logging goes to Langfuse; the host says which project.
+    let callbacks: Vec<Value> = key
+        .logging
+        .iter()
+        .map(|l| json!({"callback": "langfuse", "host": l.host, "status": "configured"}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "key": if problem.is_none() { "healthy" } else { "unhealthy" },
+        "details": problem,
+        "logging_callbacks": if callbacks.is_empty() { Value::Null } else { json!(callbacks) },
     })))
 }
 
@@ -477,8 +613,30 @@ pub async fn list(
     query: web::Query<ListQuery>,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
-    let q = query.into_inner();
+    let caller = caller(&st, &req).await?;
+    let mut q = query.into_inner();
+    if !caller.reads_all() {
+        // Internal users list their own keys (LiteLLM scopes the list to
+        // the caller); asking for someone else's is refused.
+        let me = caller.user_id().map(str::to_string);
+        if q.user_id.is_some() && q.user_id != me {
+            return Err(forbidden("Only proxy admins may list other users' keys."));
+        }
+        match me {
+            Some(me) => q.user_id = Some(me),
+            None => {
+                let own = load_key(&st, &caller.key.id).await?;
+                let keys = if q.return_full_object {
+                    vec![key_json(&own)]
+                } else {
+                    vec![json!(own.token)]
+                };
+                return Ok(HttpResponse::Ok().json(json!({
+                    "keys": keys, "total_count": 1, "current_page": 1, "total_pages": 1,
+                })));
+            }
+        }
+    }
     let (page, size) = page_bounds(q.page, q.size, 10)?;
     check_opt_name("user_id", &q.user_id)?;
     check_opt_name("team_id", &q.team_id)?;
@@ -516,9 +674,9 @@ async fn set_blocked(
     st: web::Data<WorkerState>,
     blocked: bool,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    let caller = caller(&st, &req).await?;
     let body: KeyOnly = json_body(&st, &req, payload).await?;
-    let mut row = load_key(&st, &body.key).await?;
+    let mut row = load_managed(&st, &caller, &body.key).await?;
     row.blocked = blocked;
     row.updated_at = now_ms();
     store(&st)?
@@ -558,13 +716,14 @@ pub async fn regenerate(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    let caller = caller(&st, &req).await?;
     let mut body: KeyFields = json_body(&st, &req, payload).await?;
     let old = path
         .map(|p| p.into_inner())
         .or(body.key.take())
         .ok_or_else(|| bad_request("No key passed in.", Some("key")))?;
-    let mut row = load_key(&st, &old).await?;
+    let mut row = load_managed(&st, &caller, &old).await?;
+    body.check_self_service(&st, &caller, false).await?;
     let old_token = row.token.clone();
     let raw = match body.new_key.take() {
         Some(k) => {
@@ -615,6 +774,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/key/delete", web::post().to(delete))
         .route("/key/info", web::get().to(info))
         .route("/key/list", web::get().to(list))
+        .route("/key/health", web::post().to(health))
+        .route("/key/health", web::get().to(health))
         .route("/key/block", web::post().to(block))
         .route("/key/unblock", web::post().to(unblock))
         .route("/key/regenerate", web::post().to(regenerate_body))

@@ -2,6 +2,7 @@
 //! they touch belongs to an actor.
 
 pub mod admin;
+pub mod budgets;
 pub mod customers;
 pub mod dispatch;
 pub mod health;
@@ -11,7 +12,9 @@ pub mod messages;
 pub mod model_info;
 pub mod models;
 pub mod models_admin;
+pub mod orgs;
 pub mod record;
+pub mod roles;
 pub mod spend;
 pub mod stream;
 pub mod teams;
@@ -97,6 +100,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     teams::routes(cfg);
     spend::routes(cfg);
     customers::routes(cfg);
+    orgs::routes(cfg);
+    budgets::routes(cfg);
     cfg.route("/health/liveliness", web::get().to(health::liveliness))
         .route("/health/liveness", web::get().to(health::liveliness))
         .route("/health/readiness", web::get().to(health::readiness))
@@ -107,6 +112,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(health::readiness_details),
         )
         .route("/metrics", web::get().to(health::metrics));
+}
+
+/// The OpenAI/Anthropic-compatible inference routes (LiteLLM's
+/// `llm_api_routes`), with or without the `/v1` prefix.
+pub fn is_llm_route(path: &str) -> bool {
+    let p = path.strip_prefix("/v1").unwrap_or(path);
+    matches!(
+        p,
+        "/chat/completions"
+            | "/completions"
+            | "/embeddings"
+            | "/messages"
+            | "/messages/count_tokens"
+            | "/models"
+    ) || p.starts_with("/models/")
 }
 
 /// Query-string errors (`/key/list?page=abc`) in the JSON error shape,

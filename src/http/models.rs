@@ -29,17 +29,35 @@ fn model(id: &str) -> Model<'_> {
     }
 }
 
-pub async fn list(req: HttpRequest, st: web::Data<WorkerState>) -> HttpResponse {
+#[derive(serde::Deserialize)]
+pub struct ListQuery {
+    /// LiteLLM's `?only_model_access_groups=true`: the access groups the
+    /// key may use instead of the model groups.
+    #[serde(default)]
+    only_model_access_groups: bool,
+}
+
+pub async fn list(
+    req: HttpRequest,
+    query: web::Query<ListQuery>,
+    st: web::Data<WorkerState>,
+) -> HttpResponse {
     let key = match authenticate(&st, &req).await {
         Ok(k) => k,
         Err(e) => return e.error_response(),
     };
     let topology = st.gw.topology();
-    let data = topology
-        .live_groups()
-        .filter(|g| key.may_use_group(g))
-        .map(|g| model(&g.name))
-        .collect();
+    let groups = topology.live_groups().filter(|g| key.may_use_group(g));
+    let data = if query.only_model_access_groups {
+        let mut names: Vec<&str> = groups
+            .flat_map(|g| g.access_groups.iter().map(String::as_str))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.into_iter().map(model).collect()
+    } else {
+        groups.map(|g| model(&g.name)).collect()
+    };
     HttpResponse::Ok().json(ModelList {
         object: "list",
         data,

@@ -118,7 +118,7 @@ pub async fn new_model(
     st: web::Data<WorkerState>,
 ) -> HttpResponse {
     let run = async {
-        require_master(&st, &req).await?;
+        require_admin(&st, &req).await?;
         let body: NewModel = json_body(&st, &req, payload).await?;
         let store = store(&st)?;
         let sealer = sealer(&st)?;
@@ -182,7 +182,7 @@ async fn update(
     id: Option<String>,
 ) -> HttpResponse {
     let run = async {
-        require_master(&st, &req).await?;
+        require_admin(&st, &req).await?;
         let body: UpdateModel = json_body(&st, &req, payload).await?;
         let id = match id.or_else(|| {
             body.model_info
@@ -244,7 +244,7 @@ pub async fn delete_model(
     st: web::Data<WorkerState>,
 ) -> HttpResponse {
     let run = async {
-        require_master(&st, &req).await?;
+        require_admin(&st, &req).await?;
         let body: DeleteModel = json_body(&st, &req, payload).await?;
         refuse_config_model(&st, &body.id)?;
         let store = store(&st)?;

@@ -216,7 +216,7 @@ pub async fn report(
     query: web::Query<ReportQuery>,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    require_admin(&st, &req).await?;
     let q = query.into_inner();
     let (Some(start), Some(end)) = (&q.start_date, &q.end_date) else {
         return Err(bad_request(
@@ -287,7 +287,7 @@ pub async fn report(
     // Team names are aliases, as LiteLLM shows them.
     let mut aliases: BTreeMap<String, String> = BTreeMap::new();
     if !by_customer {
-        for t in store.list_teams(None).await.map_err(store_error)? {
+        for t in store.list_teams(None, None).await.map_err(store_error)? {
             if let Some(a) = t.team_alias {
                 aliases.insert(t.team_id, a);
             }
@@ -368,7 +368,7 @@ pub async fn top_keys(
     query: web::Query<LimitQuery>,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    require_admin(&st, &req).await?;
     let limit = check_top(query.limit)?;
     let rows = store(&st)?
         .spend_logs(&last_30_days(), MAX_LIMIT)
@@ -405,7 +405,7 @@ pub async fn top_models(
     query: web::Query<LimitQuery>,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    require_admin(&st, &req).await?;
     let limit = check_top(query.limit)?.unwrap_or(10);
     let rows = store(&st)?
         .spend_logs(&last_30_days(), MAX_LIMIT)
@@ -430,7 +430,7 @@ pub async fn global(
     req: HttpRequest,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    require_admin(&st, &req).await?;
     let rows = store(&st)?
         .spend_logs(&last_30_days(), MAX_LIMIT)
         .await

@@ -1,4 +1,8 @@
-//! `/team/*`: LiteLLM's team management API.
+//! `/team/*`: LiteLLM's team management API. Proxy admins manage every
+//! team; an organization's admins its teams; a team's admins its members,
+//! models and keys.
+
+use std::collections::HashMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -6,7 +10,8 @@ use serde_json::{json, Map, Value};
 
 use super::admin::*;
 use super::keys::key_json;
-use super::{authenticate, WorkerState};
+use super::roles::{caller, is_org_admin, may_manage_team, Caller};
+use super::WorkerState;
 use crate::error::GatewayError;
 use crate::shared::Invalidation;
 use crate::store::{now_ms, MemberRow, Store, TeamRow, UserRow};
@@ -15,6 +20,7 @@ pub fn team_json(row: &TeamRow, members: &[MemberRow]) -> Value {
     json!({
         "team_id": row.team_id,
         "team_alias": row.team_alias,
+        "organization_id": row.organization_id,
         "models": json_text(&row.models, json!([])),
         "spend": row.spend,
         "max_budget": row.max_budget,
@@ -32,26 +38,25 @@ pub fn team_json(row: &TeamRow, members: &[MemberRow]) -> Value {
             .collect::<Vec<_>>(),
         "admins": members.iter().filter(|m| m.role == "admin").map(|m| m.user_id.clone()).collect::<Vec<_>>(),
         "members": members.iter().map(|m| m.user_id.clone()).collect::<Vec<_>>(),
+        "litellm_model_table": {"model_aliases": json_text(&row.model_aliases, json!({}))},
         "created_at": iso(Some(row.created_at)),
         "updated_at": iso(Some(row.updated_at)),
     })
 }
 
+/// A member as LiteLLM's requests name one: by id, by email, or both.
 #[derive(Debug, Clone, Deserialize)]
 struct Member {
-    user_id: String,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    user_email: Option<String>,
     #[serde(default = "user_role")]
     role: String,
 }
 
 fn user_role() -> String {
     "user".into()
-}
-
-/// A member as given: a valid user id and a known role.
-fn check_member(m: &Member) -> Result<(), GatewayError> {
-    check_name("user_id", &m.user_id)?;
-    check_role(&m.role)
 }
 
 fn check_role(role: &str) -> Result<(), GatewayError> {
@@ -65,6 +70,41 @@ fn check_role(role: &str) -> Result<(), GatewayError> {
     }
 }
 
+/// The user a member names: by id (created if new, with the email if one
+/// was given), else by email (looked up, or created with a new id), as
+/// LiteLLM does.
+async fn resolve_user(
+    store: &Store,
+    user_id: Option<&str>,
+    user_email: Option<&str>,
+    now: i64,
+) -> Result<String, GatewayError> {
+    if let Some(e) = user_email {
+        check_name("user_email", e)?;
+    }
+    match (user_id, user_email) {
+        (Some(id), email) => {
+            check_name("user_id", id)?;
+            ensure_user(store, id, email, None, now).await?;
+            Ok(id.to_string())
+        }
+        (None, Some(email)) => {
+            if let Some(u) = store.user_by_email(email).await.map_err(store_error)? {
+                return Ok(u.user_id);
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            ensure_user(store, &id, Some(email), None, now).await?;
+            Ok(id)
+        }
+        (None, None) => Err(management_error(
+            422,
+            "validation_error",
+            "Either user_id or user_email must be provided",
+            Some("member"),
+        )),
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct TeamFields {
     #[serde(default)]
@@ -74,8 +114,13 @@ struct TeamFields {
     members_with_roles: Vec<Member>,
     #[serde(default, deserialize_with = "double_option")]
     team_alias: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    organization_id: Option<Option<String>>,
     #[serde(default)]
     models: Option<Vec<String>>,
+    /// Public name → model group, for every key of the team.
+    #[serde(default)]
+    model_aliases: Option<HashMap<String, String>>,
     #[serde(default, deserialize_with = "double_option")]
     max_budget: Option<Option<f64>>,
     #[serde(default, deserialize_with = "double_option")]
@@ -97,6 +142,21 @@ struct TeamFields {
 }
 
 impl TeamFields {
+    /// Fields a team admin may not change on their own team: what it may
+    /// spend and call, where it belongs, and whether it is blocked.
+    fn touches_limits(&self) -> bool {
+        self.organization_id.is_some()
+            || self.models.is_some()
+            || self.max_budget.is_some()
+            || self.soft_budget.is_some()
+            || self.budget_duration.is_some()
+            || self.rpm_limit.is_some()
+            || self.tpm_limit.is_some()
+            || self.max_parallel_requests.is_some()
+            || self.blocked.is_some()
+            || self.spend.is_some()
+    }
+
     fn apply(&self, row: &mut TeamRow, now: i64) -> Result<(), GatewayError> {
         if let Some(Some(a)) = &self.team_alias {
             check_name("team_alias", a)?;
@@ -104,8 +164,15 @@ impl TeamFields {
         if let Some(m) = &self.models {
             check_names("models", m)?;
         }
+        if let Some(a) = &self.model_aliases {
+            check_names("model_aliases", a.keys().chain(a.values()))?;
+            row.model_aliases = json!(a).to_string();
+        }
         if let Some(a) = &self.team_alias {
             row.team_alias = a.clone();
+        }
+        if let Some(o) = &self.organization_id {
+            row.organization_id = o.clone();
         }
         if let Some(m) = &self.models {
             row.models = json!(m).to_string();
@@ -123,17 +190,87 @@ impl TeamFields {
     }
 }
 
-async fn ensure_user(store: &Store, user_id: &str, now: i64) -> Result<(), GatewayError> {
+/// A team inside an organization stays inside it: its models among the
+/// organization's, its budget and limits no larger (LiteLLM's checks).
+async fn check_within_org(store: &Store, row: &TeamRow) -> Result<(), GatewayError> {
+    let Some(org_id) = &row.organization_id else {
+        return Ok(());
+    };
+    let org = store
+        .get_org(org_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            bad_request(
+                format!("Organization not found, passed organization_id={org_id}"),
+                Some("organization_id"),
+            )
+        })?;
+    let org_models: Vec<String> = serde_json::from_str(&org.models).unwrap_or_default();
+    let team_models: Vec<String> = serde_json::from_str(&row.models).unwrap_or_default();
+    if !org_models.is_empty() {
+        if team_models.is_empty() {
+            // A team with no list of its own gets the organization's.
+        } else if let Some(m) = team_models
+            .iter()
+            .find(|m| !crate::access::list_allows(&org_models, m))
+        {
+            return Err(bad_request(
+                format!("Model not in organization's allowed models. Model={m}, Organization allowed models={org_models:?}"),
+                Some("models"),
+            ));
+        }
+    }
+    for (field, team, org) in [
+        ("max_budget", row.max_budget, org.max_budget),
+        ("soft_budget", row.soft_budget, org.soft_budget),
+    ] {
+        if let (Some(t), Some(o)) = (team, org) {
+            if t > o {
+                return Err(bad_request(
+                    format!("Team {field} ({t}) cannot exceed the organization's {field} ({o})"),
+                    Some(field),
+                ));
+            }
+        }
+    }
+    for (field, team, org) in [
+        ("tpm_limit", row.tpm_limit, org.tpm_limit),
+        ("rpm_limit", row.rpm_limit, org.rpm_limit),
+    ] {
+        if let (Some(t), Some(o)) = (team, org) {
+            if t > o {
+                return Err(bad_request(
+                    format!("Team {field} ({t}) cannot exceed the organization's {field} ({o})"),
+                    Some(field),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the user if it does not exist (LiteLLM's default role), with
+/// `email` and `role` when given.
+pub async fn ensure_user(
+    store: &Store,
+    user_id: &str,
+    email: Option<&str>,
+    role: Option<&str>,
+    now: i64,
+) -> Result<(), GatewayError> {
     if store
         .get_user(user_id)
         .await
         .map_err(store_error)?
         .is_none()
     {
-        match store
-            .insert_user(&UserRow::blank(user_id.to_string(), now))
-            .await
-        {
+        let mut row = UserRow::blank(user_id.to_string(), now);
+        row.user_email = email.map(str::to_string);
+        if let Some(r) = role {
+            row.user_role = Some(r.to_string());
+        }
+        match store.insert_user(&row).await {
             Ok(()) | Err(crate::store::StoreError::Duplicate(_)) => {}
             Err(e) => return Err(store_error(e)),
         }
@@ -146,8 +283,19 @@ pub async fn new(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    let caller = caller(&st, &req).await?;
     let body: TeamFields = json_body(&st, &req, payload).await?;
+    if !caller.is_admin() {
+        // Organization admins create teams in their organization.
+        let org = body.organization_id.clone().flatten();
+        let allowed = match &org {
+            Some(o) => is_org_admin(&st, o, caller.user_id()).await?,
+            None => false,
+        };
+        if !allowed {
+            return Err(caller.admin_only(req.path()));
+        }
+    }
     let now = now_ms();
     let team_id = body
         .team_id
@@ -186,18 +334,36 @@ pub async fn new(
         created_at: now,
         updated_at: now,
         soft_budget: None,
+        organization_id: None,
+        model_aliases: "{}".into(),
     };
     body.apply(&mut row, now)?;
     row.spend = body.spend.unwrap_or(0.0);
-    let mut members = Vec::new();
+    check_within_org(store, &row).await?;
+    let mut members: Vec<MemberRow> = Vec::new();
     for m in &body.members_with_roles {
-        check_member(m)?;
-        ensure_user(store, &m.user_id, now).await?;
-        if !members.iter().any(|x: &MemberRow| x.user_id == m.user_id) {
+        check_role(&m.role)?;
+        let user_id =
+            resolve_user(store, m.user_id.as_deref(), m.user_email.as_deref(), now).await?;
+        if !members.iter().any(|x| x.user_id == user_id) {
             members.push(MemberRow {
                 team_id: team_id.clone(),
-                user_id: m.user_id.clone(),
+                user_id,
                 role: m.role.clone(),
+                created_at: now,
+            });
+        }
+    }
+    // The creator administers the team (the master key as LiteLLM's
+    // `default_user_id`).
+    if let Some(me) = caller.user_id() {
+        if !members.iter().any(|x| x.user_id == me) {
+            let role = caller.key.is_master.then_some("proxy_admin");
+            ensure_user(store, me, None, role, now).await?;
+            members.push(MemberRow {
+                team_id: team_id.clone(),
+                user_id: me.to_string(),
+                role: "admin".into(),
                 created_at: now,
             });
         }
@@ -226,22 +392,56 @@ async fn load_team(store: &Store, team_id: &str) -> Result<TeamRow, GatewayError
         })
 }
 
+/// Loads a team the caller administers (proxy admin, an admin of the team
+/// or of its organization), else LiteLLM's 403.
+async fn load_managed(
+    st: &WorkerState,
+    caller: &Caller,
+    team_id: &str,
+    route: &str,
+) -> Result<TeamRow, GatewayError> {
+    let row = load_team(store(st)?, team_id).await?;
+    if may_manage_team(st, caller, &row.team_id, row.organization_id.as_deref()).await? {
+        Ok(row)
+    } else {
+        Err(forbidden(format!(
+            "Call not allowed. User not proxy admin OR team admin. route={route}, team_id={team_id}"
+        )))
+    }
+}
+
+/// Proxy admin, or an admin of the team's organization.
+async fn may_administer(
+    st: &WorkerState,
+    caller: &Caller,
+    row: &TeamRow,
+) -> Result<bool, GatewayError> {
+    if caller.is_admin() {
+        return Ok(true);
+    }
+    match &row.organization_id {
+        Some(o) => is_org_admin(st, o, caller.user_id()).await,
+        None => Ok(false),
+    }
+}
+
 #[derive(Deserialize)]
 pub struct TeamQuery {
     team_id: Option<String>,
 }
 
-/// The master key reads any team; a key reads only its own team.
+/// Proxy admins and viewers read any team; a key reads its own team, a
+/// user the teams they belong to.
 pub async fn info(
     req: HttpRequest,
     query: web::Query<TeamQuery>,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let caller = authenticate(&st, &req).await?;
+    let caller = caller(&st, &req).await?;
     let team_id = query
         .into_inner()
         .team_id
-        .or_else(|| caller.team_id.clone())
+        .or_else(|| caller.key.team_id.clone())
         .ok_or_else(|| {
             management_error(
                 422,
@@ -250,14 +450,21 @@ pub async fn info(
                 Some("team_id"),
             )
         })?;
-    if !caller.is_master && caller.team_id.as_deref() != Some(team_id.as_str()) {
-        return Err(forbidden(format!(
-            "This key is not authorized to access team={team_id}"
-        )));
-    }
     let store = store(&st)?;
     let row = load_team(store, &team_id).await?;
     let members = store.members(&team_id).await.map_err(store_error)?;
+    let allowed = caller.reads_all()
+        || caller.key.team_id.as_deref() == Some(team_id.as_str())
+        || caller
+            .user_id()
+            .is_some_and(|me| members.iter().any(|m| m.user_id == me))
+        || may_administer(&st, &caller, &row).await?;
+    if !allowed {
+        return Err(forbidden(format!(
+            "User={} not authorized to access this team={team_id}",
+            caller.user_id().unwrap_or("unknown")
+        )));
+    }
     let keys = store.keys_of_team(&team_id).await.map_err(store_error)?;
     Ok(HttpResponse::Ok().json(json!({
         "team_id": team_id,
@@ -279,12 +486,15 @@ async fn team_changed(st: &WorkerState, store: &Store, team_id: &str) -> Result<
     Ok(())
 }
 
+/// Team admins may rename their team, change its metadata and model
+/// aliases; its limits, models and organization are for proxy admins and
+/// the organization's admins.
 pub async fn update(
     req: HttpRequest,
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    let caller = caller(&st, &req).await?;
     let body: TeamFields = json_body(&st, &req, payload).await?;
     let team_id = body.team_id.clone().ok_or_else(|| {
         management_error(
@@ -295,8 +505,19 @@ pub async fn update(
         )
     })?;
     let store = store(&st)?;
-    let mut row = load_team(store, &team_id).await?;
+    let mut row = load_managed(&st, &caller, &team_id, req.path()).await?;
+    if body.touches_limits() && !may_administer(&st, &caller, &row).await? {
+        return Err(forbidden(
+            "Team admins may change a team's alias, metadata and model aliases; its models, budgets, limits, organization and blocked state are for proxy admins and organization admins.",
+        ));
+    }
+    if let Some(Some(org)) = &body.organization_id {
+        if !caller.is_admin() && !is_org_admin(&st, org, caller.user_id()).await? {
+            return Err(caller.admin_only(req.path()));
+        }
+    }
     body.apply(&mut row, now_ms())?;
+    check_within_org(store, &row).await?;
     if !store
         .update_team(&row, body.spend)
         .await
@@ -325,11 +546,14 @@ pub async fn delete(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    let caller = caller(&st, &req).await?;
     let body: DeleteTeams = json_body(&st, &req, payload).await?;
     let store = store(&st)?;
     for id in &body.team_ids {
-        load_team(store, id).await?;
+        let row = load_team(store, id).await?;
+        if !may_administer(&st, &caller, &row).await? {
+            return Err(caller.admin_only(req.path()));
+        }
     }
     let tokens = store
         .delete_teams(&body.team_ids)
@@ -344,18 +568,38 @@ pub async fn delete(
 #[derive(Deserialize)]
 pub struct TeamListQuery {
     user_id: Option<String>,
+    organization_id: Option<String>,
 }
 
+/// Admins list every team; others only the teams they belong to, and must
+/// say so (`user_id` = themselves), as LiteLLM requires.
 pub async fn list(
     req: HttpRequest,
     query: web::Query<TeamListQuery>,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
-    check_opt_name("user_id", &query.user_id)?;
+    let caller = caller(&st, &req).await?;
+    let q = query.into_inner();
+    check_opt_name("user_id", &q.user_id)?;
+    check_opt_name("organization_id", &q.organization_id)?;
+    if !caller.reads_all() && (q.user_id.is_none() || q.user_id.as_deref() != caller.user_id()) {
+        return Err(management_error(
+            401,
+            "auth_error",
+            format!(
+                "Only admin users can query all teams/other teams. Your user role={}",
+                caller.role.as_str()
+            ),
+            Some("None"),
+        ));
+    }
     let store = store(&st)?;
+    let org = q.organization_id.as_deref().map(|o| match o {
+        "default_organization" => None,
+        o => Some(o),
+    });
     let rows = store
-        .list_teams(query.user_id.as_deref())
+        .list_teams(q.user_id.as_deref(), org)
         .await
         .map_err(store_error)?;
     let mut out = Vec::with_capacity(rows.len());
@@ -377,6 +621,10 @@ enum OneOrMany {
 struct MemberAdd {
     team_id: String,
     member: OneOrMany,
+    /// LiteLLM's per-member budget inside the team: accepted, not enforced.
+    #[serde(default)]
+    #[allow(dead_code)]
+    max_budget_in_team: Option<f64>,
 }
 
 pub async fn member_add(
@@ -384,38 +632,44 @@ pub async fn member_add(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    let caller = caller(&st, &req).await?;
     let body: MemberAdd = json_body(&st, &req, payload).await?;
     let store = store(&st)?;
-    let row = load_team(store, &body.team_id).await?;
+    let row = load_managed(&st, &caller, &body.team_id, req.path()).await?;
     let members = match body.member {
         OneOrMany::One(m) => vec![m],
         OneOrMany::Many(v) => v,
     };
     let existing = store.members(&row.team_id).await.map_err(store_error)?;
     let now = now_ms();
+    let mut resolved = Vec::with_capacity(members.len());
     for m in &members {
-        check_member(m)?;
-        if existing.iter().any(|e| e.user_id == m.user_id) {
+        check_role(&m.role)?;
+        let user_id =
+            resolve_user(store, m.user_id.as_deref(), m.user_email.as_deref(), now).await?;
+        if existing.iter().any(|e| e.user_id == user_id) {
             return Err(bad_request(
-                format!("User={} already in team.", m.user_id),
+                format!(
+                    "User={user_id} already in team. Existing members={:?}",
+                    existing.iter().map(|e| &e.user_id).collect::<Vec<_>>()
+                ),
                 Some("member"),
             ));
         }
+        resolved.push((user_id, m.role.clone()));
     }
     let mut updated_users = Vec::new();
-    for m in &members {
-        ensure_user(store, &m.user_id, now).await?;
+    for (user_id, role) in &resolved {
         store
             .add_member(&MemberRow {
                 team_id: row.team_id.clone(),
-                user_id: m.user_id.clone(),
-                role: m.role.clone(),
+                user_id: user_id.clone(),
+                role: role.clone(),
                 created_at: now,
             })
             .await
             .map_err(store_error)?;
-        if let Some(u) = store.get_user(&m.user_id).await.map_err(store_error)? {
+        if let Some(u) = store.get_user(user_id).await.map_err(store_error)? {
             updated_users.push(super::users::user_json(&u));
         }
     }
@@ -427,10 +681,47 @@ pub async fn member_add(
     Ok(HttpResponse::Ok().json(out))
 }
 
+/// A member named in a delete or update: by id or by email.
 #[derive(Deserialize)]
-struct MemberDelete {
+struct MemberRef {
     team_id: String,
-    user_id: String,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    user_email: Option<String>,
+    /// `/team/member_update` only.
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    max_budget_in_team: Option<f64>,
+}
+
+impl MemberRef {
+    /// The member's user id (an email is looked up; unknown → 400).
+    async fn user_id(&self, store: &Store) -> Result<String, GatewayError> {
+        match (&self.user_id, &self.user_email) {
+            (Some(id), _) => {
+                check_name("user_id", id)?;
+                Ok(id.clone())
+            }
+            (None, Some(email)) => {
+                check_name("user_email", email)?;
+                store
+                    .user_by_email(email)
+                    .await
+                    .map_err(store_error)?
+                    .map(|u| u.user_id)
+                    .ok_or_else(|| bad_request("User not found in team", Some("user_email")))
+            }
+            (None, None) => Err(management_error(
+                422,
+                "validation_error",
+                "Either user_id or user_email must be provided",
+                Some("user_id"),
+            )),
+        }
+    }
 }
 
 pub async fn member_delete(
@@ -438,13 +729,13 @@ pub async fn member_delete(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
-    let body: MemberDelete = json_body(&st, &req, payload).await?;
+    let caller = caller(&st, &req).await?;
+    let body: MemberRef = json_body(&st, &req, payload).await?;
     let store = store(&st)?;
-    let row = load_team(store, &body.team_id).await?;
-    check_name("user_id", &body.user_id)?;
+    let row = load_managed(&st, &caller, &body.team_id, req.path()).await?;
+    let user_id = body.user_id(store).await?;
     if !store
-        .remove_member(&body.team_id, &body.user_id)
+        .remove_member(&body.team_id, &user_id)
         .await
         .map_err(store_error)?
     {
@@ -452,6 +743,86 @@ pub async fn member_delete(
     }
     let all = store.members(&row.team_id).await.map_err(store_error)?;
     Ok(HttpResponse::Ok().json(team_json(&row, &all)))
+}
+
+pub async fn member_update(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<WorkerState>,
+) -> Result<HttpResponse, GatewayError> {
+    let caller = caller(&st, &req).await?;
+    let body: MemberRef = json_body(&st, &req, payload).await?;
+    let store = store(&st)?;
+    let row = load_managed(&st, &caller, &body.team_id, req.path()).await?;
+    let user_id = body.user_id(store).await?;
+    let role = body.role.clone().unwrap_or_else(user_role);
+    check_role(&role)?;
+    if !store
+        .set_member_role(&row.team_id, &user_id, &role)
+        .await
+        .map_err(store_error)?
+    {
+        return Err(bad_request("User not found in team", Some("user_id")));
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "team_id": row.team_id,
+        "user_id": user_id,
+        "user_email": body.user_email,
+        "role": role,
+        "max_budget_in_team": body.max_budget_in_team,
+    })))
+}
+
+#[derive(Deserialize)]
+struct TeamModels {
+    team_id: String,
+    models: Vec<String>,
+}
+
+async fn change_models(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<WorkerState>,
+    add: bool,
+) -> Result<HttpResponse, GatewayError> {
+    let caller = caller(&st, &req).await?;
+    let body: TeamModels = json_body(&st, &req, payload).await?;
+    check_names("models", &body.models)?;
+    let store = store(&st)?;
+    let mut row = load_managed(&st, &caller, &body.team_id, req.path()).await?;
+    let mut models: Vec<String> = serde_json::from_str(&row.models).unwrap_or_default();
+    if add {
+        for m in body.models {
+            if !models.contains(&m) {
+                models.push(m);
+            }
+        }
+    } else {
+        models.retain(|m| !body.models.contains(m));
+    }
+    row.models = json!(models).to_string();
+    row.updated_at = now_ms();
+    check_within_org(store, &row).await?;
+    store.update_team(&row, None).await.map_err(store_error)?;
+    team_changed(&st, store, &row.team_id).await?;
+    let members = store.members(&row.team_id).await.map_err(store_error)?;
+    Ok(HttpResponse::Ok().json(team_json(&row, &members)))
+}
+
+pub async fn model_add(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<WorkerState>,
+) -> Result<HttpResponse, GatewayError> {
+    change_models(req, payload, st, true).await
+}
+
+pub async fn model_delete(
+    req: HttpRequest,
+    payload: web::Payload,
+    st: web::Data<WorkerState>,
+) -> Result<HttpResponse, GatewayError> {
+    change_models(req, payload, st, false).await
 }
 
 #[derive(Deserialize)]
@@ -465,10 +836,13 @@ async fn set_blocked(
     st: web::Data<WorkerState>,
     blocked: bool,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    let caller = caller(&st, &req).await?;
     let body: TeamOnly = json_body(&st, &req, payload).await?;
     let store = store(&st)?;
     let mut row = load_team(store, &body.team_id).await?;
+    if !may_administer(&st, &caller, &row).await? {
+        return Err(caller.admin_only(req.path()));
+    }
     row.blocked = blocked;
     row.updated_at = now_ms();
     store.update_team(&row, None).await.map_err(store_error)?;
@@ -501,6 +875,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/team/list", web::get().to(list))
         .route("/team/member_add", web::post().to(member_add))
         .route("/team/member_delete", web::post().to(member_delete))
+        .route("/team/member_update", web::post().to(member_update))
+        .route("/team/model/add", web::post().to(model_add))
+        .route("/team/model/delete", web::post().to(model_delete))
         .route("/team/block", web::post().to(block))
         .route("/team/unblock", web::post().to(unblock));
 }

@@ -6,10 +6,11 @@ use serde_json::{json, Map, Value};
 
 use super::admin::*;
 use super::keys::{create_key, key_json, KeyFields};
-use super::{authenticate, WorkerState};
+use super::roles::{caller, Role};
+use super::WorkerState;
 use crate::error::GatewayError;
 use crate::shared::Invalidation;
-use crate::store::{now_ms, UserRow};
+use crate::store::{now_ms, UserFilter, UserRow};
 
 pub fn user_json(row: &UserRow) -> Value {
     json!({
@@ -72,12 +73,28 @@ struct UserFields {
     spend: Option<f64>,
 }
 
-const ROLES: [&str; 4] = [
-    "proxy_admin",
-    "proxy_admin_viewer",
-    "internal_user",
-    "internal_user_viewer",
-];
+impl UserFields {
+    /// Fields a user may not change on themself: role, budget, limits,
+    /// models, spend (LiteLLM refuses the role with this wording).
+    fn self_update_refusal(&self) -> Option<GatewayError> {
+        if self.user_role.is_some() {
+            return Some(forbidden("Only proxy admins can modify user roles."));
+        }
+        let limits = self.models.is_some()
+            || self.max_budget.is_some()
+            || self.soft_budget.is_some()
+            || self.budget_duration.is_some()
+            || self.rpm_limit.is_some()
+            || self.tpm_limit.is_some()
+            || self.max_parallel_requests.is_some()
+            || self.spend.is_some();
+        limits.then(|| {
+            forbidden("Only proxy admins can change a user's models, budget, limits or spend.")
+        })
+    }
+}
+
+const ROLES: [&str; 5] = Role::SETTABLE;
 
 impl UserFields {
     async fn apply(
@@ -144,7 +161,7 @@ pub async fn new(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    require_admin(&st, &req).await?;
     let body: UserFields = json_body(&st, &req, payload).await?;
     let now = now_ms();
     let user_id = body
@@ -214,22 +231,26 @@ pub struct UserQuery {
     user_id: Option<String>,
 }
 
-/// The master key reads any user; another key only its own user.
+/// Proxy admins and viewers read any user; others only themselves.
 pub async fn info(
     req: HttpRequest,
     query: web::Query<UserQuery>,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let caller = authenticate(&st, &req).await?;
-    let user_id = match (query.into_inner().user_id, &caller.user_id) {
+    let caller = caller(&st, &req).await?;
+    let own = (!caller.key.is_master)
+        .then(|| caller.key.user_id.clone())
+        .flatten();
+    let user_id = match (query.into_inner().user_id, &own) {
         (Some(u), _) => u,
         (None, Some(own)) => own.clone(),
         (None, None) => return Err(bad_request("user_id is required", Some("user_id"))),
     };
     check_name("user_id", &user_id)?;
-    if !caller.is_master && caller.user_id.as_deref() != Some(user_id.as_str()) {
+    if !caller.reads_all() && own.as_deref() != Some(user_id.as_str()) {
         return Err(forbidden(format!(
-            "key not allowed to access this user's info. user_id={user_id}"
+            "key not allowed to access this user's info. user_id={user_id}, key's user_id={}",
+            own.as_deref().unwrap_or("None")
         )));
     }
     let store = store(&st)?;
@@ -270,18 +291,36 @@ pub async fn update(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    let caller = caller(&st, &req).await?;
     let body: UserFields = json_body(&st, &req, payload).await?;
-    let user_id = body.user_id.clone().ok_or_else(|| {
-        management_error(
-            422,
-            "validation_error",
-            "`user_id` is required",
-            Some("user_id"),
-        )
-    })?;
-    check_name("user_id", &user_id)?;
     let store = store(&st)?;
+    // By id, or by email (LiteLLM's UpdateUserRequest takes either).
+    let user_id = match (&body.user_id, &body.user_email) {
+        (Some(id), _) => id.clone(),
+        (None, Some(Some(email))) => match store.user_by_email(email).await.map_err(store_error)? {
+            Some(u) => u.user_id,
+            None => uuid::Uuid::new_v4().to_string(),
+        },
+        _ => {
+            return Err(management_error(
+                422,
+                "validation_error",
+                "Either user id or user email must be provided",
+                Some("user_id"),
+            ))
+        }
+    };
+    check_name("user_id", &user_id)?;
+    if !caller.is_admin() {
+        if caller.key.user_id.as_deref() != Some(user_id.as_str()) {
+            return Err(forbidden(
+                "User does not have permission to update this user. Only PROXY_ADMIN can update other users.",
+            ));
+        }
+        if let Some(e) = body.self_update_refusal() {
+            return Err(e);
+        }
+    }
     let now = now_ms();
     let existing = store.get_user(&user_id).await.map_err(store_error)?;
     let is_new = existing.is_none();
@@ -321,7 +360,7 @@ pub async fn delete(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    require_admin(&st, &req).await?;
     let body: DeleteUsers = json_body(&st, &req, payload).await?;
     check_names("user_ids", &body.user_ids)?;
     let store = store(&st)?;
@@ -347,18 +386,110 @@ pub async fn delete(
 pub struct UserList {
     page: Option<i64>,
     page_size: Option<i64>,
+    role: Option<String>,
+    /// Comma-separated ids.
+    user_ids: Option<String>,
+    user_email: Option<String>,
+    team: Option<String>,
+    sort_by: Option<String>,
+    sort_order: Option<String>,
 }
 
+/// Proxy admins and viewers list every user; an organization admin the
+/// members of the organizations they administer; others are refused.
 pub async fn list(
     req: HttpRequest,
     query: web::Query<UserList>,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_master(&st, &req).await?;
+    let caller = caller(&st, &req).await?;
     let q = query.into_inner();
     let (page, size) = page_bounds(q.page, q.page_size, 25)?;
     let store = store(&st)?;
-    let (rows, total) = store.list_users(page, size).await.map_err(store_error)?;
+    let mut user_ids: Option<Vec<String>> = q.user_ids.as_deref().map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    });
+    if !caller.reads_all() {
+        let mut visible: Vec<String> = Vec::new();
+        if let Some(me) = caller.key.user_id.as_deref() {
+            for m in store.org_memberships_of(me).await.map_err(store_error)? {
+                if m.user_role == "org_admin" {
+                    visible.extend(
+                        store
+                            .org_members(&m.organization_id)
+                            .await
+                            .map_err(store_error)?
+                            .into_iter()
+                            .map(|m| m.user_id),
+                    );
+                }
+            }
+        }
+        if visible.is_empty() {
+            return Err(forbidden(
+                "Only proxy admins and organization admins can list users.",
+            ));
+        }
+        user_ids = Some(match user_ids {
+            Some(asked) => asked.into_iter().filter(|u| visible.contains(u)).collect(),
+            None => visible,
+        });
+    }
+    if let Some(ids) = &user_ids {
+        check_names("user_ids", ids)?;
+    }
+    check_opt_name("user_email", &q.user_email)?;
+    check_opt_name("team", &q.team)?;
+    if let Some(r) = &q.role {
+        if Role::parse(r).is_none() {
+            return Err(bad_request(
+                format!("role must be one of {ROLES:?}"),
+                Some("role"),
+            ));
+        }
+    }
+    if let Some(s) = &q.sort_by {
+        const SORTABLE: [&str; 6] = [
+            "user_id",
+            "user_email",
+            "created_at",
+            "spend",
+            "user_alias",
+            "user_role",
+        ];
+        if !SORTABLE.contains(&s.as_str()) {
+            return Err(bad_request(
+                format!("sort_by must be one of {SORTABLE:?}"),
+                Some("sort_by"),
+            ));
+        }
+    }
+    let sort_desc = match q.sort_order.as_deref() {
+        None | Some("asc") => q.sort_by.is_none(),
+        Some("desc") => true,
+        Some(_) => {
+            return Err(bad_request(
+                "sort_order must be asc or desc",
+                Some("sort_order"),
+            ))
+        }
+    };
+    let filter = UserFilter {
+        role: q.role,
+        user_ids,
+        email_contains: q.user_email,
+        team: q.team,
+        sort_by: q.sort_by,
+        sort_desc,
+    };
+    let (rows, total) = store
+        .list_users(&filter, page, size)
+        .await
+        .map_err(store_error)?;
     let ids: Vec<String> = rows.iter().map(|r| r.user_id.clone()).collect();
     let counts = store.key_counts_by_user(&ids).await.map_err(store_error)?;
     let users: Vec<Value> = rows

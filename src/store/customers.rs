@@ -4,7 +4,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::models::CustomerRow;
-use super::schema::{customers, key_model_spend, keys, teams, users};
+use super::schema::{customers, key_model_spend, keys, organizations, teams, users};
 use super::{pool_error, Pools, SqliteConn, Store, StoreError};
 use diesel_async::AsyncPgConnection;
 
@@ -16,6 +16,7 @@ pub enum BudgetReset {
     User(String),
     Team(String),
     Customer(String),
+    Org(String),
 }
 
 /// The reset of one table: due rows, then a compare-and-set per row.
@@ -54,6 +55,7 @@ macro_rules! reset_all {
         reset_table!($conn, $now, $next, users, user_id, User, out);
         reset_table!($conn, $now, $next, teams, team_id, Team, out);
         reset_table!($conn, $now, $next, customers, user_id, Customer, out);
+        reset_table!($conn, $now, $next, organizations, organization_id, Org, out);
         // A key's per-model spend starts its new period with it.
         for r in &out {
             if let BudgetReset::Key(token) = r {

@@ -18,7 +18,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures_util::FutureExt;
 
-pub use models::{CustomerRow, KeyModelSpendRow, KeyRow, MemberRow, SpendLogRow, TeamRow, UserRow};
+pub use models::{
+    BudgetRow, CustomerRow, KeyModelSpendRow, KeyRow, MemberRow, OrgMemberRow, OrgRow, SpendLogRow,
+    TeamRow, UserRow,
+};
 pub use spend::{SpendCommit, SpendFilter};
 
 use crate::breaker::Breaker;
@@ -132,6 +135,32 @@ macro_rules! with_conn {
             })
             .await
     }};
+}
+
+/// What `/user/list` filters on (LiteLLM's query parameters).
+#[derive(Debug, Default, Clone)]
+pub struct UserFilter {
+    pub role: Option<String>,
+    pub user_ids: Option<Vec<String>>,
+    /// A substring, compared case-insensitively.
+    pub email_contains: Option<String>,
+    pub team: Option<String>,
+    pub sort_by: Option<String>,
+    pub sort_desc: bool,
+}
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Nullable<diesel::sql_types::Text>) -> diesel::sql_types::Nullable<diesel::sql_types::Text>);
+
+/// `%`, `_` and `\` taken literally in a LIKE pattern (escape `\`).
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// What `/key/list` filters on.
@@ -678,21 +707,94 @@ impl Store {
         })
     }
 
+    /// A page of users matching `f`, and how many match in all.
     pub async fn list_users(
         &self,
+        f: &UserFilter,
         page: i64,
         size: i64,
     ) -> Result<(Vec<UserRow>, i64), StoreError> {
         with_conn!(self, |conn| {
-            let total: i64 = users::table.count().get_result(conn).await?;
-            let rows = users::table
-                .select(UserRow::as_select())
-                .order((users::created_at.desc(), users::user_id.asc()))
+            // Team membership resolves to ids first: one query shape for both backends.
+            let in_team: Option<Vec<String>> = match &f.team {
+                Some(t) => Some(
+                    team_members::table
+                        .filter(team_members::team_id.eq(t))
+                        .select(team_members::user_id)
+                        .load(conn)
+                        .await?,
+                ),
+                None => None,
+            };
+            macro_rules! filtered {
+                () => {{
+                    let mut q = users::table.into_boxed();
+                    if let Some(r) = &f.role {
+                        q = q.filter(users::user_role.eq(r));
+                    }
+                    if let Some(ids) = &f.user_ids {
+                        q = q.filter(users::user_id.eq_any(ids));
+                    }
+                    if let Some(e) = &f.email_contains {
+                        q = q.filter(
+                            lower(users::user_email)
+                                .like(format!("%{}%", like_escape(&e.to_lowercase())))
+                                .escape('\\'),
+                        );
+                    }
+                    if let Some(ids) = &in_team {
+                        q = q.filter(users::user_id.eq_any(ids));
+                    }
+                    q
+                }};
+            }
+            let total: i64 = filtered!().count().get_result(conn).await?;
+            let q = filtered!().select(UserRow::as_select());
+            let desc = f.sort_desc;
+            let q = match f.sort_by.as_deref() {
+                Some("user_id") if desc => q.order(users::user_id.desc()),
+                Some("user_id") => q.order(users::user_id.asc()),
+                Some("user_email") if desc => {
+                    q.order((users::user_email.desc(), users::user_id.asc()))
+                }
+                Some("user_email") => q.order((users::user_email.asc(), users::user_id.asc())),
+                Some("spend") if desc => q.order((users::spend.desc(), users::user_id.asc())),
+                Some("spend") => q.order((users::spend.asc(), users::user_id.asc())),
+                Some("user_alias") if desc => {
+                    q.order((users::user_alias.desc(), users::user_id.asc()))
+                }
+                Some("user_alias") => q.order((users::user_alias.asc(), users::user_id.asc())),
+                Some("user_role") if desc => {
+                    q.order((users::user_role.desc(), users::user_id.asc()))
+                }
+                Some("user_role") => q.order((users::user_role.asc(), users::user_id.asc())),
+                Some("created_at") if !desc => {
+                    q.order((users::created_at.asc(), users::user_id.asc()))
+                }
+                _ => q.order((users::created_at.desc(), users::user_id.asc())),
+            };
+            let rows = q
                 .offset((page - 1).max(0) * size)
                 .limit(size)
                 .load(conn)
                 .await?;
             Ok((rows, total))
+        })
+    }
+
+    /// The user with this email (compared case-insensitively, as LiteLLM does).
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
+        let lower = email.to_lowercase();
+        with_conn!(self, |conn| {
+            let rows: Vec<UserRow> = users::table
+                .filter(users::user_email.is_not_null())
+                .select(UserRow::as_select())
+                .order(users::created_at.asc())
+                .load(conn)
+                .await?;
+            Ok(rows.into_iter().find(|u| {
+                u.user_email.as_deref().map(str::to_lowercase).as_deref() == Some(lower.as_str())
+            }))
         })
     }
 
@@ -800,7 +902,24 @@ impl Store {
         })
     }
 
-    pub async fn list_teams(&self, member: Option<&str>) -> Result<Vec<TeamRow>, StoreError> {
+    /// Teams, all or those `member` belongs to, optionally of one
+    /// organization (`Some(None)`: teams in no organization).
+    pub async fn list_teams(
+        &self,
+        member: Option<&str>,
+        org: Option<Option<&str>>,
+    ) -> Result<Vec<TeamRow>, StoreError> {
+        let rows = self.list_teams_of(member).await?;
+        Ok(match org {
+            None => rows,
+            Some(o) => rows
+                .into_iter()
+                .filter(|t| t.organization_id.as_deref() == o)
+                .collect(),
+        })
+    }
+
+    async fn list_teams_of(&self, member: Option<&str>) -> Result<Vec<TeamRow>, StoreError> {
         with_conn!(self, |conn| {
             let rows = match member {
                 Some(user) => {
@@ -855,6 +974,23 @@ impl Store {
         })
     }
 
+    pub async fn set_member_role(
+        &self,
+        team_id: &str,
+        user_id: &str,
+        role: &str,
+    ) -> Result<bool, StoreError> {
+        with_conn!(self, |conn| Ok(diesel::update(
+            team_members::table
+                .filter(team_members::team_id.eq(team_id))
+                .filter(team_members::user_id.eq(user_id))
+        )
+        .set(team_members::role.eq(role))
+        .execute(conn)
+        .await?
+            == 1))
+    }
+
     pub async fn remove_member(&self, team_id: &str, user_id: &str) -> Result<bool, StoreError> {
         with_conn!(self, |conn| Ok(diesel::delete(
             team_members::table
@@ -869,6 +1005,7 @@ impl Store {
 
 // After `with_conn!`, which they use.
 mod customers;
+mod orgs;
 mod proxy_models;
 mod spend;
 mod spend_sqlite;

@@ -3,7 +3,8 @@
 use diesel::prelude::*;
 
 use super::schema::{
-    customers, key_model_spend, keys, proxy_models, spend_logs, team_members, teams, users,
+    budgets, customers, key_model_spend, keys, organization_members, organizations, proxy_models,
+    spend_logs, team_members, teams, users,
 };
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
@@ -37,6 +38,9 @@ pub struct KeyRow {
     pub soft_budget: Option<f64>,
     /// JSON: model group → budget in USD (LiteLLM's `model_max_budget`).
     pub model_max_budget: Option<String>,
+    /// JSON list: the only routes this key may call (LiteLLM's
+    /// `allowed_routes`); `[]` means no restriction beyond its role.
+    pub allowed_routes: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
@@ -106,6 +110,9 @@ pub struct TeamRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub soft_budget: Option<f64>,
+    pub organization_id: Option<String>,
+    /// JSON: public name → model group, for every key of the team.
+    pub model_aliases: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
@@ -166,6 +173,8 @@ pub struct CustomerRow {
     #[diesel(skip_update)]
     pub created_at: i64,
     pub updated_at: i64,
+    /// A linked budget object: its limits apply where the row sets none.
+    pub budget_id: Option<String>,
 }
 
 impl CustomerRow {
@@ -183,8 +192,60 @@ impl CustomerRow {
             metadata: "{}".into(),
             created_at: now,
             updated_at: now,
+            budget_id: None,
         }
     }
+}
+
+/// A reusable budget (LiteLLM's `LiteLLM_BudgetTable`), linked by
+/// `budget_id` from customers and organizations.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = budgets, primary_key(budget_id), treat_none_as_null = true)]
+pub struct BudgetRow {
+    pub budget_id: String,
+    pub max_budget: Option<f64>,
+    pub soft_budget: Option<f64>,
+    pub budget_duration: Option<String>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub max_parallel_requests: Option<i64>,
+    pub model_max_budget: Option<String>,
+    #[diesel(skip_update)]
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = organizations, primary_key(organization_id), treat_none_as_null = true)]
+pub struct OrgRow {
+    pub organization_id: String,
+    pub organization_alias: Option<String>,
+    pub models: String,
+    #[diesel(skip_update)]
+    pub spend: f64,
+    pub max_budget: Option<f64>,
+    pub soft_budget: Option<f64>,
+    pub budget_duration: Option<String>,
+    pub budget_reset_at: Option<i64>,
+    pub rpm_limit: Option<i64>,
+    pub tpm_limit: Option<i64>,
+    pub max_parallel_requests: Option<i64>,
+    pub budget_id: Option<String>,
+    pub metadata: String,
+    pub blocked: bool,
+    #[diesel(skip_update)]
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = organization_members)]
+pub struct OrgMemberRow {
+    pub organization_id: String,
+    pub user_id: String,
+    /// `org_admin`, `internal_user` or `internal_user_viewer`.
+    pub user_role: String,
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]

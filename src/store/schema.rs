@@ -27,6 +27,7 @@ diesel::table! {
         updated_at -> BigInt,
         soft_budget -> Nullable<Double>,
         model_max_budget -> Nullable<Text>,
+        allowed_routes -> Text,
     }
 }
 
@@ -68,6 +69,8 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         soft_budget -> Nullable<Double>,
+        organization_id -> Nullable<Text>,
+        model_aliases -> Text,
     }
 }
 
@@ -121,6 +124,7 @@ diesel::table! {
         metadata -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+        budget_id -> Nullable<Text>,
     }
 }
 
@@ -144,7 +148,55 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    budgets (budget_id) {
+        budget_id -> Text,
+        max_budget -> Nullable<Double>,
+        soft_budget -> Nullable<Double>,
+        budget_duration -> Nullable<Text>,
+        rpm_limit -> Nullable<BigInt>,
+        tpm_limit -> Nullable<BigInt>,
+        max_parallel_requests -> Nullable<BigInt>,
+        model_max_budget -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    organizations (organization_id) {
+        organization_id -> Text,
+        organization_alias -> Nullable<Text>,
+        models -> Text,
+        spend -> Double,
+        max_budget -> Nullable<Double>,
+        soft_budget -> Nullable<Double>,
+        budget_duration -> Nullable<Text>,
+        budget_reset_at -> Nullable<BigInt>,
+        rpm_limit -> Nullable<BigInt>,
+        tpm_limit -> Nullable<BigInt>,
+        max_parallel_requests -> Nullable<BigInt>,
+        budget_id -> Nullable<Text>,
+        metadata -> Text,
+        blocked -> Bool,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    organization_members (organization_id, user_id) {
+        organization_id -> Text,
+        user_id -> Text,
+        user_role -> Text,
+        created_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    budgets,
+    organizations,
+    organization_members,
     proxy_models,
     keys,
     users,

@@ -25,6 +25,8 @@ pub struct SpendCommit {
     pub users: BTreeMap<String, f64>,
     pub teams: BTreeMap<String, f64>,
     pub customers: BTreeMap<String, f64>,
+    /// Spend added per organization (through its teams).
+    pub orgs: BTreeMap<String, f64>,
     /// Key hash → model group → spend added.
     pub key_models: BTreeMap<String, BTreeMap<String, f64>>,
 }
@@ -116,7 +118,7 @@ macro_rules! insert_fresh {
 #[doc(hidden)]
 macro_rules! record_batch {
     ($conn:ident, $rows:expr, $mode:ident, [$($aw:tt)*]) => {{
-        use $crate::store::schema::{customers, key_model_spend, keys, teams, users};
+        use $crate::store::schema::{customers, key_model_spend, keys, organizations, teams, users};
         use $crate::store::{CustomerRow, SpendCommit, SpendLogRow, StoreError};
         let rows: &[SpendLogRow] = $rows;
         // Only rows not recorded yet count (a replayed spool segment writes
@@ -147,6 +149,28 @@ macro_rules! record_batch {
                 .set(teams::spend.eq(teams::spend + *x))
                 .execute($conn)
                 $($aw)*?;
+        }
+        // An organization's spend is its teams': summed per organization
+        // here, then written in organization id order like the rest.
+        if !commit.teams.is_empty() {
+            let ids: Vec<&String> = commit.teams.keys().collect();
+            let owners: Vec<(String, Option<String>)> = teams::table
+                .filter(teams::team_id.eq_any(ids))
+                .filter(teams::organization_id.is_not_null())
+                .select((teams::team_id, teams::organization_id))
+                .load($conn)
+                $($aw)*?;
+            for (team, org) in owners {
+                if let (Some(org), Some(x)) = (org, commit.teams.get(&team)) {
+                    *commit.orgs.entry(org).or_insert(0.0) += *x;
+                }
+            }
+            for (id, x) in &commit.orgs {
+                diesel::update(organizations::table.find(id))
+                    .set(organizations::spend.eq(organizations::spend + *x))
+                    .execute($conn)
+                    $($aw)*?;
+            }
         }
         let now = $crate::store::now_ms();
         for (id, x) in &commit.customers {

@@ -1,0 +1,715 @@
+//! LiteLLM's management model: roles and self-service, team admins,
+//! members by email, organizations and reusable budgets, team aliases,
+//! restricted routes — over HTTP, on SQLite and on PostgreSQL.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use tollgate::mock::MockServer;
+use tollgate::RunningGateway;
+
+on_both_backends!(
+    roles_gate_admin_routes,
+    internal_users_manage_their_own_keys,
+    viewers_read_but_do_not_write,
+    team_admins_manage_members_by_email,
+    team_aliases_and_model_lists_apply_at_request_time,
+    organizations_narrow_models_and_cap_spend,
+    budget_objects_limit_customers,
+    allowed_routes_restrict_a_key,
+    user_list_filters,
+);
+
+async fn ok(r: Resp) -> Value {
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// A user with `role` and a key of theirs.
+async fn user_with_key(gw: &RunningGateway, id: &str, role: &str) -> String {
+    let u = ok(post_json(
+        gw,
+        "/user/new",
+        MASTER,
+        json!({"user_id": id, "user_role": role, "user_email": format!("{id}@example.com")}),
+    )
+    .await)
+    .await;
+    u["key"].as_str().unwrap().to_string()
+}
+
+async fn chat(gw: &RunningGateway, key: &str, model: &str) -> Resp {
+    post(gw, "/v1/chat/completions", Some(key), &chat_body(model)).await
+}
+
+async fn setup(backend: Backend, models: &[&str]) -> (TestDb, MockServer, RunningGateway) {
+    let db = TestDb::new(backend).await;
+    let mock = spawn_mock().await;
+    let fragment: String = models.iter().map(|m| model(m, &mock)).collect();
+    let gw = spawn_gateway_db(&fragment, &db, None).await;
+    (db, mock, gw)
+}
+
+async fn roles_gate_admin_routes(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["m", "m2"]).await;
+    let admin = user_with_key(&gw, "ada-admin", "proxy_admin").await;
+    let internal = user_with_key(&gw, "ivan-internal", "internal_user").await;
+
+    // A proxy_admin's own key is an admin: it creates users and teams.
+    ok(post_json(
+        &gw,
+        "/user/new",
+        &admin,
+        json!({"user_id": "made-by-admin"}),
+    )
+    .await)
+    .await;
+    ok(post_json(&gw, "/team/new", &admin, json!({"team_id": "t-admin"})).await).await;
+
+    // An internal user may not, with LiteLLM's status, type and wording.
+    let r = post_json(&gw, "/user/new", &internal, json!({"user_id": "x"})).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let e = &r.json()["error"];
+    assert_eq!(e["type"], "auth_error");
+    assert_eq!(e["code"], "401");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("Authentication Error, Only proxy admin can be used"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("Route=/user/new") && msg.contains("Your role=internal_user"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("ivan-internal"),
+        "the user id is masked: {msg}"
+    );
+    for path in [
+        "/team/new",
+        "/customer/new",
+        "/organization/new",
+        "/budget/new",
+        "/model/new",
+    ] {
+        let r = post_json(&gw, path, &internal, json!({})).await;
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+    }
+
+    // Demoting the admin takes effect on the next call (roles are never cached).
+    ok(post_json(
+        &gw,
+        "/user/update",
+        MASTER,
+        json!({"user_id": "ada-admin", "user_role": "internal_user"}),
+    )
+    .await)
+    .await;
+    let r = post_json(&gw, "/user/new", &admin, json!({"user_id": "y"})).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+
+    // Inference errors carry the status as a string code too, as LiteLLM's do.
+    let r = post_json(&gw, "/key/generate", MASTER, json!({"models": ["m"]})).await;
+    let k = r.json()["key"].as_str().unwrap().to_string();
+    let r = chat(&gw, &k, "m2").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "403", "{}", r.text());
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn internal_users_manage_their_own_keys(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["m"]).await;
+    let ivan = user_with_key(&gw, "ivan", "internal_user").await;
+    let olga = user_with_key(&gw, "olga", "internal_user").await;
+
+    // A key for themself: owned by them whether or not they say so.
+    let mine =
+        ok(post_json(&gw, "/key/generate", &ivan, json!({"key_alias": "ivan-2"})).await).await;
+    assert_eq!(mine["user_id"], "ivan");
+    let mine_key = mine["key"].as_str().unwrap().to_string();
+    assert_eq!(chat(&gw, &mine_key, "m").await.status, 200);
+
+    // Not for someone else.
+    let r = post_json(&gw, "/key/generate", &ivan, json!({"user_id": "olga"})).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("User can only create keys for themselves"),
+        "{}",
+        r.text()
+    );
+    // Nor a key in a team they are not in.
+    ok(post_json(&gw, "/team/new", MASTER, json!({"team_id": "tz"})).await).await;
+    let r = post_json(&gw, "/key/generate", &ivan, json!({"team_id": "tz"})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("not assigned to team=tz"), "{}", r.text());
+    // Nor set their own spend.
+    let r = post_json(
+        &gw,
+        "/key/update",
+        &ivan,
+        json!({"key": mine_key, "spend": 0.0}),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    // Their own keys: update, list, block.
+    ok(post_json(
+        &gw,
+        "/key/update",
+        &ivan,
+        json!({"key": mine_key, "metadata": {"env": "dev"}}),
+    )
+    .await)
+    .await;
+    let list = ok(get(&gw, "/key/list", Some(&ivan)).await).await;
+    assert_eq!(list["total_count"], 2, "{list}");
+    let r = get(&gw, "/key/list?user_id=olga", Some(&ivan)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    // Someone else's key: refused, whatever the verb.
+    let r = post_json(
+        &gw,
+        "/key/update",
+        &ivan,
+        json!({"key": olga, "metadata": {}}),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = post_json(&gw, "/key/delete", &ivan, json!({"keys": [olga]})).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = get(&gw, &format!("/key/info?key={olga}"), Some(&ivan)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(
+        chat(&gw, &olga, "m").await.status,
+        200,
+        "olga's key is untouched"
+    );
+
+    // A key that does not exist: 404 first, as LiteLLM answers.
+    let r = get(&gw, "/key/info?key=sk-does-not-exist", Some(&ivan)).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        r.text().contains("Key not found in database"),
+        "{}",
+        r.text()
+    );
+
+    // /key/health reports on the calling key.
+    let h = ok(post_json(&gw, "/key/health", &mine_key, json!({})).await).await;
+    assert_eq!(h["key"], "healthy");
+
+    // Delete their own key: it stops working.
+    ok(post_json(&gw, "/key/delete", &ivan, json!({"keys": [mine_key]})).await).await;
+    assert_eq!(chat(&gw, &mine_key, "m").await.status, 401);
+
+    // A viewer of their own data only manages nothing.
+    let vic = user_with_key(&gw, "vic", "internal_user_viewer").await;
+    let r = post_json(&gw, "/key/generate", &vic, json!({})).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    ok(get(&gw, "/user/info", Some(&vic)).await).await;
+    let r = get(&gw, "/user/info?user_id=ivan", Some(&vic)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn viewers_read_but_do_not_write(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["m"]).await;
+    let viewer = user_with_key(&gw, "val", "proxy_admin_viewer").await;
+    let other = user_with_key(&gw, "oscar", "internal_user").await;
+    ok(get(&gw, "/user/info?user_id=oscar", Some(&viewer)).await).await;
+    ok(get(&gw, &format!("/key/info?key={other}"), Some(&viewer)).await).await;
+    let users = ok(get(&gw, "/user/list", Some(&viewer)).await).await;
+    assert_eq!(users["total"], 2);
+    ok(get(&gw, "/team/list", Some(&viewer)).await).await;
+    for (path, body) in [
+        ("/user/new", json!({"user_id": "z"})),
+        ("/key/generate", json!({})),
+        ("/team/new", json!({})),
+        ("/user/delete", json!({"user_ids": ["oscar"]})),
+    ] {
+        let r = post_json(&gw, path, &viewer, body).await;
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+    }
+    // Non-admins list only their own teams, and must say so.
+    let r = get(&gw, "/team/list", Some(&other)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    ok(get(&gw, "/team/list?user_id=oscar", Some(&other)).await).await;
+    let r = get(&gw, "/user/list", Some(&other)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn team_admins_manage_members_by_email(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["m"]).await;
+    let lead = user_with_key(&gw, "lead", "internal_user").await;
+    let member = user_with_key(&gw, "member", "internal_user").await;
+
+    // Members by email only: an existing user is found, a new one created.
+    let t = ok(post_json(
+        &gw,
+        "/team/new",
+        MASTER,
+        json!({"team_id": "core", "members_with_roles": [
+            {"user_email": "lead@example.com", "role": "admin"},
+            {"user_email": "new.person@example.com", "role": "user"},
+        ]}),
+    )
+    .await)
+    .await;
+    let ids: Vec<&str> = t["members_with_roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"lead"), "{t}");
+    // The master key's creator is an admin member, as LiteLLM's default_user_id.
+    assert!(ids.contains(&"default_user_id"), "{t}");
+    assert_eq!(ids.len(), 3, "{t}");
+    let created = get(&gw, "/user/list?user_email=new.person", Some(MASTER))
+        .await
+        .json();
+    assert_eq!(created["total"], 1, "{created}");
+
+    // The team admin adds a member by email and changes roles.
+    ok(post_json(
+        &gw,
+        "/team/member_add",
+        &lead,
+        json!({"team_id": "core", "member": {"user_email": "member@example.com", "role": "user"}}),
+    )
+    .await)
+    .await;
+    let r = post_json(
+        &gw,
+        "/team/member_add",
+        &lead,
+        json!({"team_id": "core", "member": {"user_id": "member"}}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "already a member: {}", r.text());
+    ok(post_json(
+        &gw,
+        "/team/member_update",
+        &lead,
+        json!({"team_id": "core", "user_email": "member@example.com", "role": "admin"}),
+    )
+    .await)
+    .await;
+    let info = ok(get(&gw, "/team/info?team_id=core", Some(&member)).await).await;
+    assert!(
+        info["team_info"]["admins"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("member")),
+        "{info}"
+    );
+    ok(post_json(
+        &gw,
+        "/team/member_update",
+        &lead,
+        json!({"team_id": "core", "user_id": "member", "role": "user"}),
+    )
+    .await)
+    .await;
+
+    // A plain member may not manage members.
+    let r = post_json(
+        &gw,
+        "/team/member_add",
+        &member,
+        json!({"team_id": "core", "member": {"user_id": "zed"}}),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.text().contains("User not proxy admin OR team admin"),
+        "{}",
+        r.text()
+    );
+
+    // A team admin manages the team's keys; a team admin may not raise limits.
+    let k = ok(post_json(&gw, "/key/generate", &member, json!({"team_id": "core"})).await).await;
+    let team_key = k["key"].as_str().unwrap().to_string();
+    ok(post_json(&gw, "/key/block", &lead, json!({"key": team_key})).await).await;
+    assert_eq!(chat(&gw, &team_key, "m").await.status, 401);
+    let r = post_json(
+        &gw,
+        "/team/update",
+        &lead,
+        json!({"team_id": "core", "max_budget": 1000.0}),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    ok(post_json(
+        &gw,
+        "/team/update",
+        &lead,
+        json!({"team_id": "core", "team_alias": "Core"}),
+    )
+    .await)
+    .await;
+
+    // Removing by email.
+    ok(post_json(
+        &gw,
+        "/team/member_delete",
+        &lead,
+        json!({"team_id": "core", "user_email": "member@example.com"}),
+    )
+    .await)
+    .await;
+    let r = get(&gw, "/team/info?team_id=core", Some(&member)).await;
+    assert_eq!(r.status, 403, "no longer a member: {}", r.text());
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn team_aliases_and_model_lists_apply_at_request_time(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["gpt-big", "gpt-small"]).await;
+    ok(post_json(
+        &gw,
+        "/team/new",
+        MASTER,
+        json!({"team_id": "apps", "models": ["gpt-big"], "model_aliases": {"best": "gpt-big"}}),
+    )
+    .await)
+    .await;
+    let k = ok(post_json(&gw, "/key/generate", MASTER, json!({"team_id": "apps"})).await).await;
+    let key = k["key"].as_str().unwrap().to_string();
+    let r = chat(&gw, &key, "best").await;
+    assert_eq!(r.status, 200, "the team alias resolves: {}", r.text());
+    assert_eq!(chat(&gw, &key, "gpt-small").await.status, 403);
+
+    // /team/model/add widens it at once, /team/model/delete narrows it.
+    ok(post_json(
+        &gw,
+        "/team/model/add",
+        MASTER,
+        json!({"team_id": "apps", "models": ["gpt-small"]}),
+    )
+    .await)
+    .await;
+    assert_eq!(chat(&gw, &key, "gpt-small").await.status, 200);
+    ok(post_json(
+        &gw,
+        "/team/model/delete",
+        MASTER,
+        json!({"team_id": "apps", "models": ["gpt-small"]}),
+    )
+    .await)
+    .await;
+    assert_eq!(chat(&gw, &key, "gpt-small").await.status, 403);
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn organizations_narrow_models_and_cap_spend(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["m1", "m2"]).await;
+    let org = ok(post_json(
+        &gw,
+        "/organization/new",
+        MASTER,
+        json!({"organization_id": "acme", "organization_alias": "Acme", "models": ["m1"], "max_budget": 1.0}),
+    )
+    .await)
+    .await;
+    assert_eq!(org["litellm_budget_table"]["max_budget"], 1.0);
+
+    // A team of the organization may not reach past it.
+    let r = post_json(
+        &gw,
+        "/team/new",
+        MASTER,
+        json!({"team_id": "t-bad", "organization_id": "acme", "models": ["m2"]}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post_json(
+        &gw,
+        "/team/new",
+        MASTER,
+        json!({"team_id": "t-big", "organization_id": "acme", "max_budget": 5.0}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post_json(
+        &gw,
+        "/team/new",
+        MASTER,
+        json!({"team_id": "t-x", "organization_id": "nope"}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // An org admin creates a team in it; the org's model list applies.
+    let boss = user_with_key(&gw, "boss", "internal_user").await;
+    ok(post_json(&gw, "/organization/member_add", MASTER, json!({"organization_id": "acme", "member": {"user_email": "boss@example.com", "role": "org_admin"}})).await).await;
+    ok(post_json(
+        &gw,
+        "/team/new",
+        &boss,
+        json!({"team_id": "t1", "organization_id": "acme"}),
+    )
+    .await)
+    .await;
+    let r = post_json(&gw, "/team/new", &boss, json!({"team_id": "t-other"})).await;
+    assert_eq!(r.status, 401, "outside the org: {}", r.text());
+    let k = ok(post_json(&gw, "/key/generate", MASTER, json!({"team_id": "t1"})).await).await;
+    let key = k["key"].as_str().unwrap().to_string();
+    assert_eq!(chat(&gw, &key, "m1").await.status, 200);
+    let r = chat(&gw, &key, "m2").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "org_model_access_denied");
+
+    // Spend through the team lands on the organization.
+    for _ in 0..3 {
+        assert_eq!(chat(&gw, &key, "m1").await.status, 200);
+    }
+    let mut spend = 0.0;
+    for _ in 0..50 {
+        let info =
+            ok(get(&gw, "/organization/info?organization_id=acme", Some(MASTER)).await).await;
+        spend = info["spend"].as_f64().unwrap();
+        let team = ok(get(&gw, "/team/info?team_id=t1", Some(MASTER)).await).await;
+        let team_spend = team["team_info"]["spend"].as_f64().unwrap();
+        if spend > 0.0 && (spend - team_spend).abs() < 1e-12 && team_spend > 0.0 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(spend > 0.0, "organization spend grows with its teams'");
+
+    // Its budget caps every team in it.
+    ok(post_json(
+        &gw,
+        "/organization/update",
+        &boss,
+        json!({"organization_id": "acme", "max_budget": spend / 2.0}),
+    )
+    .await)
+    .await;
+    let r = chat(&gw, &key, "m1").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "budget_exceeded");
+    assert!(r.text().contains("Organization=acme"), "{}", r.text());
+
+    // Members read it; others do not.
+    let outsider = user_with_key(&gw, "outsider", "internal_user").await;
+    let r = get(
+        &gw,
+        "/organization/info?organization_id=acme",
+        Some(&outsider),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let mine = ok(get(&gw, "/organization/list", Some(&boss)).await).await;
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    assert_eq!(
+        ok(get(&gw, "/organization/list", Some(&outsider)).await).await,
+        json!([])
+    );
+
+    // Deleting it frees its teams.
+    ok(post_json(
+        &gw,
+        "/organization/delete",
+        MASTER,
+        json!({"organization_ids": ["acme"]}),
+    )
+    .await)
+    .await;
+    assert_eq!(chat(&gw, &key, "m2").await.status, 200);
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn budget_objects_limit_customers(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["m"]).await;
+    let b = ok(post_json(
+        &gw,
+        "/budget/new",
+        MASTER,
+        json!({"budget_id": "free-tier", "max_budget": 0.0, "budget_duration": "30d"}),
+    )
+    .await)
+    .await;
+    assert_eq!(b["budget_id"], "free-tier");
+    let r = post_json(
+        &gw,
+        "/customer/new",
+        MASTER,
+        json!({"user_id": "c1", "budget_id": "missing"}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let c = ok(post_json(
+        &gw,
+        "/customer/new",
+        MASTER,
+        json!({"user_id": "c1", "budget_id": "free-tier"}),
+    )
+    .await)
+    .await;
+    assert_eq!(c["budget_id"], "free-tier");
+    assert!(
+        !c["budget_reset_at"].is_null(),
+        "the budget's period drives resets: {c}"
+    );
+
+    let k = ok(post_json(&gw, "/key/generate", MASTER, json!({})).await).await;
+    let key = k["key"].as_str().unwrap().to_string();
+    let mut body = chat_body("m");
+    body["user"] = json!("c1");
+    let r = post(&gw, "/v1/chat/completions", Some(&key), &body).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "budget_exceeded");
+
+    // Raising the shared budget lets the customer through at once.
+    ok(post_json(
+        &gw,
+        "/budget/update",
+        MASTER,
+        json!({"budget_id": "free-tier", "max_budget": 100.0}),
+    )
+    .await)
+    .await;
+    let r = post(&gw, "/v1/chat/completions", Some(&key), &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let info = ok(post_json(
+        &gw,
+        "/budget/info",
+        MASTER,
+        json!({"budgets": ["free-tier"]}),
+    )
+    .await)
+    .await;
+    assert_eq!(info[0]["max_budget"], 100.0);
+    assert_eq!(
+        ok(get(&gw, "/budget/list", Some(MASTER)).await)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    ok(post_json(&gw, "/budget/delete", MASTER, json!({"id": "free-tier"})).await).await;
+    let c = ok(get(&gw, "/customer/info?end_user_id=c1", Some(MASTER)).await).await;
+    assert!(c["budget_id"].is_null(), "{c}");
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn allowed_routes_restrict_a_key(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["m"]).await;
+    let llm = ok(post_json(
+        &gw,
+        "/key/generate",
+        MASTER,
+        json!({"allowed_routes": ["llm_api_routes"]}),
+    )
+    .await)
+    .await;
+    let llm = llm["key"].as_str().unwrap().to_string();
+    assert_eq!(chat(&gw, &llm, "m").await.status, 200);
+    let r = get(&gw, "/key/info", Some(&llm)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("Virtual key is not allowed to call this route"),
+        "{}",
+        r.text()
+    );
+
+    let ro = ok(post_json(
+        &gw,
+        "/key/generate",
+        MASTER,
+        json!({"key_type": "read_only"}),
+    )
+    .await)
+    .await;
+    assert_eq!(ro["allowed_routes"], json!(["info_routes"]));
+    let ro = ro["key"].as_str().unwrap().to_string();
+    assert_eq!(chat(&gw, &ro, "m").await.status, 403);
+    ok(get(&gw, "/key/info", Some(&ro)).await).await;
+
+    // A restriction never widens a role: an internal user's management key
+    // still cannot reach admin routes.
+    let ivan = user_with_key(&gw, "ivan", "internal_user").await;
+    let mk = ok(post_json(
+        &gw,
+        "/key/generate",
+        &ivan,
+        json!({"key_type": "management"}),
+    )
+    .await)
+    .await;
+    let mk = mk["key"].as_str().unwrap().to_string();
+    let r = post_json(&gw, "/user/new", &mk, json!({"user_id": "evil"})).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn user_list_filters(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["m"]).await;
+    for (id, role) in [
+        ("amy", "internal_user"),
+        ("bob", "proxy_admin_viewer"),
+        ("cat", "internal_user"),
+    ] {
+        user_with_key(&gw, id, role).await;
+    }
+    ok(post_json(
+        &gw,
+        "/team/new",
+        MASTER,
+        json!({"team_id": "t", "members_with_roles": [{"user_id": "amy"}]}),
+    )
+    .await)
+    .await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["user_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = ok(get(
+        &gw,
+        "/user/list?role=internal_user&sort_by=user_id",
+        Some(MASTER),
+    )
+    .await)
+    .await;
+    assert_eq!(ids(&r), ["amy", "cat"]);
+    let r = ok(get(&gw, "/user/list?user_email=BOB@EXAMPLE", Some(MASTER)).await).await;
+    assert_eq!(ids(&r), ["bob"]);
+    // The team's members: amy, and its creator (the master key's default_user_id).
+    let r = ok(get(&gw, "/user/list?team=t&sort_by=user_id", Some(MASTER)).await).await;
+    assert_eq!(ids(&r), ["amy", "default_user_id"]);
+    let r = ok(get(
+        &gw,
+        "/user/list?user_ids=cat,amy&sort_by=user_id&sort_order=desc",
+        Some(MASTER),
+    )
+    .await)
+    .await;
+    assert_eq!(ids(&r), ["cat", "amy"]);
+    assert_eq!(r["users"][0]["key_count"], 1);
+    let r = get(&gw, "/user/list?sort_by=password", Some(MASTER)).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    gw.stop().await;
+    db.cleanup().await;
+}
