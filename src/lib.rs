@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod litellm_config;
 pub mod metrics;
 pub mod mock;
 pub mod model_list;

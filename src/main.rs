@@ -1,11 +1,12 @@
 //! The `tollgate` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
 use tollgate::config::Config;
+use tollgate::litellm_config::{self, Ignored};
 
 #[derive(Parser)]
 #[command(
@@ -22,7 +23,8 @@ struct Cli {
 enum Command {
     /// Run the gateway.
     Serve(ServeArgs),
-    /// Validate the config file and exit (status 0 if it is valid).
+    /// Validate the config file (config.toml, or a LiteLLM config.yaml) and
+    /// exit (status 0 if it is valid).
     CheckConfig {
         #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "config.toml")]
         config: PathBuf,
@@ -34,11 +36,18 @@ enum Command {
     },
     /// Run a fake OpenAI-compatible provider, for tests, demos and benchmarks.
     MockUpstream(MockArgs),
+    /// Translate a LiteLLM proxy config.yaml into tollgate's config.toml:
+    /// the TOML goes to stdout, the LiteLLM settings left behind (by path)
+    /// to stderr.
+    ImportLitellm {
+        /// The LiteLLM config (YAML).
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Path to config.toml.
+    /// Path to config.toml, or to a LiteLLM config.yaml (translated at start-up).
     #[arg(long, short, env = "TOLLGATE_CONFIG", default_value = "config.toml")]
     config: PathBuf,
     /// Override `server.host`.
@@ -74,8 +83,16 @@ struct MockArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(c) => {
+        Command::CheckConfig { config } => match load(&config) {
+            Ok((c, litellm)) => {
+                if let Some(imported) = litellm {
+                    for i in &imported.ignored {
+                        eprintln!("warning: ignored LiteLLM setting {i}");
+                    }
+                    for n in &imported.notes {
+                        eprintln!("note: {n}");
+                    }
+                }
                 println!(
                     "{}: ok ({} model groups, {} deployments)",
                     config.display(),
@@ -94,8 +111,8 @@ fn main() -> ExitCode {
         },
         Command::Serve(args) => serve(args),
         Command::Migrate { config } => {
-            let config = match Config::load(&config) {
-                Ok(c) => c,
+            let config = match load(&config) {
+                Ok((c, _)) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(2);
@@ -116,6 +133,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::ImportLitellm { file } => import_litellm(&file),
         Command::MockUpstream(args) => {
             tollgate::telemetry::init("info");
             let opts = tollgate::mock::MockOptions {
@@ -140,8 +158,87 @@ fn main() -> ExitCode {
     }
 }
 
+/// The config at `path`: tollgate's TOML, or a LiteLLM config translated
+/// (by extension `.yaml`/`.yml`, else by content: YAML with a
+/// `model_list` that is not TOML). The translation comes back too, for its
+/// report.
+fn load(path: &Path) -> Result<(Config, Option<litellm_config::Imported>), String> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let litellm = match ext.as_deref() {
+        Some("yaml" | "yml") => true,
+        Some("toml") => false,
+        _ => match std::fs::read_to_string(path) {
+            Ok(text) => {
+                text.parse::<toml::Table>().is_err() && litellm_config::looks_like_litellm(&text)
+            }
+            Err(_) => false,
+        },
+    };
+    if !litellm {
+        return Config::load(path)
+            .map(|c| (c, None))
+            .map_err(|e| e.to_string());
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let imported =
+        litellm_config::translate(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config = imported.config().map_err(|e| {
+        format!(
+            "{} (translated from LiteLLM; `tollgate import-litellm {}` shows the TOML): {e}",
+            path.display(),
+            path.display()
+        )
+    })?;
+    Ok((config, Some(imported)))
+}
+
+fn import_litellm(file: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let imported = match litellm_config::translate(&text) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", imported.annotated_toml());
+    for i in &imported.ignored {
+        eprintln!("warning: ignored LiteLLM setting {i}");
+    }
+    for n in &imported.notes {
+        eprintln!("note: {n}");
+    }
+    // The file is written either way; say now if it will not start here.
+    if let Err(e) = imported.config() {
+        eprintln!(
+            "warning: tollgate will refuse this config until this is fixed (or the variable is set where it runs): {e}"
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// One warning per LiteLLM setting left behind, once, at start-up.
+fn log_import(ignored: &[Ignored], notes: &[String]) {
+    for i in ignored {
+        tracing::warn!("ignored LiteLLM setting {}: {}", i.path, i.reason);
+    }
+    for n in notes {
+        tracing::warn!("LiteLLM config translated with a caveat: {n}");
+    }
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
-    let mut config = match Config::load(&args.config) {
+    let (mut config, imported) = match load(&args.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -158,6 +255,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.server.workers = workers;
     }
     tollgate::telemetry::init(&config.logging.level);
+    if let Some(imported) = &imported {
+        log_import(&imported.ignored, &imported.notes);
+    }
     actix_rt::System::new().block_on(async move {
         match tollgate::start(config).await {
             Ok(running) => {
