@@ -161,7 +161,7 @@ async fn the_shared_redis_copy_carries_no_master_authority() {
     let r = post_json(&gw, "/key/generate", forged_key, json!({})).await;
     assert_eq!(
         r.status,
-        403,
+        401,
         "a forged entry must not act as the master key: {}",
         r.text()
     );

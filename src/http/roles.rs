@@ -157,7 +157,7 @@ impl Caller {
             format!(
                 "Authentication Error, Only proxy admin can be used to generate, delete, update info for new keys/users/teams. Route={route}. Your role={}. Your user_id={}",
                 self.role.as_str(),
-                mask(self.key.user_id.as_deref().unwrap_or("unknown")),
+                self.key.user_id.as_deref().map_or("None".into(), mask),
             ),
             Some("None"),
         )
