@@ -189,6 +189,10 @@ pub struct AuthConfig {
     pub max_concurrent_lookups: usize,
     /// Lookups allowed to wait per worker; beyond it, 503 at once.
     pub max_queued_lookups: usize,
+    /// Teams any internal user may join themself (`/team/available`,
+    /// then `/team/member_add` with their own id): LiteLLM's
+    /// `default_internal_user_params.available_teams`.
+    pub available_teams: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -198,6 +202,7 @@ impl Default for AuthConfig {
             cache_max_entries: 100_000,
             max_concurrent_lookups: 4,
             max_queued_lookups: 1_024,
+            available_teams: Vec::new(),
         }
     }
 }

@@ -22,6 +22,8 @@ on_both_backends!(
     budget_objects_limit_customers,
     allowed_routes_restrict_a_key,
     user_list_filters,
+    organization_rate_limits_hold_for_all_its_teams,
+    users_join_available_teams_themselves,
 );
 
 async fn ok(r: Resp) -> Value {
@@ -710,6 +712,93 @@ async fn user_list_filters(backend: Backend) {
     assert_eq!(r["users"][0]["key_count"], 1);
     let r = get(&gw, "/user/list?sort_by=password", Some(MASTER)).await;
     assert_eq!(r.status, 400, "{}", r.text());
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn organization_rate_limits_hold_for_all_its_teams(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["m"]).await;
+    ok(post_json(
+        &gw,
+        "/organization/new",
+        MASTER,
+        json!({"organization_id": "lim", "rpm_limit": 3}),
+    )
+    .await)
+    .await;
+    let mut keys = Vec::new();
+    for t in ["a", "b"] {
+        ok(post_json(
+            &gw,
+            "/team/new",
+            MASTER,
+            json!({"team_id": t, "organization_id": "lim"}),
+        )
+        .await)
+        .await;
+        let k = ok(post_json(&gw, "/key/generate", MASTER, json!({"team_id": t})).await).await;
+        keys.push(k["key"].as_str().unwrap().to_string());
+    }
+    // Three requests a minute for the organization, whichever team sends them.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        statuses.push(chat(&gw, &keys[i % 2], "m").await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429], "{statuses:?}");
+    let r = chat(&gw, &keys[1], "m").await;
+    assert!(r.text().contains("organization lim"), "{}", r.text());
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn users_join_available_teams_themselves(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mock = spawn_mock().await;
+    let gw = spawn_gateway_db(
+        &format!(
+            "[auth]\navailable_teams = [\"open\"]\n{}",
+            model("m", &mock)
+        ),
+        &db,
+        None,
+    )
+    .await;
+    ok(post_json(&gw, "/team/new", MASTER, json!({"team_id": "open"})).await).await;
+    ok(post_json(&gw, "/team/new", MASTER, json!({"team_id": "closed"})).await).await;
+    let uma = user_with_key(&gw, "uma", "internal_user").await;
+    let listed = ok(get(&gw, "/team/available", Some(&uma)).await).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["team_id"], "open");
+
+    ok(post_json(
+        &gw,
+        "/team/member_add",
+        &uma,
+        json!({"team_id": "open", "member": {"user_id": "uma", "role": "user"}}),
+    )
+    .await)
+    .await;
+    let info = ok(get(&gw, "/team/info?team_id=open", Some(&uma)).await).await;
+    assert!(info["team_info"]["members"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("uma")));
+    // Not as an admin, not someone else, not a team that is not open.
+    for body in [
+        json!({"team_id": "open", "member": {"user_id": "uma2", "role": "user"}}),
+        json!({"team_id": "closed", "member": {"user_id": "uma", "role": "user"}}),
+    ] {
+        let r = post_json(&gw, "/team/member_add", &uma, body).await;
+        assert_eq!(r.status, 403, "{}", r.text());
+    }
+    let r = post_json(
+        &gw,
+        "/team/member_update",
+        &uma,
+        json!({"team_id": "open", "user_id": "uma", "role": "admin"}),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
     gw.stop().await;
     db.cleanup().await;
 }

@@ -39,6 +39,8 @@ pub enum Scope {
     Key(String),
     User(String),
     Team(String),
+    /// The organization of the key's team.
+    Org(String),
     /// A key's limit for one model group.
     KeyModel(String, String),
     /// An upstream deployment's own limit (by id).
@@ -53,6 +55,7 @@ impl Scope {
             Scope::Key(_) => format!("key {key_name}"),
             Scope::User(u) => format!("user {u}"),
             Scope::Team(t) => format!("team {t}"),
+            Scope::Org(o) => format!("organization {o}"),
             Scope::KeyModel(_, m) => format!("key {key_name} on model {m}"),
             Scope::Deployment(d) => format!("deployment {d}"),
         }
@@ -65,6 +68,7 @@ impl Scope {
             Scope::Key(k) => format!("k:{k}"),
             Scope::User(u) => format!("u:{u}"),
             Scope::Team(t) => format!("t:{t}"),
+            Scope::Org(o) => format!("o:{o}"),
             Scope::KeyModel(k, m) => format!("km:{k}:{m}"),
             Scope::Deployment(d) => format!("d:{d}"),
         }
@@ -92,8 +96,8 @@ pub struct Check {
 }
 
 /// Every limit on `key` calling model group `group`: the gateway's, the
-/// key's (or the configured default), its user's, its team's, and its
-/// per-model limits. Empty when none applies (no round trip at all then).
+/// key's (or the configured default), its user's, its team's, its team's
+/// organization's, and its per-model limits. Empty when none applies (no round trip at all then).
 pub fn checks_for(limits: &LimitsConfig, key: &KeyInfo, group: &str) -> Vec<Check> {
     let mut out = Vec::new();
     let mut push = |scope, caps: Caps| {
@@ -129,6 +133,7 @@ pub fn checks_for(limits: &LimitsConfig, key: &KeyInfo, group: &str) -> Vec<Chec
             &key.team,
             key.team.as_ref().map(|t| Scope::Team(t.id.clone())),
         ),
+        (&key.org, key.org.as_ref().map(|o| Scope::Org(o.id.clone()))),
     ] {
         if let (Some(o), Some(scope)) = (owner, scope) {
             push(

@@ -635,11 +635,30 @@ pub async fn member_add(
     let caller = caller(&st, &req).await?;
     let body: MemberAdd = json_body(&st, &req, payload).await?;
     let store = store(&st)?;
-    let row = load_managed(&st, &caller, &body.team_id, req.path()).await?;
     let members = match body.member {
         OneOrMany::One(m) => vec![m],
         OneOrMany::Many(v) => v,
     };
+    let row = load_team(store, &body.team_id).await?;
+    // Team admins add anyone; any user may add themself, as a plain
+    // member, to a team the config lists as available.
+    let me = (!caller.key.is_master)
+        .then_some(caller.key.user_id.as_deref())
+        .flatten();
+    let self_join = me.is_some()
+        && st.gw.config.auth.available_teams.contains(&row.team_id)
+        && members
+            .iter()
+            .all(|m| m.role == "user" && m.user_id.as_deref() == me);
+    if !self_join
+        && !may_manage_team(&st, &caller, &row.team_id, row.organization_id.as_deref()).await?
+    {
+        return Err(forbidden(format!(
+            "Call not allowed. User not proxy admin OR team admin. route={}, team_id={}",
+            req.path(),
+            row.team_id
+        )));
+    }
     let existing = store.members(&row.team_id).await.map_err(store_error)?;
     let now = now_ms();
     let mut resolved = Vec::with_capacity(members.len());
@@ -773,6 +792,23 @@ pub async fn member_update(
     })))
 }
 
+/// The teams any user may join themself (`auth.available_teams`).
+pub async fn available(
+    req: HttpRequest,
+    st: web::Data<WorkerState>,
+) -> Result<HttpResponse, GatewayError> {
+    caller(&st, &req).await?;
+    let store = store(&st)?;
+    let mut out = Vec::new();
+    for id in &st.gw.config.auth.available_teams {
+        if let Some(t) = store.get_team(id).await.map_err(store_error)? {
+            let members = store.members(id).await.map_err(store_error)?;
+            out.push(team_json(&t, &members));
+        }
+    }
+    Ok(HttpResponse::Ok().json(out))
+}
+
 #[derive(Deserialize)]
 struct TeamModels {
     team_id: String,
@@ -873,6 +909,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/team/update", web::post().to(update))
         .route("/team/delete", web::post().to(delete))
         .route("/team/list", web::get().to(list))
+        .route("/team/available", web::get().to(available))
         .route("/team/member_add", web::post().to(member_add))
         .route("/team/member_delete", web::post().to(member_delete))
         .route("/team/member_update", web::post().to(member_update))

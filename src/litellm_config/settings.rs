@@ -42,7 +42,28 @@ impl Translator<'_> {
                 }
                 "callbacks" | "success_callback" | "failure_callback" => self.callbacks(&p, v)?,
                 "cache" | "cache_params" => self.ignore(&p, v, "tollgate has no response cache"),
+                "default_internal_user_params" => self.internal_user_params(&p, v)?,
                 _ => self.ignore(&p, v, "no tollgate equivalent"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Of the defaults for new internal users, the teams they may join.
+    fn internal_user_params(&mut self, path: &str, v: &Value) -> Result<(), ImportError> {
+        let Some(m) = mapping(path, v)? else {
+            return Ok(());
+        };
+        for (key, p, v) in entries(path, m)? {
+            match key.as_str() {
+                "available_teams" => {
+                    let teams = self.names(&p, v)?;
+                    self.set(
+                        &["auth", "available_teams"],
+                        toml::Value::Array(teams.into_iter().map(toml::Value::String).collect()),
+                    );
+                }
+                _ => self.ignore(&p, v, "new users get LiteLLM's default role and no limits"),
             }
         }
         Ok(())

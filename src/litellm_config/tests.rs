@@ -593,3 +593,14 @@ fn a_file_is_recognised_as_litellm_by_its_model_list() {
     assert!(!looks_like_litellm("[server]\nport = 4000\n"));
     assert!(!looks_like_litellm("router_settings: {}\n"));
 }
+
+#[test]
+fn available_teams_become_the_teams_users_may_join() {
+    let yaml = "model_list:\n  - model_name: m\n    litellm_params: {model: openai/gpt-4o}\nlitellm_settings:\n  default_internal_user_params:\n    available_teams: [open-1, open-2]\n    user_role: internal_user_viewer\n";
+    let (imported, t) = import(yaml, &[]);
+    assert_eq!(strings(&t, "auth|available_teams"), ["open-1", "open-2"]);
+    assert_ignored(
+        &imported,
+        "litellm_settings.default_internal_user_params.user_role",
+    );
+}
