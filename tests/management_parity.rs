@@ -102,6 +102,25 @@ async fn roles_gate_admin_routes(backend: Backend) {
         assert_eq!(r.status, 401, "{path}: {}", r.text());
     }
 
+    // /routes lists what is served, from the registrations themselves.
+    let routes = ok(get(&gw, "/routes", Some(&internal)).await).await;
+    let find = |path: &str| {
+        routes["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["path"] == path)
+            .cloned()
+            .unwrap_or_else(|| panic!("{path} not listed"))
+    };
+    assert_eq!(find("/key/generate")["methods"], json!(["POST"]));
+    assert_eq!(find("/v1/chat/completions")["methods"], json!(["POST"]));
+    assert_eq!(
+        find("/organization/update")["methods"],
+        json!(["POST", "PATCH"])
+    );
+    assert_eq!(find("/routes")["name"], "route_table::list");
+
     // Demoting the admin takes effect on the next call (roles are never cached).
     ok(post_json(
         &gw,

@@ -251,11 +251,11 @@ pub async fn delete(
     Ok(HttpResponse::Ok().json(budget_json(&row)))
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/budget/new", web::post().to(new))
-        .route("/budget/update", web::post().to(update))
-        .route("/budget/info", web::post().to(info))
-        .route("/budget/settings", web::get().to(settings))
-        .route("/budget/list", web::get().to(list))
-        .route("/budget/delete", web::post().to(delete));
+pub fn routes(cfg: &mut super::Routes<'_>) {
+    cfg.post("/budget/new", new)
+        .post("/budget/update", update)
+        .post("/budget/info", info)
+        .get("/budget/settings", settings)
+        .get("/budget/list", list)
+        .post("/budget/delete", delete);
 }

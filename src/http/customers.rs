@@ -342,14 +342,14 @@ pub async fn unblock(
     set_blocked(req, payload, st, false).await
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub fn routes(cfg: &mut super::Routes<'_>) {
     for prefix in ["/customer", "/end_user"] {
-        cfg.route(&format!("{prefix}/new"), web::post().to(new))
-            .route(&format!("{prefix}/info"), web::get().to(info))
-            .route(&format!("{prefix}/update"), web::post().to(update))
-            .route(&format!("{prefix}/delete"), web::post().to(delete))
-            .route(&format!("{prefix}/list"), web::get().to(list))
-            .route(&format!("{prefix}/block"), web::post().to(block))
-            .route(&format!("{prefix}/unblock"), web::post().to(unblock));
+        cfg.post(&format!("{prefix}/new"), new)
+            .get(&format!("{prefix}/info"), info)
+            .post(&format!("{prefix}/update"), update)
+            .post(&format!("{prefix}/delete"), delete)
+            .get(&format!("{prefix}/list"), list)
+            .post(&format!("{prefix}/block"), block)
+            .post(&format!("{prefix}/unblock"), unblock);
     }
 }

@@ -768,16 +768,16 @@ pub async fn regenerate_path(
     regenerate(req, Some(path), payload, st).await
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/key/generate", web::post().to(generate))
-        .route("/key/update", web::post().to(update))
-        .route("/key/delete", web::post().to(delete))
-        .route("/key/info", web::get().to(info))
-        .route("/key/list", web::get().to(list))
-        .route("/key/health", web::post().to(health))
-        .route("/key/health", web::get().to(health))
-        .route("/key/block", web::post().to(block))
-        .route("/key/unblock", web::post().to(unblock))
-        .route("/key/regenerate", web::post().to(regenerate_body))
-        .route("/key/{key}/regenerate", web::post().to(regenerate_path));
+pub fn routes(cfg: &mut super::Routes<'_>) {
+    cfg.post("/key/generate", generate)
+        .post("/key/update", update)
+        .post("/key/delete", delete)
+        .get("/key/info", info)
+        .get("/key/list", list)
+        .post("/key/health", health)
+        .get("/key/health", health)
+        .post("/key/block", block)
+        .post("/key/unblock", unblock)
+        .post("/key/regenerate", regenerate_body)
+        .post("/key/{key}/regenerate", regenerate_path);
 }

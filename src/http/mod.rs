@@ -15,6 +15,7 @@ pub mod models_admin;
 pub mod orgs;
 pub mod record;
 pub mod roles;
+pub mod route_table;
 pub mod spend;
 pub mod stream;
 pub mod teams;
@@ -54,47 +55,37 @@ pub struct WorkerState {
     pub providers: Metered<ProviderActor>,
 }
 
+pub use route_table::Routes;
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    let mut r = Routes::new(cfg);
+    register(&mut r);
+    r.finish();
+}
+
+fn register(cfg: &mut Routes<'_>) {
     for prefix in ["/v1", ""] {
-        cfg.route(
+        cfg.post(
             &format!("{prefix}/chat/completions"),
-            web::post().to(inference::chat_completions),
+            inference::chat_completions,
         )
-        .route(
-            &format!("{prefix}/completions"),
-            web::post().to(inference::completions),
-        )
-        .route(
-            &format!("{prefix}/embeddings"),
-            web::post().to(inference::embeddings),
-        )
-        .route(
-            &format!("{prefix}/messages"),
-            web::post().to(messages::messages),
-        )
-        .route(
+        .post(&format!("{prefix}/completions"), inference::completions)
+        .post(&format!("{prefix}/embeddings"), inference::embeddings)
+        .post(&format!("{prefix}/messages"), messages::messages)
+        .post(
             &format!("{prefix}/messages/count_tokens"),
-            web::post().to(messages::count_tokens),
+            messages::count_tokens,
         )
-        .route(&format!("{prefix}/models"), web::get().to(models::list))
-        .route(
-            &format!("{prefix}/models/{{model:.+}}"),
-            web::get().to(models::retrieve),
-        );
+        .get(&format!("{prefix}/models"), models::list)
+        .get(&format!("{prefix}/models/{{model:.+}}"), models::retrieve);
     }
-    cfg.route("/model/info", web::get().to(model_info::model_info))
-        .route("/v1/model/info", web::get().to(model_info::model_info))
-        .route(
-            "/model_group/info",
-            web::get().to(model_info::model_group_info),
-        )
-        .route("/model/new", web::post().to(models_admin::new_model))
-        .route("/model/update", web::post().to(models_admin::update_model))
-        .route(
-            "/model/{model_id}/update",
-            web::patch().to(models_admin::patch_model),
-        )
-        .route("/model/delete", web::post().to(models_admin::delete_model));
+    cfg.get("/model/info", model_info::model_info)
+        .get("/v1/model/info", model_info::model_info)
+        .get("/model_group/info", model_info::model_group_info)
+        .post("/model/new", models_admin::new_model)
+        .post("/model/update", models_admin::update_model)
+        .patch("/model/{model_id}/update", models_admin::patch_model)
+        .post("/model/delete", models_admin::delete_model);
     keys::routes(cfg);
     users::routes(cfg);
     teams::routes(cfg);
@@ -102,16 +93,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     customers::routes(cfg);
     orgs::routes(cfg);
     budgets::routes(cfg);
-    cfg.route("/health/liveliness", web::get().to(health::liveliness))
-        .route("/health/liveness", web::get().to(health::liveliness))
-        .route("/health/readiness", web::get().to(health::readiness))
-        .route("/health", web::get().to(health::deployments))
-        .route("/health/router", web::get().to(health::router_view))
-        .route(
-            "/health/readiness/details",
-            web::get().to(health::readiness_details),
-        )
-        .route("/metrics", web::get().to(health::metrics));
+    cfg.get("/health/liveliness", health::liveliness)
+        .get("/health/liveness", health::liveliness)
+        .get("/health/readiness", health::readiness)
+        .get("/health", health::deployments)
+        .get("/health/router", health::router_view)
+        .get("/health/readiness/details", health::readiness_details)
+        .get("/metrics", health::metrics)
+        .get("/routes", route_table::list);
 }
 
 /// The OpenAI/Anthropic-compatible inference routes (LiteLLM's

@@ -627,23 +627,17 @@ pub async fn member_delete(
     })))
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/organization/new", web::post().to(new))
-        .route("/organization/update", web::post().to(update))
-        .route("/organization/update", web::patch().to(update))
-        .route("/organization/delete", web::post().to(delete))
-        .route("/organization/delete", web::delete().to(delete))
-        .route("/organization/info", web::get().to(info))
-        .route("/organization/list", web::get().to(list))
-        .route("/organization/member_add", web::post().to(member_add))
-        .route("/organization/member_update", web::post().to(member_update))
-        .route(
-            "/organization/member_update",
-            web::patch().to(member_update),
-        )
-        .route("/organization/member_delete", web::post().to(member_delete))
-        .route(
-            "/organization/member_delete",
-            web::delete().to(member_delete),
-        );
+pub fn routes(cfg: &mut super::Routes<'_>) {
+    cfg.post("/organization/new", new)
+        .post("/organization/update", update)
+        .patch("/organization/update", update)
+        .post("/organization/delete", delete)
+        .delete("/organization/delete", delete)
+        .get("/organization/info", info)
+        .get("/organization/list", list)
+        .post("/organization/member_add", member_add)
+        .post("/organization/member_update", member_update)
+        .patch("/organization/member_update", member_update)
+        .post("/organization/member_delete", member_delete)
+        .delete("/organization/member_delete", member_delete);
 }

@@ -439,10 +439,10 @@ pub async fn global(
     Ok(HttpResponse::Ok().json(json!({"spend": spend, "max_budget": 0.0})))
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/spend/logs", web::get().to(logs))
-        .route("/global/spend/report", web::get().to(report))
-        .route("/global/spend/keys", web::get().to(top_keys))
-        .route("/global/spend/models", web::get().to(top_models))
-        .route("/global/spend", web::get().to(global));
+pub fn routes(cfg: &mut super::Routes<'_>) {
+    cfg.get("/spend/logs", logs)
+        .get("/global/spend/report", report)
+        .get("/global/spend/keys", top_keys)
+        .get("/global/spend/models", top_models)
+        .get("/global/spend", global);
 }

@@ -903,18 +903,18 @@ pub async fn unblock(
     set_blocked(req, payload, st, false).await
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/team/new", web::post().to(new))
-        .route("/team/info", web::get().to(info))
-        .route("/team/update", web::post().to(update))
-        .route("/team/delete", web::post().to(delete))
-        .route("/team/list", web::get().to(list))
-        .route("/team/available", web::get().to(available))
-        .route("/team/member_add", web::post().to(member_add))
-        .route("/team/member_delete", web::post().to(member_delete))
-        .route("/team/member_update", web::post().to(member_update))
-        .route("/team/model/add", web::post().to(model_add))
-        .route("/team/model/delete", web::post().to(model_delete))
-        .route("/team/block", web::post().to(block))
-        .route("/team/unblock", web::post().to(unblock));
+pub fn routes(cfg: &mut super::Routes<'_>) {
+    cfg.post("/team/new", new)
+        .get("/team/info", info)
+        .post("/team/update", update)
+        .post("/team/delete", delete)
+        .get("/team/list", list)
+        .get("/team/available", available)
+        .post("/team/member_add", member_add)
+        .post("/team/member_delete", member_delete)
+        .post("/team/member_update", member_update)
+        .post("/team/model/add", model_add)
+        .post("/team/model/delete", model_delete)
+        .post("/team/block", block)
+        .post("/team/unblock", unblock);
 }

@@ -512,10 +512,10 @@ pub async fn list(
     })))
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/user/new", web::post().to(new))
-        .route("/user/info", web::get().to(info))
-        .route("/user/update", web::post().to(update))
-        .route("/user/delete", web::post().to(delete))
-        .route("/user/list", web::get().to(list));
+pub fn routes(cfg: &mut super::Routes<'_>) {
+    cfg.post("/user/new", new)
+        .get("/user/info", info)
+        .post("/user/update", update)
+        .post("/user/delete", delete)
+        .get("/user/list", list);
 }
