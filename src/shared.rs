@@ -44,6 +44,9 @@ pub enum Invalidation {
     All,
 }
 
+/// Least time a fleet-wide budget reservation waits for Redis.
+const BUDGET_TIMEOUT: Duration = Duration::from_millis(1_000);
+
 /// A shared cache lookup.
 #[derive(Debug)]
 pub enum Cached {
@@ -221,6 +224,20 @@ impl Redis {
         F: FnOnce(bb8::PooledConnection<'static, RedisConnectionManager>) -> Fut,
         Fut: Future<Output = Result<T, redis::RedisError>>,
     {
+        self.run_within(self.timeout, check_breaker, op).await
+    }
+
+    /// `run` with its own time limit.
+    async fn run_within<T, F, Fut>(
+        &self,
+        timeout: Duration,
+        check_breaker: bool,
+        op: F,
+    ) -> Result<T, String>
+    where
+        F: FnOnce(bb8::PooledConnection<'static, RedisConnectionManager>) -> Fut,
+        Fut: Future<Output = Result<T, redis::RedisError>>,
+    {
         if check_breaker && self.breaker.is_open() {
             return Err("redis is unreachable (probing it in the background)".into());
         }
@@ -229,9 +246,9 @@ impl Redis {
             let conn = pool.get_owned().await.map_err(|e| e.to_string())?;
             op(conn).await.map_err(|e| e.to_string())
         };
-        let result = match tokio::time::timeout(self.timeout, attempt).await {
+        let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         };
         self.learn(&result);
         result
@@ -399,10 +416,17 @@ impl Redis {
                 .arg(b.db_spend.to_string())
                 .arg(b.max_budget.map_or("-1".to_string(), |m| m.to_string()));
         }
+        // A fleet-wide budget is only as good as this answer: a Redis that
+        // is merely slow (a loaded machine) is waited for, longer than a
+        // cache lookup would be, rather than falling back to this replica's
+        // view and letting replicas overshoot together. A Redis known down
+        // (breaker open) still falls back at once.
         let answer: Vec<String> = self
-            .run(true, |mut c| async move {
-                invocation.invoke_async(&mut *c).await
-            })
+            .run_within(
+                self.timeout.max(BUDGET_TIMEOUT),
+                true,
+                |mut c| async move { invocation.invoke_async(&mut *c).await },
+            )
             .await?;
         let index: usize = answer.first().and_then(|i| i.parse().ok()).unwrap_or(0);
         if index == 0 {
