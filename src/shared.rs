@@ -422,11 +422,9 @@ impl Redis {
         // view and letting replicas overshoot together. A Redis known down
         // (breaker open) still falls back at once.
         let answer: Vec<String> = self
-            .run_within(
-                self.timeout.max(BUDGET_TIMEOUT),
-                true,
-                |mut c| async move { invocation.invoke_async(&mut *c).await },
-            )
+            .run_within(self.timeout.max(BUDGET_TIMEOUT), true, |mut c| async move {
+                invocation.invoke_async(&mut *c).await
+            })
             .await?;
         let index: usize = answer.first().and_then(|i| i.parse().ok()).unwrap_or(0);
         if index == 0 {
