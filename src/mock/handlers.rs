@@ -37,7 +37,9 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     gemini::routes(cfg);
     bedrock::routes(cfg);
     azure::routes(cfg);
-    cfg.route("/mock/stats", web::get().to(stats))
+    cfg.route("/v1/traces", web::post().to(otlp_traces))
+        .route("/api/public/otel/v1/traces", web::post().to(otlp_traces))
+        .route("/mock/stats", web::get().to(stats))
         .route("/mock/last_request", web::get().to(last_request))
         .route("/mock/behaviour", web::get().to(get_behaviour))
         .route("/mock/behaviour", web::post().to(set_behaviour))
@@ -818,6 +820,18 @@ async fn models(req: HttpRequest, st: web::Data<Shared>) -> HttpResponse {
 }
 
 // ------------------------------------------------------------------ control
+
+/// An OTLP/HTTP trace export: counted, not decoded, and answered with an
+/// empty `ExportTraceServiceResponse` (zero protobuf bytes = full success).
+async fn otlp_traces(body: web::Bytes, st: web::Data<Shared>) -> HttpResponse {
+    bump(&st.counters.otlp_exports);
+    st.counters
+        .otlp_bytes
+        .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/x-protobuf"))
+        .finish()
+}
 
 async fn stats(st: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok().json(st.snapshot())

@@ -385,6 +385,11 @@ pub struct StatsSnapshot {
     pub streams_started: u64,
     pub streams_completed: u64,
     pub streams_cancelled: u64,
+    /// OTLP/HTTP trace exports received (`/v1/traces`, Langfuse's
+    /// `/api/public/otel/v1/traces`) and their bytes: the mock doubles as
+    /// a receiver that costs next to nothing, for benchmarks.
+    pub otlp_exports: u64,
+    pub otlp_bytes: u64,
 }
 
 #[derive(Default)]
@@ -400,6 +405,8 @@ pub(crate) struct Counters {
     pub(crate) streams_started: AtomicU64,
     pub(crate) streams_completed: AtomicU64,
     pub(crate) streams_cancelled: AtomicU64,
+    pub(crate) otlp_exports: AtomicU64,
+    pub(crate) otlp_bytes: AtomicU64,
 }
 
 /// State shared by every worker of one mock server.
@@ -453,6 +460,8 @@ impl Shared {
             streams_started: l(&c.streams_started),
             streams_completed: l(&c.streams_completed),
             streams_cancelled: l(&c.streams_cancelled),
+            otlp_exports: l(&c.otlp_exports),
+            otlp_bytes: l(&c.otlp_bytes),
         }
     }
 
@@ -470,6 +479,8 @@ impl Shared {
             &c.streams_started,
             &c.streams_completed,
             &c.streams_cancelled,
+            &c.otlp_exports,
+            &c.otlp_bytes,
         ] {
             a.store(0, Ordering::Relaxed);
         }

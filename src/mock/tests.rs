@@ -1783,3 +1783,27 @@ async fn context_errors_in_every_dialect() {
         .starts_with("prompt is too long"));
     m.stop().await;
 }
+
+#[actix_rt::test]
+async fn otlp_trace_exports_are_taken_and_counted_without_decoding() {
+    let m = mock().await;
+    for path in ["/v1/traces", "/api/public/otel/v1/traces"] {
+        let r = http(
+            m.addr,
+            "POST",
+            path,
+            &[("content-type", "application/x-protobuf")],
+            "0123456789",
+        );
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+        assert!(
+            r.bytes.is_empty(),
+            "an empty export response is full success"
+        );
+    }
+    let s = m.stats();
+    assert_eq!((s.otlp_exports, s.otlp_bytes), (2, 20));
+    assert_eq!(s.chat, 0);
+    m.stop().await;
+}
