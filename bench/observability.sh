@@ -70,9 +70,9 @@ secret_key = \"sk-lf-bench\"
 kind = \"otel\"
 endpoint = \"http://127.0.0.1:$MOCK/v1/traces\"" >"$TMP/on.toml"
 
-(cd "$TMP" && ./tollgate serve --config off.toml >off.log 2>&1) &
+(cd "$TMP" && exec ./tollgate serve --config off.toml >off.log 2>&1) &
 PIDS+=($!)
-(cd "$TMP" && ./tollgate serve --config on.toml >on.log 2>&1) &
+(cd "$TMP" && exec ./tollgate serve --config on.toml >on.log 2>&1) &
 PIDS+=($!)
 
 BODY='{"model":"bench-gpt","messages":[{"role":"user","content":"hello"}]}'
