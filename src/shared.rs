@@ -44,8 +44,11 @@ pub enum Invalidation {
     All,
 }
 
-/// Least time a fleet-wide budget reservation waits for Redis.
-const BUDGET_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// Least time a fleet-wide admission (budget reservation, rate-limit
+/// lease) waits for Redis: a Redis that is merely slow is waited for; one
+/// that does not answer in this long opens the breaker, and admissions fall
+/// back to this replica's view at once until the probe sees it back.
+pub(crate) const LEDGER_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 /// A shared cache lookup.
 #[derive(Debug)]
@@ -228,7 +231,7 @@ impl Redis {
     }
 
     /// `run` with its own time limit.
-    async fn run_within<T, F, Fut>(
+    pub(crate) async fn run_within<T, F, Fut>(
         &self,
         timeout: Duration,
         check_breaker: bool,
@@ -422,7 +425,7 @@ impl Redis {
         // view and letting replicas overshoot together. A Redis known down
         // (breaker open) still falls back at once.
         let answer: Vec<String> = self
-            .run_within(self.timeout.max(BUDGET_TIMEOUT), true, |mut c| async move {
+            .run_within(self.timeout.max(LEDGER_TIMEOUT), true, |mut c| async move {
                 invocation.invoke_async(&mut *c).await
             })
             .await?;

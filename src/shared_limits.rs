@@ -171,11 +171,15 @@ impl SharedLimits {
             .arg(format!("{into:.6}"))
             .arg(WINDOW_TTL_MS)
             .arg(replicas);
+        // An admission waits on a slow Redis rather than fall back to this
+        // replica's share and let replicas overshoot together.
         let (granted, prev, cur): (i64, i64, i64) = self
             .redis
-            .run(true, |mut c| async move {
-                invocation.invoke_async(&mut *c).await
-            })
+            .run_within(
+                self.redis.timeout().max(crate::shared::LEDGER_TIMEOUT),
+                true,
+                |mut c| async move { invocation.invoke_async(&mut *c).await },
+            )
             .await?;
         Ok(WindowLease {
             granted: granted.max(0) as u64,
@@ -231,9 +235,11 @@ impl SharedLimits {
             .arg(2 * lease.as_millis() as i64);
         let (granted, total): (i64, i64) = self
             .redis
-            .run(true, |mut c| async move {
-                invocation.invoke_async(&mut *c).await
-            })
+            .run_within(
+                self.redis.timeout().max(crate::shared::LEDGER_TIMEOUT),
+                true,
+                |mut c| async move { invocation.invoke_async(&mut *c).await },
+            )
             .await?;
         Ok((granted.max(0) as u64, total.max(0) as u64))
     }
