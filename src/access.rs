@@ -76,6 +76,9 @@ pub struct KeyInfo {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Owner {
     pub id: String,
+    /// The team's (or organization's) alias, for metrics and logs.
+    #[serde(default)]
+    pub alias: Option<String>,
     pub models: Vec<String>,
     pub spend: f64,
     pub max_budget: Option<f64>,
@@ -185,6 +188,7 @@ impl KeyInfo {
             },
             user: user.map(|u| Owner {
                 id: u.user_id.clone(),
+                alias: u.user_alias.clone(),
                 models: json_list(&u.models),
                 spend: u.spend,
                 max_budget: u.max_budget,
@@ -196,6 +200,7 @@ impl KeyInfo {
             }),
             team: team.map(|t| Owner {
                 id: t.team_id.clone(),
+                alias: t.team_alias.clone(),
                 models: json_list(&t.models),
                 spend: t.spend,
                 max_budget: t.max_budget,

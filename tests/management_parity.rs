@@ -24,6 +24,7 @@ on_both_backends!(
     user_list_filters,
     organization_rate_limits_hold_for_all_its_teams,
     users_join_available_teams_themselves,
+    litellm_metrics_name_the_team_alias,
 );
 
 async fn ok(r: Resp) -> Value {
@@ -818,6 +819,40 @@ async fn users_join_available_teams_themselves(backend: Backend) {
     )
     .await;
     assert_eq!(r.status, 403, "{}", r.text());
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn litellm_metrics_name_the_team_alias(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mock = spawn_mock().await;
+    let gw = spawn_gateway_db(
+        &format!("[logging]\nlitellm_metrics = true\n{}", model("m", &mock)),
+        &db,
+        None,
+    )
+    .await;
+    ok(post_json(
+        &gw,
+        "/team/new",
+        MASTER,
+        json!({"team_id": "t-s", "team_alias": "Search Team", "max_budget": 10.0}),
+    )
+    .await)
+    .await;
+    let k = ok(post_json(&gw, "/key/generate", MASTER, json!({"team_id": "t-s"})).await).await;
+    assert_eq!(chat(&gw, k["key"].as_str().unwrap(), "m").await.status, 200);
+    let text = get(&gw, "/metrics", None).await.text();
+    for family in [
+        "litellm_requests_metric_total{",
+        "litellm_remaining_team_budget_metric{",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(family) && l.contains("team=\"t-s\""))
+            .unwrap_or_else(|| panic!("no {family} line for the team:\n{text}"));
+        assert!(line.contains("team_alias=\"Search Team\""), "{line}");
+    }
     gw.stop().await;
     db.cleanup().await;
 }

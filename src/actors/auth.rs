@@ -350,6 +350,7 @@ async fn org_owner(store: &Store, id: &str) -> Result<Option<Owner>, StoreError>
     let positive = |n: Option<i64>| n.filter(|n| *n > 0).map(|n| n as u64);
     Ok(Some(Owner {
         id: o.organization_id,
+        alias: o.organization_alias,
         models: serde_json::from_str(&o.models).unwrap_or_default(),
         spend: o.spend,
         max_budget: o.max_budget.or(b.and_then(|b| b.max_budget)),

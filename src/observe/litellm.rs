@@ -224,6 +224,7 @@ impl LiteLlmMetrics {
         let hashed = none(k.map(|k| k.id.as_str()));
         let alias = none(k.and_then(|k| k.alias.as_deref()));
         let team = none(k.and_then(|k| k.team_id.as_deref()));
+        let team_alias = none(k.and_then(|k| k.team.as_ref()?.alias.as_deref()));
         let user = none(k.and_then(|k| k.user_id.as_deref()));
         let end_user = none(o.end_user);
         let model = none(o.deployment.map(|d| d.upstream_model.as_str()));
@@ -233,7 +234,7 @@ impl LiteLlmMetrics {
             ("hashed_api_key", hashed.clone()),
             ("api_key_alias", alias.clone()),
             ("team", team.clone()),
-            ("team_alias", "None".into()),
+            ("team_alias", team_alias.clone()),
             ("user", user.clone()),
         ];
         let with = |extra: &[(&'static str, &String)]| {
@@ -301,7 +302,7 @@ impl LiteLlmMetrics {
                 ("hashed_api_key", hashed.clone()),
                 ("api_key_alias", alias.clone()),
                 ("team", team.clone()),
-                ("team_alias", "None".into()),
+                ("team_alias", team_alias.clone()),
             ];
             self.ttft.get_or_create(&l).observe(t.as_secs_f64());
         }
@@ -332,7 +333,7 @@ impl LiteLlmMetrics {
             if let Some(t) = &k.team {
                 if let Some(max) = t.max_budget {
                     self.remaining_team_budget
-                        .get_or_create(&vec![("team", t.id.clone()), ("team_alias", "None".into())])
+                        .get_or_create(&vec![("team", t.id.clone()), ("team_alias", team_alias)])
                         .set(max - t.spend - o.cost);
                 }
             }
