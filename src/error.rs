@@ -22,6 +22,11 @@ pub struct RateLimitInfo {
     pub limit_tokens: Option<u64>,
     pub remaining_tokens: Option<u64>,
     pub reset_tokens_secs: Option<f64>,
+    /// What is left of the key's own limits for this model group
+    /// (`model_rpm_limit` / `model_tpm_limit`), for LiteLLM's
+    /// `litellm_remaining_api_key_{requests,tokens}_for_model` gauges.
+    pub key_model_requests: Option<u64>,
+    pub key_model_tokens: Option<u64>,
 }
 
 impl RateLimitInfo {

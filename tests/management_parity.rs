@@ -24,7 +24,7 @@ on_both_backends!(
     user_list_filters,
     organization_rate_limits_hold_for_all_its_teams,
     users_join_available_teams_themselves,
-    litellm_metrics_name_the_team_alias,
+    litellm_metrics_name_the_team_alias_and_what_is_left_of_model_limits,
 );
 
 async fn ok(r: Resp) -> Value {
@@ -823,7 +823,7 @@ async fn users_join_available_teams_themselves(backend: Backend) {
     db.cleanup().await;
 }
 
-async fn litellm_metrics_name_the_team_alias(backend: Backend) {
+async fn litellm_metrics_name_the_team_alias_and_what_is_left_of_model_limits(backend: Backend) {
     let db = TestDb::new(backend).await;
     let mock = spawn_mock().await;
     let gw = spawn_gateway_db(
@@ -840,9 +840,33 @@ async fn litellm_metrics_name_the_team_alias(backend: Backend) {
     )
     .await)
     .await;
-    let k = ok(post_json(&gw, "/key/generate", MASTER, json!({"team_id": "t-s"})).await).await;
-    assert_eq!(chat(&gw, k["key"].as_str().unwrap(), "m").await.status, 200);
+    let k = ok(post_json(
+        &gw,
+        "/key/generate",
+        MASTER,
+        json!({"team_id": "t-s", "key_alias": "svc", "model_rpm_limit": {"m": 10}, "model_tpm_limit": {"m": 100000}}),
+    )
+    .await)
+    .await;
+    for _ in 0..2 {
+        assert_eq!(chat(&gw, k["key"].as_str().unwrap(), "m").await.status, 200);
+    }
     let text = get(&gw, "/metrics", None).await.text();
+    // What is left of the key's per-model limits, as LiteLLM names it.
+    let gauge = |family: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with(family)
+                    && l.contains("api_key_alias=\"svc\"")
+                    && l.contains("model=\"m\"")
+            })
+            .unwrap_or_else(|| panic!("no {family} line:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(gauge("litellm_remaining_api_key_requests_for_model{"), 8.0);
+    let tokens = gauge("litellm_remaining_api_key_tokens_for_model{");
+    assert!(tokens > 0.0 && tokens < 100000.0, "{tokens}");
     for family in [
         "litellm_requests_metric_total{",
         "litellm_remaining_team_budget_metric{",

@@ -379,16 +379,23 @@ impl RateLimitActor {
                     s.unsynced_tpm.add(msg.tokens.min(tpm), now);
                 }
             }
+            let key_model = matches!(c.scope, Scope::KeyModel(..));
             if let Some(rpm) = rpm {
                 s.rpm.add(1, now);
                 let remaining = (rpm as f64 - s.rpm.used(now)).max(0.0) as u64;
                 info.requests(rpm, remaining, to_next);
+                if key_model {
+                    info.key_model_requests = Some(remaining);
+                }
             }
             let cost = tpm.map_or(0, |t| msg.tokens.min(t));
             if let Some(tpm) = tpm {
                 s.tpm.add(cost, now);
                 let remaining = (tpm as f64 - s.tpm.used(now)).max(0.0) as u64;
                 info.tokens(tpm, remaining, to_next);
+                if key_model {
+                    info.key_model_tokens = Some(remaining);
+                }
             }
             if c.caps.parallel.is_some() {
                 s.in_flight += 1;
@@ -457,13 +464,18 @@ impl RateLimitActor {
         for c in msg.checks {
             let s = self.states.entry(c.scope.clone()).or_default();
             s.last_used = Some(last);
+            let key_model = matches!(c.scope, Scope::KeyModel(..));
             if let Some(rpm) = c.caps.rpm {
                 s.rpm.add(1, now);
                 let p = &mut s.rpm_pool;
                 p.avail -= 1;
                 p.taken += 1;
                 p.last_used = Some(last);
-                info.requests(rpm, remaining(rpm, p), to_next);
+                let left = remaining(rpm, p);
+                info.requests(rpm, left, to_next);
+                if key_model {
+                    info.key_model_requests = Some(left);
+                }
             }
             let cost = c.caps.tpm.map_or(0, |t| msg.tokens.min(t));
             if let Some(tpm) = c.caps.tpm {
@@ -472,7 +484,11 @@ impl RateLimitActor {
                 p.avail -= cost as i64;
                 p.taken += cost;
                 p.last_used = Some(last);
-                info.tokens(tpm, remaining(tpm, p), to_next);
+                let left = remaining(tpm, p);
+                info.tokens(tpm, left, to_next);
+                if key_model {
+                    info.key_model_tokens = Some(left);
+                }
             }
             if c.caps.parallel.is_some() {
                 s.in_flight += 1;

@@ -224,6 +224,7 @@ async fn run(
         .await?;
         let info = permit.info.clone();
         record.permit = Some(permit);
+        record.key_model_remaining = (info.key_model_requests, info.key_model_tokens);
         Some(info)
     };
 

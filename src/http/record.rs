@@ -63,6 +63,9 @@ pub struct RequestRecord {
     pub reservation: Option<Reservation>,
     /// Admission under rate limits, given back in `finish` (or on drop).
     pub permit: Option<Permit>,
+    /// What admission left of the key's limits for this model group
+    /// (requests, tokens), for LiteLLM's remaining-for-model gauges.
+    pub key_model_remaining: (Option<u64>, Option<u64>),
     /// Admission under the chosen deployment's rpm/tpm, likewise.
     pub deployment_permit: Option<Permit>,
     /// For log destinations only (all empty when none is configured):
@@ -115,6 +118,7 @@ impl RequestRecord {
             prompt_estimate: 0,
             reservation: None,
             permit: None,
+            key_model_remaining: (None, None),
             deployment_permit: None,
             trace: None,
             attempt_log: Vec::new(),
@@ -150,6 +154,7 @@ impl RequestRecord {
             prompt_estimate: self.prompt_estimate,
             reservation: self.reservation.take(),
             permit: self.permit.take(),
+            key_model_remaining: self.key_model_remaining,
             deployment_permit: self.deployment_permit.take(),
             trace: self.trace.take(),
             attempt_log: std::mem::take(&mut self.attempt_log),
@@ -281,6 +286,7 @@ impl RequestRecord {
             ttft: self
                 .first_chunk_ms
                 .map(|ms| Duration::from_millis((ms - self.started_ms).max(0) as u64)),
+            key_model_remaining: self.key_model_remaining,
         });
     }
 

@@ -51,6 +51,8 @@ pub struct LiteLlmMetrics {
     deployment_cooled_down: Family<Labels, Counter>,
     remaining_team_budget: Family<Labels, Gauge<f64, AtomicU64>>,
     remaining_key_budget: Family<Labels, Gauge<f64, AtomicU64>>,
+    remaining_model_requests: Family<Labels, Gauge>,
+    remaining_model_tokens: Family<Labels, Gauge>,
 }
 
 impl Default for LiteLlmMetrics {
@@ -76,6 +78,9 @@ pub struct Observation<'a> {
     pub total: Duration,
     pub upstream: Duration,
     pub ttft: Option<Duration>,
+    /// Left of the key's `model_rpm_limit` / `model_tpm_limit` for this
+    /// model group after admitting this request.
+    pub key_model_remaining: (Option<u64>, Option<u64>),
 }
 
 impl LiteLlmMetrics {
@@ -102,6 +107,8 @@ impl LiteLlmMetrics {
             deployment_cooled_down: Family::default(),
             remaining_team_budget: Family::default(),
             remaining_key_budget: Family::default(),
+            remaining_model_requests: Family::default(),
+            remaining_model_tokens: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -177,6 +184,16 @@ impl LiteLlmMetrics {
             "litellm_remaining_api_key_budget_metric",
             "Remaining budget for api key",
             m.remaining_key_budget.clone(),
+        );
+        r.register(
+            "litellm_remaining_api_key_requests_for_model",
+            "Remaining Requests API Key can make for model (model based rpm limit on key)",
+            m.remaining_model_requests.clone(),
+        );
+        r.register(
+            "litellm_remaining_api_key_tokens_for_model",
+            "Remaining Tokens API Key can make for model (model based tpm limit on key)",
+            m.remaining_model_tokens.clone(),
         );
         m
     }
@@ -323,6 +340,23 @@ impl LiteLlmMetrics {
         } else {
             dl.push(("exception_status", status));
             self.deployment_failure.get_or_create(&dl).inc();
+        }
+        if let (Some(_), (requests, tokens)) = (k, o.key_model_remaining) {
+            let labels = vec![
+                ("hashed_api_key", hashed.clone()),
+                ("api_key_alias", alias.clone()),
+                ("model", d.group.to_string()),
+            ];
+            if let Some(n) = requests {
+                self.remaining_model_requests
+                    .get_or_create(&labels)
+                    .set(n as i64);
+            }
+            if let Some(n) = tokens {
+                self.remaining_model_tokens
+                    .get_or_create(&labels)
+                    .set(n as i64);
+            }
         }
         if let Some(k) = k {
             if let Some(max) = k.max_budget {
