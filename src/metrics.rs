@@ -389,6 +389,18 @@ pub struct GroupMeters {
 }
 
 impl Metrics {
+    /// Takes a deployment that no longer serves out of the gauges (the
+    /// actors' handles to them stay valid; nothing is re-created).
+    pub fn forget_deployment(&self, d: &crate::topology::DeploymentTarget) {
+        let labels = DeploymentLabels {
+            model: d.group.to_string(),
+            deployment: d.id.clone(),
+        };
+        self.deployment_healthy.remove(&labels);
+        self.deployment_in_flight.remove(&labels);
+        self.litellm.forget_deployment(d);
+    }
+
     pub fn group(&self, model: &str) -> GroupMeters {
         let labels = ModelLabels {
             model: model.to_string(),

@@ -350,7 +350,25 @@ impl Topology {
                 })
             })
             .collect();
+        // Deployments that stopped serving leave /metrics (their gauges
+        // would otherwise report a last state forever).
+        if let (Some(p), Some(m)) = (prev, metrics) {
+            let live = t.live_deployments();
+            for i in p.groups.iter().flat_map(|g| g.deployments.iter()) {
+                if !live.contains(i) {
+                    m.forget_deployment(&p.deployments[*i]);
+                }
+            }
+        }
         t
+    }
+
+    /// Indexes of the deployments some group serves (tombstones excluded).
+    pub fn live_deployments(&self) -> std::collections::HashSet<usize> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.deployments.iter().copied())
+            .collect()
     }
 
     pub fn group(&self, name: &str) -> Option<&Group> {

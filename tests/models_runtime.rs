@@ -126,11 +126,26 @@ async fn lifecycle_on(backend: Backend) {
     assert_eq!(chat(&gw, MASTER, "runtime").await.status, 200);
     assert_eq!(second.stats().chat, 2);
 
-    // Delete: gone at once.
+    // Delete: gone at once, from /metrics too.
+    let gauges = |text: &str| {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("tollgate_deployment_") && l.contains(&format!("deployment=\"{id}\""))
+            })
+            .filter(|l| l.contains("_healthy{") || l.contains("_in_flight{"))
+            .count()
+    };
+    assert_eq!(gauges(&get(&gw, "/metrics", None).await.text()), 2);
     let r = post_json(&gw, "/model/delete", MASTER, json!({"id": id})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(chat(&gw, MASTER, "runtime").await.status, 404);
     assert!(!listed(&gw).await.contains(&"runtime".to_string()));
+    let text = get(&gw, "/metrics", None).await.text();
+    assert_eq!(
+        gauges(&text),
+        0,
+        "a deleted deployment's gauges stay:\n{text}"
+    );
     let r = post_json(&gw, "/model/delete", MASTER, json!({"id": id})).await;
     assert_eq!(r.status, 404, "{}", r.text());
     gw.stop().await;

@@ -70,14 +70,23 @@ impl HealthActor {
 
     /// Starts tracking deployments added since (indexes only grow).
     fn track(&mut self, topology: &Topology) {
-        for d in &topology.deployments[self.health.len().min(topology.deployments.len())..] {
-            let g = self
-                .metrics
-                .deployment_healthy
-                .get_or_create_owned(&DeploymentLabels {
-                    model: d.group.to_string(),
-                    deployment: d.id.clone(),
-                });
+        let start = self.health.len().min(topology.deployments.len());
+        if start == topology.deployments.len() {
+            return;
+        }
+        let live = topology.live_deployments();
+        for (i, d) in topology.deployments.iter().enumerate().skip(start) {
+            // A slot already removed gets a gauge of its own, not exported.
+            let g = if live.contains(&i) {
+                self.metrics
+                    .deployment_healthy
+                    .get_or_create_owned(&DeploymentLabels {
+                        model: d.group.to_string(),
+                        deployment: d.id.clone(),
+                    })
+            } else {
+                Default::default()
+            };
             g.set(1);
             self.health.push(Health {
                 fails: [0; 6],

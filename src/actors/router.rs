@@ -82,7 +82,12 @@ impl RouterActor {
 
     /// Starts tracking deployments added since (indexes only grow).
     fn track(&mut self, topology: &Topology) {
-        for d in &topology.deployments[self.local.len().min(topology.deployments.len())..] {
+        let start = self.local.len().min(topology.deployments.len());
+        if start == topology.deployments.len() {
+            return;
+        }
+        let live = topology.live_deployments();
+        for (i, d) in topology.deployments.iter().enumerate().skip(start) {
             self.local.push(Local {
                 in_flight: 0,
                 latency_ewma_ms: 0.0,
@@ -91,12 +96,17 @@ impl RouterActor {
                 failing: false,
                 minute: 0,
                 tokens: 0,
-                in_flight_gauge: self.metrics.deployment_in_flight.get_or_create_owned(
-                    &DeploymentLabels {
-                        model: d.group.to_string(),
-                        deployment: d.id.clone(),
-                    },
-                ),
+                // A slot already removed gets a gauge of its own, not exported.
+                in_flight_gauge: if live.contains(&i) {
+                    self.metrics
+                        .deployment_in_flight
+                        .get_or_create_owned(&DeploymentLabels {
+                            model: d.group.to_string(),
+                            deployment: d.id.clone(),
+                        })
+                } else {
+                    Default::default()
+                },
             });
         }
     }

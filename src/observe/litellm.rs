@@ -215,6 +215,11 @@ impl LiteLlmMetrics {
         ]
     }
 
+    /// A deployment removed at run time leaves `litellm_deployment_state`.
+    pub fn forget_deployment(&self, d: &DeploymentTarget) {
+        self.deployment_state.remove(&Self::deployment_labels(d));
+    }
+
     /// A deployment's state: 0 healthy, 2 cooled down (complete outage).
     pub fn deployment_state(&self, d: &DeploymentTarget, state: i64) {
         if self.enabled() {
