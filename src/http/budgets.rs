@@ -98,8 +98,15 @@ impl BudgetFields {
 /// Customers and organizations that link a budget see its change at once,
 /// here and on every replica.
 async fn budget_changed(st: &WorkerState, id: &str) -> Result<(), GatewayError> {
+    let users = store(st)?.budget_users(id).await.map_err(store_error)?;
+    invalidate(st, users).await
+}
+
+async fn invalidate(
+    st: &WorkerState,
+    (customers, orgs): (Vec<String>, Vec<String>),
+) -> Result<(), GatewayError> {
     let store = store(st)?;
-    let (customers, orgs) = store.budget_users(id).await.map_err(store_error)?;
     for c in customers {
         changed(st, Invalidation::Customer(c), vec![]).await;
     }
@@ -242,12 +249,14 @@ pub async fn delete(
     require_admin(&st, &req).await?;
     let body: BudgetId = json_body(&st, &req, payload).await?;
     let row = load_budget(&st, &body.id).await?;
-    budget_changed(&st, &body.id).await?;
-    store(&st)?
+    // Who linked it, asked before the delete unlinks them.
+    let store = store(&st)?;
+    let users = store.budget_users(&body.id).await.map_err(store_error)?;
+    store
         .delete_budgets(std::slice::from_ref(&body.id))
         .await
         .map_err(store_error)?;
-    budget_changed(&st, &body.id).await?;
+    invalidate(&st, users).await?;
     Ok(HttpResponse::Ok().json(budget_json(&row)))
 }
 

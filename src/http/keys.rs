@@ -432,12 +432,16 @@ async fn load_managed(
     if may_manage(st, caller, &row).await? {
         Ok(row)
     } else {
-        Err(forbidden(format!(
-            "User={} is not allowed to manage key={}. Only the key's owner, an admin of its team, or a proxy admin may.",
-            caller.user_id().unwrap_or("unknown"),
-            row.key_name
-        )))
+        Err(not_managed(caller, &row))
     }
+}
+
+fn not_managed(caller: &Caller, row: &KeyRow) -> GatewayError {
+    forbidden(format!(
+        "User={} is not allowed to manage key={}. Only the key's owner, an admin of its team, or a proxy admin may.",
+        caller.user_id().unwrap_or("unknown"),
+        row.key_name
+    ))
 }
 
 pub async fn update(
@@ -517,7 +521,9 @@ pub async fn delete(
     if !caller.is_admin() {
         for t in &tokens {
             if let Some(row) = store.get_key(t).await.map_err(store_error)? {
-                load_managed(&st, &caller, &row.token).await?;
+                if !may_manage(&st, &caller, &row).await? {
+                    return Err(not_managed(&caller, &row));
+                }
             }
         }
     }

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::admin::*;
 use super::roles::{caller, is_org_admin, Caller};
-use super::teams::{ensure_user, team_json};
+use super::teams::{existing_user, resolve_user, team_json};
 use super::WorkerState;
 use crate::error::GatewayError;
 use crate::shared::Invalidation;
@@ -262,7 +262,7 @@ pub async fn new(
     for m in &body.members {
         check_org_role(&m.role)?;
         let user_id =
-            member_user(store, m.user_id.as_deref(), m.user_email.as_deref(), now).await?;
+            resolve_user(store, m.user_id.as_deref(), m.user_email.as_deref(), now).await?;
         if !members.iter().any(|x| x.user_id == user_id) {
             members.push(OrgMemberRow {
                 organization_id: id.clone(),
@@ -280,38 +280,6 @@ pub async fn new(
             other => store_error(other),
         })?;
     Ok(HttpResponse::Ok().json(org_json(&row, &members, &[])))
-}
-
-/// A member's user: by id (created if new), else by email (looked up, or
-/// created with a new id).
-async fn member_user(
-    store: &Store,
-    user_id: Option<&str>,
-    email: Option<&str>,
-    now: i64,
-) -> Result<String, GatewayError> {
-    match (user_id, email) {
-        (Some(id), email) => {
-            check_name("user_id", id)?;
-            ensure_user(store, id, email, None, now).await?;
-            Ok(id.to_string())
-        }
-        (None, Some(email)) => {
-            check_name("user_email", email)?;
-            if let Some(u) = store.user_by_email(email).await.map_err(store_error)? {
-                return Ok(u.user_id);
-            }
-            let id = uuid::Uuid::new_v4().to_string();
-            ensure_user(store, &id, Some(email), None, now).await?;
-            Ok(id)
-        }
-        (None, None) => Err(management_error(
-            422,
-            "validation_error",
-            "Either user_id or user_email must be provided",
-            Some("member"),
-        )),
-    }
 }
 
 pub async fn update(
@@ -488,7 +456,7 @@ pub async fn member_add(
             return Err(forbidden("Only proxy admins can add organization admins."));
         }
         let user_id =
-            member_user(store, m.user_id.as_deref(), m.user_email.as_deref(), now).await?;
+            resolve_user(store, m.user_id.as_deref(), m.user_email.as_deref(), now).await?;
         let row = OrgMemberRow {
             organization_id: org.organization_id.clone(),
             user_id: user_id.clone(),
@@ -532,29 +500,16 @@ async fn member_ref(
     if !may_manage_org(st, &caller, &body.organization_id).await? {
         return Err(refused(&caller, &body.organization_id, req.path()));
     }
-    let user_id = match (&body.user_id, &body.user_email) {
-        (Some(id), _) => id.clone(),
-        (None, Some(email)) => store
-            .user_by_email(email)
-            .await
-            .map_err(store_error)?
-            .map(|u| u.user_id)
-            .ok_or_else(|| {
-                bad_request(
-                    format!("User not found, passed user_email={email}"),
-                    Some("user_email"),
-                )
-            })?,
-        (None, None) => {
-            return Err(management_error(
-                422,
-                "validation_error",
-                "Either user_id or user_email must be provided",
-                Some("user_id"),
-            ))
-        }
-    };
-    check_name("user_id", &user_id)?;
+    let user_id = existing_user(
+        store,
+        body.user_id.as_deref(),
+        body.user_email.as_deref(),
+        &format!(
+            "User not found, passed user_email={}",
+            body.user_email.as_deref().unwrap_or_default()
+        ),
+    )
+    .await?;
     Ok((caller, user_id))
 }
 

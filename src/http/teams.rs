@@ -73,7 +73,7 @@ fn check_role(role: &str) -> Result<(), GatewayError> {
 /// The user a member names: by id (created if new, with the email if one
 /// was given), else by email (looked up, or created with a new id), as
 /// LiteLLM does.
-async fn resolve_user(
+pub(super) async fn resolve_user(
     store: &Store,
     user_id: Option<&str>,
     user_email: Option<&str>,
@@ -719,27 +719,44 @@ struct MemberRef {
 impl MemberRef {
     /// The member's user id (an email is looked up; unknown → 400).
     async fn user_id(&self, store: &Store) -> Result<String, GatewayError> {
-        match (&self.user_id, &self.user_email) {
-            (Some(id), _) => {
-                check_name("user_id", id)?;
-                Ok(id.clone())
-            }
-            (None, Some(email)) => {
-                check_name("user_email", email)?;
-                store
-                    .user_by_email(email)
-                    .await
-                    .map_err(store_error)?
-                    .map(|u| u.user_id)
-                    .ok_or_else(|| bad_request("User not found in team", Some("user_email")))
-            }
-            (None, None) => Err(management_error(
-                422,
-                "validation_error",
-                "Either user_id or user_email must be provided",
-                Some("user_id"),
-            )),
+        existing_user(
+            store,
+            self.user_id.as_deref(),
+            self.user_email.as_deref(),
+            "User not found in team",
+        )
+        .await
+    }
+}
+
+/// An existing user named by id or by email; `unknown` answers (400) an
+/// email nobody has.
+pub(super) async fn existing_user(
+    store: &Store,
+    user_id: Option<&str>,
+    user_email: Option<&str>,
+    unknown: &str,
+) -> Result<String, GatewayError> {
+    match (user_id, user_email) {
+        (Some(id), _) => {
+            check_name("user_id", id)?;
+            Ok(id.to_string())
         }
+        (None, Some(email)) => {
+            check_name("user_email", email)?;
+            store
+                .user_by_email(email)
+                .await
+                .map_err(store_error)?
+                .map(|u| u.user_id)
+                .ok_or_else(|| bad_request(unknown, Some("user_email")))
+        }
+        (None, None) => Err(management_error(
+            422,
+            "validation_error",
+            "Either user_id or user_email must be provided",
+            Some("user_id"),
+        )),
     }
 }
 
