@@ -70,6 +70,10 @@ pub struct KeyInfo {
     /// `metadata.logging` (LiteLLM's key/team-based logging).
     #[serde(default)]
     pub logging: Vec<crate::observe::keyed::KeyLogging>,
+    /// The team turned logging off (`/team/{id}/disable_logging`): its
+    /// requests go to no logging destination, global ones included.
+    #[serde(default)]
+    pub logging_off: bool,
 }
 
 /// The parts of a user or team row that bear on a request.
@@ -178,6 +182,7 @@ impl KeyInfo {
                 })
                 .unwrap_or_default(),
             model_spend: HashMap::new(),
+            logging_off: team.is_some_and(|t| crate::observe::keyed::logging_disabled(&t.metadata)),
             logging: {
                 let mut l = crate::observe::keyed::parse(&key.metadata);
                 if let Some(t) = team {

@@ -26,6 +26,8 @@ pub struct DeploymentTarget {
     pub upstream_model: String,
     /// The base URL (for logs and `x-litellm-model-api-base`).
     pub api_base: String,
+    /// `api_base`'s host and port, for the spans' `server.*` attributes.
+    pub server_address: Option<(String, Option<u16>)>,
     /// Full URL per endpoint (`Endpoint::index`), built once.
     pub urls: [String; 3],
     /// Chat completions when streamed, where the provider has its own URL
@@ -437,6 +439,9 @@ fn target(
         wire: d.provider().wire(),
         drop_params: d.drop_params.unwrap_or(config.drop_params),
         aws: d.resolved_aws.clone(),
+        server_address: url::Url::parse(&base_url)
+            .ok()
+            .and_then(|u| Some((u.host_str()?.to_string(), u.port_or_known_default()))),
         api_base: base_url,
         idx,
         id,

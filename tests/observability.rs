@@ -925,3 +925,177 @@ max_retries = 100
     }
     gw.stop().await;
 }
+
+/// LiteLLM's `/team/{id}/callback` API: a team admin points the team's
+/// logs at its own Langfuse project (successes only here), reads the
+/// setting back with the secret masked, removes it, and turns the team's
+/// logging off — which keeps its requests out of the global destination
+/// too.
+#[actix_rt::test]
+async fn teams_set_read_remove_and_disable_their_logging_through_the_callback_api() {
+    let rx = Receiver::start().await;
+    let mock = spawn_mock().await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let url = rx.url();
+    let gw = spawn_gateway_db(
+        &format!(
+            "{}\n[[models.broken.deployments]]\nprovider = \"openai_compatible\"\nmodel = \"up\"\napi_base = \"{url}/fail/v1\"\n\n[logging]\nkey_logging = true\n[[logging.destinations]]\nkind = \"otel\"\nendpoint = \"{url}/global/v1/traces\"\nflush_interval_ms = 100\n",
+            model("gpt", &mock)
+        ),
+        &db,
+        None,
+    )
+    .await;
+    let r = post_json(&gw, "/team/new", MASTER, json!({"team_id": "team-c"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post_json(&gw, "/key/generate", MASTER, json!({"team_id": "team-c"})).await;
+    let key = r.json()["key"].as_str().unwrap().to_string();
+    // A plain internal user may not touch the team's logging.
+    let r = post_json(
+        &gw,
+        "/user/new",
+        MASTER,
+        json!({"user_id": "dev-1", "user_role": "internal_user"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let dev_key = r.json()["key"].as_str().unwrap().to_string();
+
+    let callback = |host: &str| {
+        json!({"callback_name": "langfuse", "callback_type": "success",
+               "callback_vars": {"langfuse_public_key": "pk-team-c",
+                                 "langfuse_secret_key": "sk-team-c-secret",
+                                 "langfuse_host": host}})
+    };
+    let project = format!("{url}/team-c");
+    let r = post_json(&gw, "/team/team-c/callback", &dev_key, callback(&project)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = post_json(&gw, "/team/team-c/callback", MASTER, callback(&project)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains("sk-team-c-secret"), "{}", r.text());
+    // The same callback for the same event twice, an unknown callback,
+    // a missing secret and an unknown team are refused.
+    let r = post_json(&gw, "/team/team-c/callback", MASTER, callback(&project)).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let mut other = callback(&project);
+    other["callback_name"] = json!("datadog");
+    assert_eq!(
+        post_json(&gw, "/team/team-c/callback", MASTER, other)
+            .await
+            .status,
+        400
+    );
+    let mut no_secret = callback(&project);
+    no_secret["callback_type"] = json!("failure");
+    no_secret["callback_vars"]
+        .as_object_mut()
+        .unwrap()
+        .remove("langfuse_secret_key");
+    assert_eq!(
+        post_json(&gw, "/team/team-c/callback", MASTER, no_secret)
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        post_json(&gw, "/team/nope/callback", MASTER, callback(&project))
+            .await
+            .status,
+        404
+    );
+
+    let r = get(&gw, "/team/team-c/callback", Some(MASTER)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let data = &r.json()["data"];
+    assert_eq!(data["success_callbacks"], json!(["langfuse"]));
+    assert_eq!(data["failure_callbacks"], json!([]));
+    assert_eq!(data["callback_vars"]["langfuse_public_key"], "pk-team-c");
+    assert_eq!(
+        data["callback_vars"]["langfuse_secret_key"],
+        "***REDACTED***"
+    );
+    let info = get(&gw, "/team/info?team_id=team-c", Some(MASTER))
+        .await
+        .text();
+    assert!(!info.contains("sk-team-c-secret"), "{info}");
+
+    // A success reaches the team's project and the global destination; a
+    // failure only the global one (the team asked for successes).
+    assert_eq!(
+        chat_with(&gw, &key, chat_body("gpt"), &[]).await.status,
+        200
+    );
+    assert_ne!(
+        chat_with(&gw, &key, chat_body("broken"), &[]).await.status,
+        200
+    );
+    let team_path = "/team-c/api/public/otel/v1/traces";
+    let global = "/global/v1/traces";
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            roots(&rx.spans(team_path)).len() == 1 && roots(&rx.spans(global)).len() == 2
+        })
+        .await,
+        "team {} global {}",
+        rx.spans(team_path).len(),
+        rx.spans(global).len()
+    );
+    let team_spans = rx.spans(team_path);
+    assert_eq!(
+        attr(roots(&team_spans)[0], "http.response.status_code"),
+        Some(Av::IntValue(200))
+    );
+
+    // Disabled: nothing from the team goes anywhere.
+    let r = post_json(&gw, "/team/team-c/disable_logging", MASTER, json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"]["success_callbacks"], json!([]));
+    let data = get(&gw, "/team/team-c/callback", Some(MASTER)).await.json();
+    assert_eq!(data["data"]["logging_disabled"], true);
+    for _ in 0..3 {
+        assert_eq!(
+            chat_with(&gw, &key, chat_body("gpt"), &[]).await.status,
+            200
+        );
+    }
+    // The master key's own request still reaches the global destination:
+    // once it has, the team's would have too.
+    assert_eq!(
+        chat_with(&gw, MASTER, chat_body("gpt"), &[]).await.status,
+        200
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || roots(&rx.spans(global)).len()
+            == 3)
+        .await
+    );
+    actix_rt::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(roots(&rx.spans(global)).len(), 3);
+    assert_eq!(roots(&rx.spans(team_path)).len(), 1);
+
+    // Adding a callback turns it back on; removing it leaves it off the list.
+    let r = post_json(&gw, "/team/team-c/callback", MASTER, callback(&project)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        get(&gw, "/team/team-c/callback", Some(MASTER)).await.json()["data"]["logging_disabled"],
+        false
+    );
+    let delete = |name: &'static str| {
+        let gw = &gw;
+        async move {
+            let resp = client()
+                .delete(format!("http://{}/team/team-c/callback/{name}", gw.addr))
+                .insert_header(("authorization", format!("Bearer {MASTER}")))
+                .send()
+                .await
+                .expect("sent");
+            resp.status().as_u16()
+        }
+    };
+    assert_eq!(delete("langfuse").await, 200);
+    assert_eq!(delete("langfuse").await, 404);
+    let data = get(&gw, "/team/team-c/callback", Some(MASTER)).await.json();
+    assert_eq!(data["data"]["success_callbacks"], json!([]));
+    gw.stop().await;
+    db.cleanup().await;
+}

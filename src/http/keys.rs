@@ -336,7 +336,7 @@ pub fn key_json(row: &KeyRow) -> Value {
         "budget_reset_at": iso(row.budget_reset_at),
         "soft_budget": row.soft_budget,
         "model_max_budget": json_opt(&row.model_max_budget),
-        "metadata": json_text(&row.metadata, json!({})),
+        "metadata": crate::observe::keyed::mask_secrets(json_text(&row.metadata, json!({}))),
         "blocked": row.blocked,
         "allowed_routes": json_text(&row.allowed_routes, json!([])),
         "created_at": iso(Some(row.created_at)),

@@ -18,6 +18,7 @@ pub mod roles;
 pub mod route_table;
 pub mod spend;
 pub mod stream;
+pub mod team_callbacks;
 pub mod teams;
 pub mod users;
 
@@ -89,6 +90,7 @@ fn register(cfg: &mut Routes<'_>) {
     keys::routes(cfg);
     users::routes(cfg);
     teams::routes(cfg);
+    team_callbacks::routes(cfg);
     spend::routes(cfg);
     customers::routes(cfg);
     orgs::routes(cfg);

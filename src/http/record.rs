@@ -238,6 +238,7 @@ impl RequestRecord {
                 trace: self.trace,
                 input: self.input.take(),
                 output: std::mem::take(&mut self.output),
+                derived: Default::default(),
             });
         }
         if gw.request_log_enabled {

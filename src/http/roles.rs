@@ -88,6 +88,15 @@ fn family(path: &str) -> Family {
         "/key/generate" | "/key/update" | "/key/delete" | "/key/regenerate" | "/key/block"
         | "/key/unblock" => Family::KeyManagement,
         p if p.starts_with("/key/") && p.ends_with("/regenerate") => Family::KeyManagement,
+        // `/team/{id}/callback[/{name}]`, `/team/{id}/disable_logging`:
+        // the endpoint checks that the caller administers the team.
+        p if p.starts_with("/team/")
+            && (p.ends_with("/callback")
+                || p.ends_with("/disable_logging")
+                || p.rsplit('/').nth(1) == Some("callback")) =>
+        {
+            Family::SelfManaged
+        }
         "/team/new"
         | "/team/update"
         | "/team/delete"
@@ -365,6 +374,9 @@ mod tests {
         assert_eq!(family("/key/sk-abc/regenerate"), Family::KeyManagement);
         assert_eq!(family("/user/new"), Family::AdminOnly);
         assert_eq!(family("/team/member_add"), Family::SelfManaged);
+        assert_eq!(family("/team/t-1/callback"), Family::SelfManaged);
+        assert_eq!(family("/team/t-1/callback/langfuse"), Family::SelfManaged);
+        assert_eq!(family("/team/t-1/disable_logging"), Family::SelfManaged);
         assert_eq!(family("/key/info"), Family::Info);
         assert_eq!(family("/customer/new"), Family::AdminOnly);
     }

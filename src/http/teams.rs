@@ -30,7 +30,7 @@ pub fn team_json(row: &TeamRow, members: &[MemberRow]) -> Value {
         "rpm_limit": row.rpm_limit,
         "tpm_limit": row.tpm_limit,
         "max_parallel_requests": row.max_parallel_requests,
-        "metadata": json_text(&row.metadata, json!({})),
+        "metadata": crate::observe::keyed::mask_secrets(json_text(&row.metadata, json!({}))),
         "blocked": row.blocked,
         "members_with_roles": members
             .iter()
@@ -394,7 +394,7 @@ async fn load_team(store: &Store, team_id: &str) -> Result<TeamRow, GatewayError
 
 /// Loads a team the caller administers (proxy admin, an admin of the team
 /// or of its organization), else LiteLLM's 403.
-async fn load_managed(
+pub(super) async fn load_managed(
     st: &WorkerState,
     caller: &Caller,
     team_id: &str,
@@ -474,7 +474,11 @@ pub async fn info(
     })))
 }
 
-async fn team_changed(st: &WorkerState, store: &Store, team_id: &str) -> Result<(), GatewayError> {
+pub(super) async fn team_changed(
+    st: &WorkerState,
+    store: &Store,
+    team_id: &str,
+) -> Result<(), GatewayError> {
     let hashes = store
         .keys_of_team(team_id)
         .await

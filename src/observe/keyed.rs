@@ -39,6 +39,46 @@ pub struct KeyLogging {
     pub host: String,
     pub public_key: String,
     pub secret_key: String,
+    /// Which requests go there (`callback_type`).
+    #[serde(default)]
+    pub on: Events,
+}
+
+/// LiteLLM's `callback_type`: successes, failures, or both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Events {
+    Success,
+    Failure,
+    #[default]
+    SuccessAndFailure,
+}
+
+impl Events {
+    pub fn parse(s: &str) -> Option<Events> {
+        match s {
+            "success" => Some(Events::Success),
+            "failure" => Some(Events::Failure),
+            "success_and_failure" => Some(Events::SuccessAndFailure),
+            _ => None,
+        }
+    }
+
+    pub fn takes(self, success: bool) -> bool {
+        match self {
+            Events::Success => success,
+            Events::Failure => !success,
+            Events::SuccessAndFailure => true,
+        }
+    }
+
+    fn union(self, other: Events) -> Events {
+        if self == other {
+            self
+        } else {
+            Events::SuccessAndFailure
+        }
+    }
 }
 
 impl fmt::Debug for KeyLogging {
@@ -47,17 +87,55 @@ impl fmt::Debug for KeyLogging {
             .field("host", &self.host)
             .field("public_key", &self.public_key)
             .field("secret_key", &"***")
+            .field("on", &self.on)
             .finish()
     }
 }
 
-fn langfuse_entry(vars: &Value) -> Option<KeyLogging> {
+fn langfuse_entry(vars: &Value, on: Events) -> Option<KeyLogging> {
     let s = |k: &str| vars.get(k).and_then(Value::as_str).map(str::to_string);
     Some(KeyLogging {
         host: s("langfuse_host").unwrap_or_else(|| "https://cloud.langfuse.com".into()),
         public_key: s("langfuse_public_key")?,
         secret_key: s("langfuse_secret_key").or_else(|| s("langfuse_secret"))?,
+        on,
     })
+}
+
+/// The callback names that are Langfuse projects.
+pub fn is_langfuse(name: &str) -> bool {
+    matches!(name, "langfuse" | "langfuse_otel")
+}
+
+/// Whether a `callback_vars` entry is a credential, masked when shown.
+pub fn is_secret_var(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["secret", "api_key", "password", "token", "service_account"]
+        .iter()
+        .any(|s| n.contains(s))
+}
+
+/// `metadata` with the credentials of its logging entries masked, for
+/// management answers (team and key info show metadata).
+pub fn mask_secrets(mut metadata: Value) -> Value {
+    fn mask_vars(vars: Option<&mut Value>) {
+        if let Some(Value::Object(vars)) = vars {
+            for (k, v) in vars.iter_mut() {
+                if is_secret_var(k) && v.is_string() {
+                    *v = Value::String("***REDACTED***".into());
+                }
+            }
+        }
+    }
+    if let Some(Value::Array(entries)) = metadata.get_mut("logging") {
+        for e in entries {
+            mask_vars(e.get_mut("callback_vars"));
+        }
+    }
+    if let Some(cs) = metadata.get_mut("callback_settings") {
+        mask_vars(cs.get_mut("callback_vars"));
+    }
+    metadata
 }
 
 /// The Langfuse projects a key's or team's `metadata` (JSON text) names:
@@ -68,31 +146,66 @@ pub fn parse(metadata: &str) -> Vec<KeyLogging> {
     let Ok(Value::Object(m)) = serde_json::from_str::<Value>(metadata) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
+    let mut out: Vec<KeyLogging> = Vec::new();
+    let mut add = |l: KeyLogging| {
+        // One project named for successes and for failures is one sink
+        // taking both, not two sinks sending some records twice.
+        match out.iter_mut().find(|o| {
+            (&o.host, &o.public_key, &o.secret_key) == (&l.host, &l.public_key, &l.secret_key)
+        }) {
+            Some(o) => o.on = o.on.union(l.on),
+            None => out.push(l),
+        }
+    };
     if let Some(Value::Array(entries)) = m.get("logging") {
         for e in entries {
             let name = e.get("callback_name").and_then(Value::as_str);
-            if !matches!(name, Some("langfuse" | "langfuse_otel")) {
+            if !name.is_some_and(is_langfuse) {
                 continue;
             }
-            if let Some(l) = e.get("callback_vars").and_then(langfuse_entry) {
-                out.push(l);
+            let on = e
+                .get("callback_type")
+                .and_then(Value::as_str)
+                .and_then(Events::parse)
+                .unwrap_or_default();
+            if let Some(l) = e.get("callback_vars").and_then(|v| langfuse_entry(v, on)) {
+                add(l);
             }
         }
     }
     if let Some(cs) = m.get("callback_settings") {
-        let named = cs
-            .get("success_callback")
-            .and_then(Value::as_array)
-            .is_some_and(|a| a.iter().any(|c| c.as_str() == Some("langfuse")));
-        if named {
-            if let Some(l) = cs.get("callback_vars").and_then(langfuse_entry) {
-                out.push(l);
+        let named = |list: &str| {
+            cs.get(list)
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|c| c.as_str().is_some_and(is_langfuse)))
+        };
+        let on = match (named("success_callback"), named("failure_callback")) {
+            (true, true) => Some(Events::SuccessAndFailure),
+            (true, false) => Some(Events::Success),
+            (false, true) => Some(Events::Failure),
+            (false, false) => None,
+        };
+        if let Some(on) = on {
+            if let Some(l) = cs.get("callback_vars").and_then(|v| langfuse_entry(v, on)) {
+                add(l);
             }
         }
     }
-    out.dedup();
     out
+}
+
+/// The metadata key `/team/{id}/disable_logging` sets (LiteLLM only
+/// empties the team's callbacks; tollgate also keeps the team's requests
+/// out of the global destinations, which is what turning logging off for
+/// a team is for).
+pub const LOGGING_DISABLED: &str = "logging_disabled";
+
+/// Whether a team's metadata (JSON text) turns its logging off.
+pub fn logging_disabled(metadata: &str) -> bool {
+    // Cheap before parsing: most teams never set it.
+    metadata.contains(LOGGING_DISABLED)
+        && serde_json::from_str::<Value>(metadata)
+            .is_ok_and(|m| m.get(LOGGING_DISABLED) == Some(&Value::Bool(true)))
 }
 
 /// `os.environ/NAME` (LiteLLM) or `env:NAME` (tollgate) from the
@@ -172,10 +285,7 @@ impl KeyedHub {
                     Secret::new(format!("Basic {basic}")),
                 )],
                 self.settings,
-                OtlpExporter {
-                    flavor: Flavor::Langfuse,
-                    redact: self.redact,
-                },
+                OtlpExporter::new(Flavor::Langfuse, self.redact),
                 meters.clone(),
             )
             .start();
@@ -203,7 +313,8 @@ impl Handler<Enqueue<Arc<LogRecord>>> for KeyedHub {
         let Some(key) = rec.key.clone() else {
             return;
         };
-        for l in &key.logging {
+        let success = rec.status == 200;
+        for l in key.logging.iter().filter(|l| l.on.takes(success)) {
             match self.sink(l) {
                 Some((tx, m)) => {
                     m.queued.inc();
@@ -233,12 +344,24 @@ mod tests {
                 host: "http://lf:3000".into(),
                 public_key: "pk-1".into(),
                 secret_key: "os.environ/SK_1".into(),
+                on: Events::Success,
             }]
         );
+        // One project for successes and for failures: one entry for both.
+        let both = r#"{"logging":[{"callback_name":"langfuse","callback_type":"success","callback_vars":{"langfuse_public_key":"pk-1","langfuse_secret_key":"sk"}},{"callback_name":"langfuse","callback_type":"failure","callback_vars":{"langfuse_public_key":"pk-1","langfuse_secret_key":"sk"}}]}"#;
+        let parsed = parse(both);
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].on, Events::SuccessAndFailure);
+        assert!(Events::Failure.takes(false) && !Events::Failure.takes(true));
         let team = r#"{"callback_settings":{"success_callback":["langfuse"],"callback_vars":{"langfuse_public_key":"pk-2","langfuse_secret_key":"sk-2"}}}"#;
         assert_eq!(parse(team)[0].host, "https://cloud.langfuse.com");
         assert!(parse("{}").is_empty());
         assert!(parse("not json").is_empty());
         assert!(!format!("{:?}", parse(team)).contains("sk-2"));
+        let masked = mask_secrets(serde_json::from_str(team).unwrap()).to_string();
+        assert!(
+            !masked.contains("sk-2") && masked.contains("pk-2"),
+            "{masked}"
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod keyed;
 pub mod litellm;
 pub mod otlp;
+pub mod otlp_wire;
 pub mod record;
 pub mod sink;
 pub mod webhook;
@@ -158,6 +159,9 @@ impl Observer {
     /// Whether any destination takes the requests of `key` (a cheap check
     /// before building a record at all).
     pub fn wants(&self, key: Option<&crate::access::KeyInfo>) -> bool {
+        if key.is_some_and(|k| k.logging_off) {
+            return false;
+        }
         (self.hub.is_some() && key.is_some_and(|k| !k.logging.is_empty()))
             || self.routes.iter().any(|r| r.matches(key))
     }
@@ -233,7 +237,7 @@ fn start_sink(
                     url,
                     headers,
                     sink,
-                    otlp::OtlpExporter { flavor, redact },
+                    otlp::OtlpExporter::new(flavor, redact),
                     m,
                 )
             });

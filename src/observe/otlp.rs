@@ -4,26 +4,22 @@
 //! flavour adds Langfuse's `langfuse.*` attributes (trace name, user,
 //! session, tags, metadata, observation type `generation`, input/output,
 //! usage and cost details), read from the request's `metadata` the way
-//! LiteLLM reads them. Pure: records in, bytes out.
+//! LiteLLM reads them. Pure: records in, bytes out (written directly in
+//! protobuf's wire format, see [`super::otlp_wire`]).
 
+use std::cell::Cell;
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{
-    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    span, status, ResourceSpans, ScopeSpans, Span, Status,
-};
-use prost::Message as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::record::{output_message, LogRecord, TraceContext};
+use super::otlp_wire::{self as wire, span as sp, Val};
+use super::record::{LogRecord, TraceContext};
 use super::sink::{Exporter, Payload};
 use crate::providers::Endpoint;
 
 pub const REDACTED: &str = "redacted-by-tollgate";
+const REDACTED_INPUT: &str = "[{\"role\":\"user\",\"content\":\"redacted-by-tollgate\"}]";
+const REDACTED_OUTPUT: &str = "[{\"role\":\"assistant\",\"content\":\"redacted-by-tollgate\"}]";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
@@ -35,85 +31,69 @@ pub struct OtlpExporter {
     pub flavor: Flavor,
     /// Never ship prompts or outputs.
     pub redact: bool,
+    /// Bytes per record of the last batch, to size the next one's buffer.
+    pub per_record: Cell<usize>,
+}
+
+impl OtlpExporter {
+    pub fn new(flavor: Flavor, redact: bool) -> Self {
+        OtlpExporter {
+            flavor,
+            redact,
+            per_record: Cell::new(2048),
+        }
+    }
 }
 
 impl Exporter for OtlpExporter {
     type Item = Arc<LogRecord>;
 
     fn encode(&self, batch: &[Arc<LogRecord>]) -> Result<Payload, String> {
-        let spans = batch
-            .iter()
-            .flat_map(|r| spans(r, self.flavor, self.redact))
-            .collect();
+        // A little over the last batch's size: one allocation, no regrowth.
+        let hint = self.per_record.get() * batch.len() * 9 / 8;
+        let export = export_into(
+            wire::Export::with_capacity(hint),
+            batch.iter().map(|r| &**r),
+            self.flavor,
+            self.redact,
+        );
+        self.per_record
+            .set((export.spans_len() / batch.len().max(1)).clamp(256, 64 * 1024));
         Ok(Payload {
-            body: export_request(spans).encode_to_vec().into(),
+            body: export.finish(),
             content_type: "application/x-protobuf",
             headers: Vec::new(),
         })
     }
 }
 
-pub fn export_request(spans: Vec<Span>) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", s("tollgate")),
-                    kv("service.version", s(env!("CARGO_PKG_VERSION"))),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "tollgate".into(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ..Default::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
+/// An `ExportTraceServiceRequest` with the spans of `records`.
+pub fn export<'a>(
+    records: impl IntoIterator<Item = &'a LogRecord>,
+    flavor: Flavor,
+    redact: bool,
+) -> bytes::Bytes {
+    export_into(wire::Export::with_capacity(4096), records, flavor, redact).finish()
+}
+
+fn export_into<'a>(
+    mut export: wire::Export,
+    records: impl IntoIterator<Item = &'a LogRecord>,
+    flavor: Flavor,
+    redact: bool,
+) -> wire::Export {
+    let mut scratch = Scratch::default();
+    for rec in records {
+        encode_spans(rec, flavor, redact, export.spans(), &mut scratch);
     }
+    export
 }
 
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: impl Into<String>) -> any_value::Value {
-    any_value::Value::StringValue(v.into())
-}
-
-fn int(v: impl TryInto<i64>) -> any_value::Value {
-    any_value::Value::IntValue(v.try_into().unwrap_or(i64::MAX))
-}
-
-fn strings(v: impl IntoIterator<Item = String>) -> any_value::Value {
-    any_value::Value::ArrayValue(ArrayValue {
-        values: v
-            .into_iter()
-            .map(|x| AnyValue { value: Some(s(x)) })
-            .collect(),
-    })
-}
-
-/// A JSON value as an attribute: strings as they are, anything else as
-/// its JSON text (how Langfuse reads metadata values).
-fn json_attr(v: &Value) -> any_value::Value {
-    match v {
-        Value::String(x) => s(x.clone()),
-        Value::Bool(b) => any_value::Value::BoolValue(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => int(i),
-            None => any_value::Value::DoubleValue(n.as_f64().unwrap_or(0.0)),
-        },
-        other => s(other.to_string()),
-    }
+/// Buffers reused from span to span.
+#[derive(Default)]
+struct Scratch {
+    span: Vec<u8>,
+    key: String,
 }
 
 pub fn operation(endpoint: Endpoint) -> &'static str {
@@ -159,25 +139,78 @@ pub fn trace_id_from_metadata(id: &str) -> [u8; 16] {
     out
 }
 
-fn metadata(rec: &LogRecord) -> Map<String, Value> {
-    rec.metadata
-        .as_ref()
-        .and_then(|m| serde_json::from_str::<Map<String, Value>>(m.get()).ok())
-        .unwrap_or_default()
-}
-
-fn truthy(v: Option<&Value>) -> bool {
-    matches!(v, Some(Value::Bool(true))) || matches!(v, Some(Value::String(s)) if s == "true")
-}
-
 fn iso(unix_nanos: u64) -> String {
     chrono::DateTime::from_timestamp_nanos(unix_nanos as i64)
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// The request's span and its attempts' spans.
-pub fn spans(rec: &LogRecord, flavor: Flavor, redact: bool) -> Vec<Span> {
-    let meta = metadata(rec);
+fn int(v: impl TryInto<i64>) -> Val<'static> {
+    Val::Int(v.try_into().unwrap_or(i64::MAX))
+}
+
+/// A span attribute.
+fn at(buf: &mut Vec<u8>, key: &str, v: Val) {
+    wire::attr(buf, sp::ATTRIBUTES, key, v);
+}
+
+/// A span attribute under `prefix` + `name` (built in a reused buffer).
+fn at_prefixed(buf: &mut Vec<u8>, key: &mut String, prefix: &str, name: &str, v: Val) {
+    key.clear();
+    key.push_str(prefix);
+    key.push_str(name);
+    at(buf, key, v);
+}
+
+/// A metadata value as an attribute: strings as they are, anything else as
+/// its JSON text (how Langfuse reads metadata values).
+fn at_json(buf: &mut Vec<u8>, key: &mut String, prefix: &str, name: &str, v: &Value) {
+    match v {
+        Value::String(x) => at_prefixed(buf, key, prefix, name, Val::Str(x)),
+        Value::Bool(b) => at_prefixed(buf, key, prefix, name, Val::Bool(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => at_prefixed(buf, key, prefix, name, Val::Int(i)),
+            None => at_prefixed(buf, key, prefix, name, Val::F64(n.as_f64().unwrap_or(0.0))),
+        },
+        other => at_prefixed(buf, key, prefix, name, Val::Str(&other.to_string())),
+    }
+}
+
+/// The head of a span: ids, name, kind, times.
+#[allow(clippy::too_many_arguments)]
+fn span_head(
+    buf: &mut Vec<u8>,
+    trace_id: &[u8; 16],
+    span_id: &[u8; 8],
+    parent: Option<&[u8; 8]>,
+    flags: u32,
+    name: &str,
+    kind: u64,
+    start: u64,
+    end: u64,
+) {
+    wire::bytes_field(buf, sp::TRACE_ID, trace_id);
+    wire::bytes_field(buf, sp::SPAN_ID, span_id);
+    if let Some(p) = parent {
+        wire::bytes_field(buf, sp::PARENT_SPAN_ID, p);
+    }
+    wire::bytes_field(buf, sp::NAME, name.as_bytes());
+    wire::varint_field(buf, sp::KIND, kind);
+    wire::fixed64_field(buf, sp::START, start);
+    wire::fixed64_field(buf, sp::END, end);
+    wire::fixed32_field(buf, sp::FLAGS, flags);
+}
+
+/// Appends the request's span and its attempts' spans to `out`, each as a
+/// `ScopeSpans.spans` entry (field 2).
+fn encode_spans(
+    rec: &LogRecord,
+    flavor: Flavor,
+    redact: bool,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) {
+    let derived = rec.derived();
+    let meta = &derived.metadata;
     let trace = rec
         .trace
         .unwrap_or_else(|| TraceContext::from_traceparent(None));
@@ -196,280 +229,262 @@ pub fn spans(rec: &LogRecord, flavor: Flavor, redact: bool) -> Vec<Span> {
     let op = operation(rec.endpoint);
     let d = rec.deployment.as_deref();
     let failed = rec.status != 200;
-    let mask_input = redact || truthy(meta.get("mask_input"));
-    let mask_output = redact || truthy(meta.get("mask_output"));
+    let mask_input = redact || derived.flag("mask_input");
+    let mask_output = redact || derived.flag("mask_output");
+    let input = match (&rec.input, mask_input) {
+        (_, true) => Some(REDACTED_INPUT),
+        (Some(i), false) => Some(i.get()),
+        (None, false) => None,
+    };
+    // `[{…}]`: OTel's messages array; Langfuse shows the message itself.
+    let output = if mask_output {
+        Some(REDACTED_OUTPUT)
+    } else {
+        derived.output_messages.as_deref()
+    };
 
-    let mut a = vec![
-        kv("gen_ai.operation.name", s(op)),
-        kv("gen_ai.request.model", s(rec.model.clone())),
-        kv("gen_ai.usage.input_tokens", int(rec.usage.prompt_tokens)),
-        kv(
-            "gen_ai.usage.output_tokens",
-            int(rec.usage.completion_tokens),
-        ),
-        kv("http.response.status_code", int(rec.status)),
-        kv("tollgate.request_id", s(rec.request_id.clone())),
-        kv("tollgate.call_id", s(rec.call_id.clone())),
-        kv("tollgate.cost_usd", any_value::Value::DoubleValue(rec.cost)),
-        kv("tollgate.attempts", int(rec.attempts.len().max(1))),
-        kv("tollgate.fallbacks", int(rec.fallbacks)),
-        kv("tollgate.stream", any_value::Value::BoolValue(rec.stream)),
-    ];
+    let Scratch { span: a, key } = scratch;
+    a.clear();
+    let default_name;
+    let name: &str = if langfuse {
+        default_name = format!("litellm-{}", rec.endpoint.call_type());
+        meta.get("generation_name")
+            .and_then(Value::as_str)
+            .unwrap_or(&default_name)
+    } else {
+        default_name = format!("{op} {}", rec.model);
+        &default_name
+    };
+    span_head(
+        a,
+        &trace_id,
+        &trace.span_id,
+        parent.as_ref(),
+        u32::from(trace.flags) | 0x100 | (u32::from(parent.is_some()) << 9),
+        name,
+        sp::KIND_SERVER,
+        rec.start_unix_nanos,
+        rec.end_unix_nanos.max(rec.start_unix_nanos),
+    );
+    at(a, "gen_ai.operation.name", Val::Str(op));
+    at(a, "gen_ai.request.model", Val::Str(&rec.model));
+    at(a, "gen_ai.usage.input_tokens", int(rec.usage.prompt_tokens));
+    at(
+        a,
+        "gen_ai.usage.output_tokens",
+        int(rec.usage.completion_tokens),
+    );
+    at(a, "http.response.status_code", int(rec.status));
+    at(a, "tollgate.request_id", Val::Str(&rec.request_id));
+    at(a, "tollgate.call_id", Val::Str(&rec.call_id));
+    at(a, "tollgate.cost_usd", Val::F64(rec.cost));
+    at(a, "tollgate.attempts", int(rec.attempts.len().max(1)));
+    at(a, "tollgate.fallbacks", int(rec.fallbacks));
+    at(a, "tollgate.stream", Val::Bool(rec.stream));
     if let Some(d) = d {
-        a.push(kv("gen_ai.provider.name", s(d.provider.name())));
-        a.push(kv("gen_ai.system", s(d.provider.name())));
-        a.push(kv("gen_ai.response.model", s(d.upstream_model.clone())));
-        a.push(kv("tollgate.deployment", s(d.id.clone())));
-        a.push(kv("tollgate.model_group", s(d.group.to_string())));
+        at(a, "gen_ai.provider.name", Val::Str(d.provider.name()));
+        at(a, "gen_ai.system", Val::Str(d.provider.name()));
+        at(a, "gen_ai.response.model", Val::Str(&d.upstream_model));
+        at(a, "tollgate.deployment", Val::Str(&d.id));
+        at(a, "tollgate.model_group", Val::Str(&d.group));
     }
     if rec.usage.cached_tokens > 0 {
-        a.push(kv(
+        at(
+            a,
             "gen_ai.usage.cache_read.input_tokens",
             int(rec.usage.cached_tokens),
-        ));
+        );
     }
     if let Some(k) = &rec.key {
         if let Some(alias) = &k.alias {
-            a.push(kv("tollgate.key_alias", s(alias.clone())));
+            at(a, "tollgate.key_alias", Val::Str(alias));
         }
-        a.push(kv("tollgate.key_hash", s(k.id.clone())));
+        at(a, "tollgate.key_hash", Val::Str(&k.id));
         if let Some(t) = &k.team_id {
-            a.push(kv("tollgate.team_id", s(t.clone())));
+            at(a, "tollgate.team_id", Val::Str(t));
         }
         if let Some(u) = &k.user_id {
-            a.push(kv("tollgate.user_id", s(u.clone())));
+            at(a, "tollgate.user_id", Val::Str(u));
         }
     }
     if let Some(u) = &rec.end_user {
-        a.push(kv("tollgate.end_user", s(u.clone())));
+        at(a, "tollgate.end_user", Val::Str(u));
     }
     if let Some(t) = rec.ttft() {
-        a.push(kv(
+        at(
+            a,
             "gen_ai.server.time_to_first_token",
-            any_value::Value::DoubleValue(t.as_secs_f64()),
-        ));
+            Val::F64(t.as_secs_f64()),
+        );
     }
     if failed {
-        a.push(kv("error.type", s(rec.status.to_string())));
+        at(a, "error.type", Val::Str(&rec.status.to_string()));
     }
-
-    let output = (!mask_output)
-        .then(|| output_message(&rec.output))
-        .flatten();
-    if let Some((_, _, Some(finish))) = &output {
-        a.push(kv(
+    if let Some((_, _, Some(finish))) = (!mask_output)
+        .then_some(&derived.output)
+        .and_then(Option::as_ref)
+    {
+        at(
+            a,
             "gen_ai.response.finish_reasons",
-            strings([finish.clone()]),
-        ));
-    }
-    let input_json = match (&rec.input, mask_input) {
-        (_, true) => Some(format!(
-            "[{{\"role\":\"user\",\"content\":\"{REDACTED}\"}}]"
-        )),
-        (Some(i), false) => Some(i.get().to_string()),
-        (None, false) => None,
-    };
-    let output_json = if mask_output {
-        Some(format!(
-            "{{\"role\":\"assistant\",\"content\":\"{REDACTED}\"}}"
-        ))
-    } else {
-        output.as_ref().map(|(role, content, _)| {
-            serde_json::json!({"role": role, "content": content}).to_string()
-        })
-    };
-    if let Some(i) = &input_json {
-        a.push(kv("gen_ai.input.messages", s(i.clone())));
-    }
-    if let Some(o) = &output_json {
-        a.push(kv("gen_ai.output.messages", s(format!("[{o}]"))));
+            Val::Strs(&[finish.as_str()]),
+        );
     }
 
-    let mut name = format!("{op} {}", rec.model);
-    if langfuse {
-        let default_name = format!("litellm-{}", rec.endpoint.call_type());
-        let generation = meta
-            .get("generation_name")
-            .and_then(Value::as_str)
-            .map_or(default_name.clone(), str::to_string);
+    if !langfuse {
+        if let Some(i) = input {
+            at(a, "gen_ai.input.messages", Val::Str(i));
+        }
+        if let Some(o) = output {
+            at(a, "gen_ai.output.messages", Val::Str(o));
+        }
+    } else {
+        // Langfuse reads `langfuse.*` before `gen_ai.*`: the content goes
+        // once per place Langfuse shows it, not again as `gen_ai.*`.
         let trace_name = meta
             .get("trace_name")
             .and_then(Value::as_str)
-            .map_or(generation.clone(), str::to_string);
-        name = generation;
-        a.push(kv("langfuse.observation.type", s("generation")));
-        a.push(kv("langfuse.trace.name", s(trace_name)));
+            .unwrap_or(name);
+        at(a, "langfuse.observation.type", Val::Str("generation"));
+        at(a, "langfuse.trace.name", Val::Str(trace_name));
         let user = meta
             .get("trace_user_id")
             .and_then(Value::as_str)
-            .map(str::to_string)
-            .or_else(|| rec.end_user.clone());
+            .or(rec.end_user.as_deref());
         if let Some(u) = user {
-            a.push(kv("user.id", s(u.clone())));
-            a.push(kv("langfuse.user.id", s(u)));
+            at(a, "user.id", Val::Str(u));
+            at(a, "langfuse.user.id", Val::Str(u));
         }
         if let Some(sid) = meta.get("session_id").and_then(Value::as_str) {
-            a.push(kv("session.id", s(sid)));
-            a.push(kv("langfuse.session.id", s(sid)));
+            at(a, "session.id", Val::Str(sid));
+            at(a, "langfuse.session.id", Val::Str(sid));
         }
         if let Some(Value::Array(tags)) = meta.get("tags") {
-            let tags = tags
-                .iter()
-                .filter_map(|t| t.as_str().map(str::to_string))
-                .collect::<Vec<_>>();
-            a.push(kv("langfuse.trace.tags", strings(tags)));
+            let tags: Vec<&str> = tags.iter().filter_map(Value::as_str).collect();
+            at(a, "langfuse.trace.tags", Val::Strs(&tags));
         }
         if let Some(v) = meta.get("version").and_then(Value::as_str) {
-            a.push(kv("langfuse.version", s(v)));
+            at(a, "langfuse.version", Val::Str(v));
         }
         if let Some(v) = meta.get("trace_release").and_then(Value::as_str) {
-            a.push(kv("langfuse.release", s(v)));
+            at(a, "langfuse.release", Val::Str(v));
         }
         if let Some(Value::Object(tm)) = meta.get("trace_metadata") {
             for (k, v) in tm {
-                a.push(kv(&format!("langfuse.trace.metadata.{k}"), json_attr(v)));
+                at_json(a, key, "langfuse.trace.metadata.", k, v);
             }
         }
+        const OBS_META: &str = "langfuse.observation.metadata.";
         for (k, v) in meta
             .iter()
             .filter(|(k, _)| !LANGFUSE_KEYS.contains(&k.as_str()))
         {
-            a.push(kv(
-                &format!("langfuse.observation.metadata.{k}"),
-                json_attr(v),
-            ));
+            at_json(a, key, OBS_META, k, v);
         }
-        if let Some(key) = &rec.key {
+        if let Some(k) = &rec.key {
             let fields = [
-                ("user_api_key_alias", key.alias.as_deref()),
-                ("user_api_key_hash", Some(key.id.as_str())),
-                ("user_api_key_team_id", key.team_id.as_deref()),
-                ("user_api_key_user_id", key.user_id.as_deref()),
+                ("user_api_key_alias", k.alias.as_deref()),
+                ("user_api_key_hash", Some(k.id.as_str())),
+                ("user_api_key_team_id", k.team_id.as_deref()),
+                ("user_api_key_user_id", k.user_id.as_deref()),
             ];
-            for (k, v) in fields {
+            for (name, v) in fields {
                 if let Some(v) = v {
-                    a.push(kv(&format!("langfuse.observation.metadata.{k}"), s(v)));
+                    at_prefixed(a, key, OBS_META, name, Val::Str(v));
                 }
             }
         }
-        a.push(kv(
-            "langfuse.observation.metadata.request_id",
-            s(rec.request_id.clone()),
-        ));
+        at_prefixed(a, key, OBS_META, "request_id", Val::Str(&rec.request_id));
         if let Some(d) = d {
-            a.push(kv(
+            at(
+                a,
                 "langfuse.observation.model.name",
-                s(d.upstream_model.clone()),
-            ));
+                Val::Str(&d.upstream_model),
+            );
         }
-        a.push(kv(
-            "langfuse.observation.usage_details",
-            s(serde_json::json!({
-                "input": rec.usage.prompt_tokens,
-                "output": rec.usage.completion_tokens,
-                "total": rec.usage.prompt_tokens + rec.usage.completion_tokens,
-            })
-            .to_string()),
-        ));
-        a.push(kv(
-            "langfuse.observation.cost_details",
-            s(serde_json::json!({ "total": rec.cost }).to_string()),
-        ));
+        let (prompt, completion) = (rec.usage.prompt_tokens, rec.usage.completion_tokens);
+        let usage = format!(
+            "{{\"input\":{prompt},\"output\":{completion},\"total\":{}}}",
+            prompt + completion
+        );
+        at(a, "langfuse.observation.usage_details", Val::Str(&usage));
+        let cost = serde_json::json!({ "total": rec.cost }).to_string();
+        at(a, "langfuse.observation.cost_details", Val::Str(&cost));
         if let Some(first) = rec.first_chunk_ms {
-            a.push(kv(
+            let t = iso(u64::try_from(first).unwrap_or(0) * 1_000_000);
+            at(
+                a,
                 "langfuse.observation.completion_start_time",
-                s(iso(u64::try_from(first).unwrap_or(0) * 1_000_000)),
-            ));
+                Val::Str(&t),
+            );
         }
-        if let Some(i) = input_json {
-            a.push(kv("langfuse.observation.input", s(i.clone())));
-            a.push(kv("langfuse.trace.input", s(i)));
+        if let Some(i) = input {
+            at(a, "langfuse.observation.input", Val::Str(i));
+            at(a, "langfuse.trace.input", Val::Str(i));
         }
-        if let Some(o) = output_json {
-            a.push(kv("langfuse.observation.output", s(o.clone())));
-            a.push(kv("langfuse.trace.output", s(o)));
+        if let Some(o) = output {
+            // The message itself, without the array around it.
+            let o = &o[1..o.len() - 1];
+            at(a, "langfuse.observation.output", Val::Str(o));
+            at(a, "langfuse.trace.output", Val::Str(o));
         }
         if failed {
-            a.push(kv("langfuse.observation.level", s("ERROR")));
+            at(a, "langfuse.observation.level", Val::Str("ERROR"));
             if let Some(e) = &rec.error {
-                a.push(kv("langfuse.observation.status_message", s(e.clone())));
+                at(a, "langfuse.observation.status_message", Val::Str(e));
             }
         }
     }
+    if failed {
+        wire::error_status(a, rec.error.as_deref().unwrap_or(""));
+    }
+    wire::bytes_field(out, 2, a);
 
-    let status = |failed: bool, message: Option<&String>| {
-        Some(Status {
-            message: if failed {
-                message.cloned().unwrap_or_default()
-            } else {
-                String::new()
-            },
-            code: if failed {
-                status::StatusCode::Error as i32
-            } else {
-                status::StatusCode::Unset as i32
-            },
-        })
-    };
-    let mut out = Vec::with_capacity(1 + rec.attempts.len());
-    out.push(Span {
-        trace_id: trace_id.to_vec(),
-        span_id: trace.span_id.to_vec(),
-        parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
-        flags: u32::from(trace.flags) | 0x100 | (u32::from(parent.is_some()) << 9),
-        name,
-        kind: span::SpanKind::Server as i32,
-        start_time_unix_nano: rec.start_unix_nanos,
-        end_time_unix_nano: rec.end_unix_nanos.max(rec.start_unix_nanos),
-        attributes: a,
-        status: status(failed, rec.error.as_ref()),
-        ..Default::default()
-    });
-    for at in &rec.attempts {
-        let t = &at.deployment;
-        let mut a = vec![
-            kv("gen_ai.operation.name", s(op)),
-            kv("gen_ai.provider.name", s(t.provider.name())),
-            kv("gen_ai.system", s(t.provider.name())),
-            kv("gen_ai.request.model", s(t.upstream_model.clone())),
-            kv("tollgate.deployment", s(t.id.clone())),
-        ];
-        if let Ok(u) = url::Url::parse(&t.api_base) {
-            if let Some(h) = u.host_str() {
-                a.push(kv("server.address", s(h)));
-            }
-            if let Some(p) = u.port_or_known_default() {
-                a.push(kv("server.port", int(p)));
+    for attempt in &rec.attempts {
+        let t = &attempt.deployment;
+        a.clear();
+        key.clear();
+        key.push_str(op);
+        key.push(' ');
+        key.push_str(&t.upstream_model);
+        let start = rec.start_unix_nanos + attempt.start.as_nanos() as u64;
+        span_head(
+            a,
+            &trace_id,
+            &attempt.span_id,
+            Some(&trace.span_id),
+            u32::from(trace.flags) | 0x100,
+            key,
+            sp::KIND_CLIENT,
+            start,
+            start + attempt.duration.as_nanos() as u64,
+        );
+        at(a, "gen_ai.operation.name", Val::Str(op));
+        at(a, "gen_ai.provider.name", Val::Str(t.provider.name()));
+        at(a, "gen_ai.system", Val::Str(t.provider.name()));
+        at(a, "gen_ai.request.model", Val::Str(&t.upstream_model));
+        at(a, "tollgate.deployment", Val::Str(&t.id));
+        if let Some((host, port)) = &t.server_address {
+            at(a, "server.address", Val::Str(host));
+            if let Some(p) = port {
+                at(a, "server.port", int(*p));
             }
         }
-        if let Some(st) = at.status {
-            a.push(kv("http.response.status_code", int(st)));
+        if let Some(st) = attempt.status {
+            at(a, "http.response.status_code", int(st));
         }
-        if at.error.is_some() {
-            a.push(kv(
-                "error.type",
-                s(at.status.map_or("error".into(), |s| s.to_string())),
-            ));
+        if attempt.error.is_some() {
+            let kind = attempt.status.map_or("error".into(), |s| s.to_string());
+            at(a, "error.type", Val::Str(&kind));
         }
         if langfuse {
-            a.push(kv("langfuse.observation.type", s("span")));
+            at(a, "langfuse.observation.type", Val::Str("span"));
         }
-        let start = rec.start_unix_nanos + at.start.as_nanos() as u64;
-        out.push(Span {
-            trace_id: trace_id.to_vec(),
-            span_id: at.span_id.to_vec(),
-            parent_span_id: trace.span_id.to_vec(),
-            flags: u32::from(trace.flags) | 0x100,
-            name: format!("{op} {}", t.upstream_model),
-            kind: span::SpanKind::Client as i32,
-            start_time_unix_nano: start,
-            end_time_unix_nano: start + at.duration.as_nanos() as u64,
-            attributes: a,
-            status: status(at.error.is_some(), at.error.as_ref()),
-            ..Default::default()
-        });
+        if let Some(e) = &attempt.error {
+            wire::error_status(a, e);
+        }
+        wire::bytes_field(out, 2, a);
     }
-    out
 }
 
 #[cfg(test)]
@@ -478,6 +493,11 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
+
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    use opentelemetry_proto::tonic::trace::v1::{span, Span};
+    use prost::Message as _;
 
     use super::*;
     use crate::access::{KeyInfo, Owner};
@@ -548,7 +568,20 @@ mod tests {
                 )],
                 0,
             ),
+            derived: Default::default(),
         }
+    }
+
+    /// What a collector reads: the record exported, then decoded with
+    /// `opentelemetry-proto`.
+    fn spans(rec: &LogRecord, flavor: Flavor, redact: bool) -> Vec<Span> {
+        let bytes = export([rec], flavor, redact);
+        let mut back = ExportTraceServiceRequest::decode(bytes).unwrap();
+        let rs = back.resource_spans.remove(0);
+        assert_eq!(rs.resource.unwrap().attributes[0].key, "service.name");
+        let mut ss = rs.scope_spans.into_iter().next().unwrap();
+        assert_eq!(ss.scope.take().unwrap().name, "tollgate");
+        ss.spans
     }
 
     fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a any_value::Value> {
@@ -607,10 +640,19 @@ mod tests {
             attempt.start_time_unix_nano,
             1_700_000_000_000_000_000 + 5_000_000
         );
-        // The whole request encodes and decodes as an OTLP export.
-        let bytes = export_request(spans.clone()).encode_to_vec();
-        let back = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
-        assert_eq!(back.resource_spans[0].scope_spans[0].spans, spans);
+        assert_eq!(attempt.status, None);
+        assert_eq!(
+            str_attr(root, "gen_ai.output.messages"),
+            Some(r#"[{"role":"assistant","content":"secret answer"}]"#)
+        );
+        match attr(root, "gen_ai.response.finish_reasons") {
+            Some(any_value::Value::ArrayValue(a)) => assert_eq!(a.values.len(), 1),
+            other => panic!("finish reasons: {other:?}"),
+        }
+        assert_eq!(
+            attr(root, "gen_ai.server.time_to_first_token"),
+            Some(&any_value::Value::DoubleValue(0.1))
+        );
     }
 
     #[test]
@@ -648,8 +690,14 @@ mod tests {
             .contains("secret prompt"));
         assert_eq!(
             str_attr(root, "langfuse.observation.output"),
-            Some(r#"{"content":"secret answer","role":"assistant"}"#)
+            Some(r#"{"role":"assistant","content":"secret answer"}"#)
         );
+        assert_eq!(
+            str_attr(root, "langfuse.trace.output"),
+            str_attr(root, "langfuse.observation.output")
+        );
+        // Langfuse reads its own keys first: no second copy as gen_ai.*.
+        assert_eq!(str_attr(root, "gen_ai.input.messages"), None);
         let usage: serde_json::Value =
             serde_json::from_str(str_attr(root, "langfuse.observation.usage_details").unwrap())
                 .unwrap();
@@ -674,13 +722,44 @@ mod tests {
             (false, r#"{"mask_input":true,"mask_output":true}"#),
         ] {
             for flavor in [Flavor::Otel, Flavor::Langfuse] {
-                let bytes = export_request(spans(&record(meta), flavor, redact)).encode_to_vec();
+                let bytes = export([&record(meta)], flavor, redact);
                 let text = String::from_utf8_lossy(&bytes);
                 assert!(!text.contains("secret prompt"), "{flavor:?} {meta}");
                 assert!(!text.contains("secret answer"), "{flavor:?} {meta}");
                 assert!(text.contains(REDACTED));
             }
         }
+    }
+
+    #[test]
+    fn failures_carry_an_error_status_on_the_request_and_the_attempt() {
+        let mut rec = record("{}");
+        rec.status = 502;
+        rec.error = Some("upstream down".into());
+        rec.attempts[0].error = Some("connection refused".into());
+        rec.attempts[0].status = None;
+        for flavor in [Flavor::Otel, Flavor::Langfuse] {
+            let spans = spans(&rec, flavor, false);
+            let status = spans[0].status.clone().unwrap();
+            assert_eq!(status.code, 2, "{flavor:?}");
+            assert_eq!(status.message, "upstream down");
+            assert_eq!(str_attr(&spans[0], "error.type"), Some("502"));
+            let attempt = spans[1].status.clone().unwrap();
+            assert_eq!(
+                (attempt.code, attempt.message.as_str()),
+                (2, "connection refused")
+            );
+            assert_eq!(str_attr(&spans[1], "error.type"), Some("error"));
+        }
+        let spans = spans(&rec, Flavor::Langfuse, false);
+        assert_eq!(
+            str_attr(&spans[0], "langfuse.observation.level"),
+            Some("ERROR")
+        );
+        assert_eq!(
+            str_attr(&spans[0], "langfuse.observation.status_message"),
+            Some("upstream down")
+        );
     }
 
     #[test]

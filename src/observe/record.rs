@@ -1,9 +1,11 @@
 //! What a destination hears of one request: built once when the request
 //! ends (only if some destination is configured), shared by every sink
 //! behind an `Arc`. Everything costly — parsing metadata, pulling the text
-//! out of stream frames, JSON and protobuf — happens later, in the sinks.
+//! out of stream frames, JSON and protobuf — happens later, in the sinks;
+//! what several destinations read alike is worked out once ([`Derived`]).
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -158,6 +160,29 @@ pub struct LogRecord {
     /// destination takes content.
     pub input: Option<Box<RawValue>>,
     pub output: Output,
+    /// Filled by the first destination that reads it.
+    pub derived: OnceLock<Derived>,
+}
+
+/// What every destination reads from a record, parsed once per record
+/// rather than once per destination.
+#[derive(Debug, Default)]
+pub struct Derived {
+    /// The request's `metadata` object (empty if none or not an object).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// `(role, content, finish_reason)` of the answer, see [`output_message`].
+    pub output: Option<(String, String, Option<String>)>,
+    /// The answer as a one-message JSON array, `[{"role":…,"content":…}]`.
+    pub output_messages: Option<String>,
+}
+
+impl Derived {
+    /// Whether the metadata sets `key` to true (`true` or `"true"`).
+    pub fn flag(&self, key: &str) -> bool {
+        use serde_json::Value;
+        matches!(self.metadata.get(key), Some(Value::Bool(true)))
+            || matches!(self.metadata.get(key), Some(Value::String(s)) if s == "true")
+    }
 }
 
 impl LogRecord {
@@ -169,6 +194,31 @@ impl LogRecord {
         Duration::from_nanos(self.end_unix_nanos.saturating_sub(self.start_unix_nanos))
     }
 
+    pub fn derived(&self) -> &Derived {
+        self.derived.get_or_init(|| {
+            let metadata = self
+                .metadata
+                .as_ref()
+                .and_then(|m| serde_json::from_str(m.get()).ok())
+                .unwrap_or_default();
+            let output = output_message(&self.output);
+            let output_messages = output.as_ref().map(|(role, content, _)| {
+                let mut s = String::with_capacity(content.len() + role.len() + 32);
+                s.push_str("[{\"role\":");
+                push_json_str(&mut s, role);
+                s.push_str(",\"content\":");
+                push_json_str(&mut s, content);
+                s.push_str("}]");
+                s
+            });
+            Derived {
+                metadata,
+                output,
+                output_messages,
+            }
+        })
+    }
+
     /// Time to first token, for streams that sent one.
     pub fn ttft(&self) -> Option<Duration> {
         let first = u64::try_from(self.first_chunk_ms?).ok()? * 1_000_000;
@@ -178,37 +228,81 @@ impl LogRecord {
     }
 }
 
+/// Appends `v` as a JSON string.
+fn push_json_str(out: &mut String, v: &str) {
+    // A `String` is valid UTF-8 and serde_json writes valid UTF-8.
+    let mut buf = std::mem::take(out).into_bytes();
+    let _ = serde_json::to_writer(&mut buf, v);
+    *out = String::from_utf8(buf).unwrap_or_default();
+}
+
+/// The parts of an OpenAI answer (or stream chunk) the logs show, read
+/// borrowing from the body: no map per object, no copy of unescaped text.
+mod shape {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+
+    #[derive(Deserialize)]
+    pub struct Answer<'a> {
+        #[serde(borrow, default)]
+        pub choices: Vec<Choice<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Choice<'a> {
+        #[serde(borrow, default)]
+        pub message: Option<Message<'a>>,
+        #[serde(borrow, default)]
+        pub delta: Option<Delta<'a>>,
+        #[serde(borrow, default)]
+        pub text: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        pub finish_reason: Option<Cow<'a, str>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Message<'a> {
+        #[serde(borrow, default)]
+        pub role: Option<Cow<'a, str>>,
+        /// A string, null, or content parts (shown as their JSON).
+        #[serde(borrow, default)]
+        pub content: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        pub tool_calls: Option<&'a RawValue>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Delta<'a> {
+        #[serde(borrow, default)]
+        pub content: Option<Cow<'a, str>>,
+    }
+}
+
 /// The text of an OpenAI-shaped answer: whole, or rebuilt from its
 /// stream's frames. Returns `(role, content, finish_reason)` of the first
 /// choice, or None when there is no text to show (embeddings, errors).
 pub fn output_message(output: &Output) -> Option<(String, String, Option<String>)> {
-    use serde_json::Value;
     match output {
         Output::None => None,
         Output::Json(body) => {
-            let v: Value = serde_json::from_slice(body).ok()?;
-            let choice = v.get("choices")?.get(0)?;
-            let finish = choice
-                .get("finish_reason")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            if let Some(msg) = choice.get("message") {
-                let role = msg
-                    .get("role")
-                    .and_then(Value::as_str)
-                    .unwrap_or("assistant");
-                let content = match msg.get("content") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Null) | None => match msg.get("tool_calls") {
-                        Some(t) => t.to_string(),
-                        None => String::new(),
-                    },
-                    Some(other) => other.to_string(),
+            let answer: shape::Answer = serde_json::from_slice(body).ok()?;
+            let choice = answer.choices.into_iter().next()?;
+            let finish = choice.finish_reason.map(Cow::into_owned);
+            if let Some(msg) = choice.message {
+                let role = msg.role.as_deref().unwrap_or("assistant").to_string();
+                let raw = msg.content.map(RawValue::get).unwrap_or("null");
+                let content = if raw == "null" {
+                    msg.tool_calls
+                        .map_or_else(String::new, |t| t.get().to_string())
+                } else {
+                    // A JSON string unescaped; anything else as its JSON.
+                    serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string())
                 };
-                return Some((role.to_string(), content, finish));
+                return Some((role, content, finish));
             }
-            let text = choice.get("text").and_then(Value::as_str)?;
-            Some(("assistant".into(), text.to_string(), finish))
+            Some(("assistant".into(), choice.text?.into_owned(), finish))
         }
         Output::Frames(frames, _) => {
             let mut content = String::new();
@@ -223,23 +317,19 @@ pub fn output_message(output: &Output) -> Option<(String, String, Option<String>
                     if data == b"[DONE]" {
                         continue;
                     }
-                    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+                    let Ok(chunk) = serde_json::from_slice::<shape::Answer>(data) else {
                         continue;
                     };
-                    let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else {
+                    let Some(choice) = chunk.choices.into_iter().next() else {
                         continue;
                     };
                     any = true;
-                    let piece = choice
-                        .get("delta")
-                        .and_then(|d| d.get("content"))
-                        .or_else(|| choice.get("text"))
-                        .and_then(Value::as_str);
+                    let piece = choice.delta.and_then(|d| d.content).or(choice.text);
                     if let Some(p) = piece {
-                        content.push_str(p);
+                        content.push_str(&p);
                     }
-                    if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
-                        finish = Some(f.to_string());
+                    if let Some(f) = choice.finish_reason {
+                        finish = Some(f.into_owned());
                     }
                 }
             }
@@ -310,6 +400,21 @@ mod tests {
         assert_eq!(
             output_message(&Output::Frames(frames, 0)),
             Some(("assistant".into(), "Hello".into(), Some("length".into())))
+        );
+        // Escaped text is unescaped; tool calls stand in for null content.
+        let body = Bytes::from_static(
+            br#"{"choices":[{"message":{"role":"assistant","content":"say \"hi\"\n"}}]}"#,
+        );
+        assert_eq!(
+            output_message(&Output::Json(body)).unwrap().1,
+            "say \"hi\"\n"
+        );
+        let body = Bytes::from_static(
+            br#"{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1"}]}}]}"#,
+        );
+        assert_eq!(
+            output_message(&Output::Json(body)).unwrap().1,
+            r#"[{"id":"c1"}]"#
         );
         let emb = Bytes::from_static(br#"{"data":[{"embedding":[0.1]}]}"#);
         assert_eq!(output_message(&Output::Json(emb)), None);

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::otlp::REDACTED;
-use super::record::{output_message, LogRecord};
+use super::record::LogRecord;
 use super::sink::{Exporter, Payload};
 use crate::config::Secret;
 
@@ -37,15 +37,10 @@ fn iso_nanos(n: u64) -> String {
 
 /// One record as JSON.
 pub fn record_json(rec: &LogRecord, redact: bool) -> Value {
-    let meta: Map<String, Value> = rec
-        .metadata
-        .as_ref()
-        .and_then(|m| serde_json::from_str(m.get()).ok())
-        .unwrap_or_default();
-    let truthy = |k: &str| matches!(meta.get(k), Some(Value::Bool(true)));
+    let derived = rec.derived();
     let (mask_in, mask_out) = (
-        redact || truthy("mask_input"),
-        redact || truthy("mask_output"),
+        redact || derived.flag("mask_input"),
+        redact || derived.flag("mask_output"),
     );
     let messages = if mask_in {
         json!([{"role": "user", "content": REDACTED}])
@@ -58,7 +53,7 @@ pub fn record_json(rec: &LogRecord, redact: bool) -> Value {
     let response = if mask_out {
         json!({"text": REDACTED})
     } else {
-        match output_message(&rec.output) {
+        match &derived.output {
             Some((role, content, finish)) => {
                 json!({"role": role, "content": content, "finish_reason": finish})
             }
@@ -100,7 +95,7 @@ pub fn record_json(rec: &LogRecord, redact: bool) -> Value {
             "user_api_key_alias": key.and_then(|k| k.alias.as_deref()),
             "user_api_key_team_id": key.and_then(|k| k.team_id.as_deref()),
             "user_api_key_user_id": key.and_then(|k| k.user_id.as_deref()),
-            "requester_metadata": meta,
+            "requester_metadata": derived.metadata,
         },
         "messages": messages,
         "response": response,
