@@ -24,7 +24,7 @@ use actix::prelude::*;
 
 use self::config::{DestinationConfig, DestinationKind};
 use self::record::LogRecord;
-use self::sink::{Drain, Enqueue, SinkActor, SinkMeters};
+use self::sink::{Drain, Enqueue, Inbox, SinkActor, SinkMeters};
 use crate::actors::supervise;
 use crate::config::Config;
 use crate::metrics::{DestinationLabels, Metrics};
@@ -32,7 +32,7 @@ use crate::metrics::{DestinationLabels, Metrics};
 struct Route {
     teams: Vec<String>,
     keys: Vec<String>,
-    tx: Recipient<Enqueue<Arc<LogRecord>>>,
+    inbox: Arc<Inbox<Arc<LogRecord>>>,
     meters: SinkMeters,
 }
 
@@ -124,11 +124,11 @@ impl Observer {
             content |= !redact;
             traces |= d.kind != DestinationKind::Webhook;
             let m = meters(metrics, &r.name);
-            let (tx, drain) = start_sink(d, r, redact, m.clone(), metrics, arbiter);
+            let (inbox, drain) = start_sink(d, r, redact, m.clone(), metrics, arbiter);
             routes.push(Route {
                 teams: d.teams.clone(),
                 keys: d.keys.clone(),
-                tx,
+                inbox,
                 meters: m,
             });
             drains.push(drain);
@@ -183,10 +183,10 @@ impl Observer {
             if !r.matches(key) {
                 continue;
             }
-            // Counted before the send: the sink may handle it (and count
-            // it out) before `try_send` even returns.
+            // Counted before the push: the sink may take it (and count it
+            // out) before `push` even returns.
             r.meters.queued.inc();
-            if r.tx.try_send(Enqueue(rec.clone())).is_err() {
+            if !r.inbox.push(rec.clone()) {
                 r.meters.queued.dec();
                 r.meters.dropped.inc();
             }
@@ -206,7 +206,7 @@ impl Observer {
     }
 }
 
-type Started = (Recipient<Enqueue<Arc<LogRecord>>>, Recipient<Drain>);
+type Started = (Arc<Inbox<Arc<LogRecord>>>, Recipient<Drain>);
 
 fn start_sink(
     d: &DestinationConfig,
@@ -224,7 +224,9 @@ fn start_sink(
         hmac_secret,
         sink,
     } = r;
-    match d.kind {
+    let inbox = Inbox::new(sink.queue_size, sink.batch_size);
+    let theirs = inbox.clone();
+    let (wake, drain) = match d.kind {
         DestinationKind::Langfuse | DestinationKind::Otel => {
             let flavor = if d.kind == DestinationKind::Langfuse {
                 otlp::Flavor::Langfuse
@@ -240,6 +242,7 @@ fn start_sink(
                     otlp::OtlpExporter::new(flavor, redact),
                     m,
                 )
+                .with_inbox(theirs)
             });
             (addr.clone().recipient(), addr.recipient())
         }
@@ -256,8 +259,11 @@ fn start_sink(
                     },
                     m,
                 )
+                .with_inbox(theirs)
             });
             (addr.clone().recipient(), addr.recipient())
         }
-    }
+    };
+    inbox.set_waker(wake);
+    (inbox, drain)
 }
