@@ -394,7 +394,6 @@ fn encode_spans(
                 }
             }
         }
-        at_prefixed(a, key, OBS_META, "request_id", Val::Str(&rec.request_id));
         if let Some(d) = d {
             at(
                 a,
@@ -418,15 +417,22 @@ fn encode_spans(
                 Val::Str(&t),
             );
         }
+        // Langfuse copies a root observation's input and output to its
+        // trace (and deprecates `langfuse.trace.*` for it): said again only
+        // when this span continues someone else's trace.
         if let Some(i) = input {
             at(a, "langfuse.observation.input", Val::Str(i));
-            at(a, "langfuse.trace.input", Val::Str(i));
+            if parent.is_some() {
+                at(a, "langfuse.trace.input", Val::Str(i));
+            }
         }
         if let Some(o) = output {
             // The message itself, without the array around it.
             let o = &o[1..o.len() - 1];
             at(a, "langfuse.observation.output", Val::Str(o));
-            at(a, "langfuse.trace.output", Val::Str(o));
+            if parent.is_some() {
+                at(a, "langfuse.trace.output", Val::Str(o));
+            }
         }
         if failed {
             at(a, "langfuse.observation.level", Val::Str("ERROR"));
@@ -692,10 +698,17 @@ mod tests {
             str_attr(root, "langfuse.observation.output"),
             Some(r#"{"role":"assistant","content":"secret answer"}"#)
         );
+        // The generation is its trace's root: Langfuse takes the trace's
+        // input and output from it, nothing is said twice.
+        assert_eq!(str_attr(root, "langfuse.trace.output"), None);
+        // Continuing a client's trace, the trace's own are said too.
+        let continued = spans_for_default();
+        assert!(!continued.parent_span_id.is_empty());
         assert_eq!(
-            str_attr(root, "langfuse.trace.output"),
-            str_attr(root, "langfuse.observation.output")
+            str_attr(&continued, "langfuse.trace.output"),
+            str_attr(&continued, "langfuse.observation.output")
         );
+        assert_eq!(str_attr(root, "tollgate.request_id"), Some("req-1"));
         // Langfuse reads its own keys first: no second copy as gen_ai.*.
         assert_eq!(str_attr(root, "gen_ai.input.messages"), None);
         let usage: serde_json::Value =
