@@ -446,7 +446,8 @@ async fn a_budget_period_ends_on_schedule_once_across_replicas() {
     let mock = spawn_mock().await;
     let prefix = format!("tollgate-test-{}", uuid::Uuid::new_v4().simple());
     let fragment = format!(
-        "[spend]\nbudget_reset_interval_secs = 1\n{}",
+        // Periods of 2 s: spend lands well inside one.
+        "[spend]\nbudget_reset_interval_secs = 1\nflush_interval_ms = 200\n{}",
         model("m", &mock)
     );
     let a = spawn_gateway_db(&fragment, &db, Some(&prefix)).await;

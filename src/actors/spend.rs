@@ -132,7 +132,7 @@ impl SpendActor {
     }
 
     fn update_gauges(&mut self) {
-        let rows: usize = self.queue.iter().map(|b| b.count).sum();
+        let rows = self.queued_rows();
         self.metrics.spend_queue_rows.set(rows as i64);
         self.metrics.spend_spool_bytes.set(self.spool_bytes as i64);
         let near = self.spool_bytes * 10 >= self.spool_max_bytes * 8;
@@ -158,6 +158,10 @@ impl SpendActor {
                 tracing::info!("the spend spool has room again: accepting requests");
             }
         }
+    }
+
+    fn queued_rows(&self) -> usize {
+        self.queue.iter().map(|b| b.count).sum()
     }
 
     /// Starts the next database write if none is running.
@@ -218,7 +222,16 @@ impl SpendActor {
                 .map(move |(taken, result), act, ctx| {
                     act.writing = false;
                     act.finish_write(taken, result, started);
-                    act.pump(ctx);
+                    // A backlog (more than a batch waiting: after an
+                    // outage, or a burst) drains write after write.
+                    // Otherwise the next write waits for the tick, so one
+                    // transaction carries a whole interval: a write costs
+                    // per page it dirties more than per row (hot index
+                    // pages are written once per transaction, not once
+                    // per back-to-back small one).
+                    if act.queued_rows() >= act.batch_limit {
+                        act.pump(ctx);
+                    }
                 }),
         );
     }
@@ -394,7 +407,7 @@ impl Handler<SettleBatch> for SpendActor {
             segment,
             bytes,
         });
-        if self.queue.iter().map(|b| b.count).sum::<usize>() >= self.max_batch {
+        if self.queued_rows() >= self.max_batch {
             self.pump(ctx);
         }
     }

@@ -221,11 +221,35 @@ impl Store {
                     )
                     .await
                 }
-                Pools::Sqlite(pool) => {
-                    let mut conn = pool.get().await.map_err(pool_error)?;
-                    let conn: &mut SqliteConn = &mut conn;
-                    conn.spawn_blocking(move |c| Ok(super::spend_sqlite::record(c, &rows)))
-                        .await?
+                Pools::Sqlite(_) => {
+                    // Always the same connection, not the pool's next one:
+                    // a connection's page cache is dropped whenever another
+                    // connection wrote since its last transaction, so
+                    // taking turns made every batch read its index pages
+                    // back from disk (most of SQLite's cost per row).
+                    let mut writer = self.inner.spend_writer.lock().await;
+                    let conn: &mut SqliteConn = match writer.take() {
+                        Some(conn) => writer.insert(conn),
+                        None => {
+                            let path = super::sqlite_path(&self.inner.url);
+                            let conn = super::sqlite_connect(path, super::SPEND_WRITER_PRAGMAS)
+                                .await
+                                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                            writer.insert(conn)
+                        }
+                    };
+                    let result = match conn
+                        .spawn_blocking(move |c| Ok(super::spend_sqlite::record(c, &rows)))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(e) => Err(StoreError::from(e)),
+                    };
+                    if result.is_err() {
+                        // Whatever went wrong, the next batch starts afresh.
+                        *writer = None;
+                    }
+                    result
                 }
             }
         })
