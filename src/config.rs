@@ -385,7 +385,7 @@ impl Default for SpendConfig {
         SpendConfig {
             spool_dir: None,
             spool_max_bytes: 1 << 30,
-            flush_interval_ms: 1_000,
+            flush_interval_ms: 500,
             max_batch: 5_000,
             budget_exceeded_status: 400,
             default_max_tokens: 1_024,

@@ -232,10 +232,11 @@ async fn sqlite_connect(url: &str, extra: &str) -> diesel::ConnectionResult<Sqli
 
 /// Pragmas of the spend writer's connection. Its page cache outlives each
 /// batch, so the index pages a batch touches are not read again for the
-/// next one (64 MB: a few million spend rows' worth of hot index pages);
+/// next one (16 MB: the index leaves of thousands of active keys, and the
+/// right edges the rest is appended to);
 /// a WAL checkpoint every 10,000 pages instead of 1,000 copies a page that
 /// every batch rewrites (a busy key's index leaf) once per ten batches.
-const SPEND_WRITER_PRAGMAS: &str = "PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 10000;";
+const SPEND_WRITER_PRAGMAS: &str = "PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 10000;";
 
 fn sqlite_path(url: &str) -> &str {
     url.strip_prefix("sqlite://")
