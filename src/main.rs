@@ -8,6 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use tollgate::config::Config;
 use tollgate::litellm_config::{self, Ignored};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tollgate",
