@@ -52,11 +52,7 @@ fn in_effect(team_id: &str, meta: &Map<String, Value>) -> Value {
         let Some(name) = e.get("callback_name").and_then(Value::as_str) else {
             continue;
         };
-        let on = e
-            .get("callback_type")
-            .and_then(Value::as_str)
-            .and_then(Events::parse)
-            .unwrap_or_default();
+        let on = Events::of_entry(&e);
         if on.takes(true) && !success.contains(&name.to_string()) {
             success.push(name.to_string());
         }
@@ -67,14 +63,24 @@ fn in_effect(team_id: &str, meta: &Map<String, Value>) -> Value {
             vars.extend(v.clone());
         }
     }
-    let masked = keyed::mask_secrets(json!({ "logging": [{ "callback_vars": vars }] }));
+    keyed::mask_vars(&mut vars);
     json!({
         "team_id": team_id,
         "success_callbacks": success,
         "failure_callbacks": failure,
-        "callback_vars": masked["logging"][0]["callback_vars"],
+        "callback_vars": vars,
         "logging_disabled": meta.get(LOGGING_DISABLED) == Some(&Value::Bool(true)),
     })
+}
+
+/// The team named in the path, if the caller may manage it.
+async fn managed(
+    st: &WorkerState,
+    req: &HttpRequest,
+    team_id: &str,
+) -> Result<TeamRow, GatewayError> {
+    let caller = caller(st, req).await?;
+    load_managed(st, &caller, team_id, req.path()).await
 }
 
 async fn save(
@@ -96,10 +102,9 @@ pub async fn add(
     payload: web::Payload,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let caller = caller(&st, &req).await?;
     let team_id = path.into_inner();
     let body: AddCallback = json_body(&st, &req, payload).await?;
-    let row = load_managed(&st, &caller, &team_id, req.path()).await?;
+    let row = managed(&st, &req, &team_id).await?;
     if !keyed::is_langfuse(&body.callback_name) {
         return Err(bad_request(
             format!(
@@ -175,9 +180,8 @@ pub async fn get(
     path: web::Path<String>,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let caller = caller(&st, &req).await?;
     let team_id = path.into_inner();
-    let row = load_managed(&st, &caller, &team_id, req.path()).await?;
+    let row = managed(&st, &req, &team_id).await?;
     Ok(HttpResponse::Ok().json(json!({
         "status": "success",
         "data": in_effect(&row.team_id, &metadata(&row)),
@@ -189,9 +193,8 @@ pub async fn delete(
     path: web::Path<(String, String)>,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let caller = caller(&st, &req).await?;
     let (team_id, name) = path.into_inner();
-    let row = load_managed(&st, &caller, &team_id, req.path()).await?;
+    let row = managed(&st, &req, &team_id).await?;
     let mut meta = metadata(&row);
     let list = entries(&meta);
     let before = list.len();
@@ -224,9 +227,8 @@ pub async fn disable_logging(
     path: web::Path<String>,
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
-    let caller = caller(&st, &req).await?;
     let team_id = path.into_inner();
-    let row = load_managed(&st, &caller, &team_id, req.path()).await?;
+    let row = managed(&st, &req, &team_id).await?;
     let mut meta = metadata(&row);
     meta.insert("logging".into(), json!([]));
     if let Some(Value::Object(cs)) = meta.get_mut("callback_settings") {

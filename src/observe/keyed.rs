@@ -64,6 +64,15 @@ impl Events {
         }
     }
 
+    /// A `logging` entry's `callback_type`; both when unset or unknown.
+    pub fn of_entry(entry: &Value) -> Events {
+        entry
+            .get("callback_type")
+            .and_then(Value::as_str)
+            .and_then(Events::parse)
+            .unwrap_or_default()
+    }
+
     pub fn takes(self, success: bool) -> bool {
         match self {
             Events::Success => success,
@@ -115,25 +124,30 @@ pub fn is_secret_var(name: &str) -> bool {
         .any(|s| n.contains(s))
 }
 
+/// Masks the credentials among `callback_vars`.
+pub fn mask_vars(vars: &mut serde_json::Map<String, Value>) {
+    for (k, v) in vars.iter_mut() {
+        if is_secret_var(k) && v.is_string() {
+            *v = Value::String("***REDACTED***".into());
+        }
+    }
+}
+
 /// `metadata` with the credentials of its logging entries masked, for
 /// management answers (team and key info show metadata).
 pub fn mask_secrets(mut metadata: Value) -> Value {
-    fn mask_vars(vars: Option<&mut Value>) {
+    fn mask_in(vars: Option<&mut Value>) {
         if let Some(Value::Object(vars)) = vars {
-            for (k, v) in vars.iter_mut() {
-                if is_secret_var(k) && v.is_string() {
-                    *v = Value::String("***REDACTED***".into());
-                }
-            }
+            mask_vars(vars);
         }
     }
     if let Some(Value::Array(entries)) = metadata.get_mut("logging") {
         for e in entries {
-            mask_vars(e.get_mut("callback_vars"));
+            mask_in(e.get_mut("callback_vars"));
         }
     }
     if let Some(cs) = metadata.get_mut("callback_settings") {
-        mask_vars(cs.get_mut("callback_vars"));
+        mask_in(cs.get_mut("callback_vars"));
     }
     metadata
 }
@@ -163,11 +177,7 @@ pub fn parse(metadata: &str) -> Vec<KeyLogging> {
             if !name.is_some_and(is_langfuse) {
                 continue;
             }
-            let on = e
-                .get("callback_type")
-                .and_then(Value::as_str)
-                .and_then(Events::parse)
-                .unwrap_or_default();
+            let on = Events::of_entry(e);
             if let Some(l) = e.get("callback_vars").and_then(|v| langfuse_entry(v, on)) {
                 add(l);
             }

@@ -724,6 +724,10 @@ mod tests {
         assert_eq!(plain.name, "litellm-acompletion");
     }
 
+    fn spans_of(rec: &LogRecord) -> Vec<Span> {
+        spans(rec, Flavor::Otel, false)
+    }
+
     fn spans_for_default() -> Span {
         spans(&record("{}"), Flavor::Langfuse, false).remove(0)
     }
@@ -764,6 +768,12 @@ mod tests {
             );
             assert_eq!(str_attr(&spans[1], "error.type"), Some("error"));
         }
+        // A failure without a message still decodes as an error status.
+        let mut quiet = record("{}");
+        quiet.status = 500;
+        quiet.error = None;
+        let status = spans_of(&quiet)[0].status.clone().unwrap();
+        assert_eq!((status.code, status.message.as_str()), (2, ""));
         let spans = spans(&rec, Flavor::Langfuse, false);
         assert_eq!(
             str_attr(&spans[0], "langfuse.observation.level"),

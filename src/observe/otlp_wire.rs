@@ -159,11 +159,13 @@ pub mod span {
 /// A span's `Status { message = 2, code = 3 }`, written only for errors
 /// (an unset status is the default and needs no bytes).
 pub fn error_status(buf: &mut Vec<u8>, message: &str) {
-    let len = if message.is_empty() {
+    // `code` (tag and one byte), and `message` unless empty.
+    let message_len = if message.is_empty() {
         0
     } else {
         len_field_size(2, message.len())
-    } + 2;
+    };
+    let len = message_len + 2;
     tag(buf, span::STATUS, LEN);
     varint(buf, len as u64);
     if !message.is_empty() {
