@@ -103,8 +103,9 @@ pub async fn add(
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
     let team_id = path.into_inner();
-    let body: AddCallback = json_body(&st, &req, payload).await?;
+    // Who is asking comes before what they sent.
     let row = managed(&st, &req, &team_id).await?;
+    let body: AddCallback = json_body(&st, &req, payload).await?;
     if !keyed::is_langfuse(&body.callback_name) {
         return Err(bad_request(
             format!(
