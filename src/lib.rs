@@ -522,19 +522,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
                 meter,
             )
         };
-        let spend = {
-            let meter = gw.metrics.actor("spend_buffer");
-            let m2 = meter.clone();
-            let target = gw.spend.clone();
-            let spool = spool_dir.clone();
-            let metrics = gw.metrics.clone();
-            Metered::new(
-                supervise::start(meter.clone(), move |_| {
-                    SpendBuffer::new(spool, target, metrics, m2)
-                }),
-                meter,
-            )
-        };
+        let spend = SpendBuffer::start(spool_dir.clone(), gw.spend.clone(), gw.metrics.clone());
         let limiter = match &gw.redis {
             Some(redis) => {
                 let meter = gw.metrics.actor("rate_limit");

@@ -2,20 +2,27 @@
 //! survives a crash or a database outage.
 //!
 //! Format: a directory of segment files `<unix-ms>-<uuid>.spool`, each one
-//! JSON object (a spend log row) per line. A writer appends whole lines with
-//! one `write` each (no buffering in the process: once `append` returns, a
-//! crash of the process loses nothing; `sync` on a timer covers power loss).
-//! A segment is closed when its batch is handed to the database writer and
-//! deleted once that batch is committed. On start-up every segment left
-//! behind is replayed; the database ignores rows it already has (the
-//! request id is the primary key), so a segment committed but not yet
-//! deleted at a crash is harmless. A torn last line (a crash mid-write) is
-//! skipped. Hand-written rather than a crate: it is an append, a read and
-//! an unlink, and the idempotent replay is what makes it safe.
+//! JSON object (a spend log row) per line. A segment is created at a fixed
+//! size and mapped into memory (shared, writable); a settlement is one
+//! copy into the mapping. The mapping is the file's page cache, so once
+//! the copy is done a crash of the process loses nothing — without a
+//! `write` system call per request (what each request's durability used to
+//! cost, or a wait for the next group write). `sync` on a timer covers
+//! power loss. The part of a segment not written yet reads as zero bytes:
+//! a reader stops at the first zero. A segment is closed (unmapped,
+//! truncated to what was written) when its batch is handed to the database
+//! writer, and deleted once that batch is committed. On start-up every
+//! segment left behind is replayed; the database ignores rows it already
+//! has (the request id is the primary key), so a segment committed but not
+//! yet deleted at a crash is harmless. A torn last line (a crash mid-copy)
+//! is skipped. The format is hand-written rather than a crate's: it is a
+//! copy, a read and an unlink, and the idempotent replay is what makes it
+//! safe; `memmap2` does the mapping.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
 
 use crate::store::SpendLogRow;
 
@@ -63,14 +70,15 @@ pub fn segments(dir: &Path) -> std::io::Result<Vec<(PathBuf, u64)>> {
 
 /// Every complete row of a segment; torn or unreadable lines are skipped.
 pub fn read(path: &Path) -> std::io::Result<Vec<SpendLogRow>> {
-    let reader = BufReader::new(File::open(path)?);
+    let bytes = std::fs::read(path)?;
+    // A segment left open by a crash is zeros past its last write.
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     let mut rows = Vec::new();
-    for line in reader.split(b'\n') {
-        let line = line?;
+    for line in bytes[..end].split(|&b| b == b'\n') {
         if line.is_empty() {
             continue;
         }
-        match serde_json::from_slice::<SpendLogRow>(&line) {
+        match serde_json::from_slice::<SpendLogRow>(line) {
             Ok(row) => rows.push(row),
             Err(e) => {
                 tracing::warn!(segment = %path.display(), error = %e, "skipping an unreadable spool line (torn by a crash?)")
@@ -80,15 +88,17 @@ pub fn read(path: &Path) -> std::io::Result<Vec<SpendLogRow>> {
     Ok(rows)
 }
 
-/// One open segment.
+/// One open segment, mapped.
 pub struct Segment {
     path: PathBuf,
     file: File,
-    bytes: u64,
+    map: MmapMut,
+    len: usize,
 }
 
 impl Segment {
-    pub fn create(dir: &Path) -> std::io::Result<Segment> {
+    /// A new segment with room for `capacity` bytes.
+    pub fn create(dir: &Path, capacity: usize) -> std::io::Result<Segment> {
         let name = format!(
             "{:013}-{}{SUFFIX}",
             chrono::Utc::now().timestamp_millis(),
@@ -97,36 +107,58 @@ impl Segment {
         let path = dir.join(name);
         let file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .read(true)
+            .write(true)
             .open(&path)?;
-        Ok(Segment {
-            path,
-            file,
-            bytes: 0,
-        })
+        let mapped = file
+            .set_len(capacity.max(1) as u64)
+            // SAFETY: the file is ours alone (created here, in a directory
+            // locked by this process) and is neither truncated nor resized
+            // while mapped: `close` unmaps before it truncates.
+            .and_then(|()| unsafe { MmapMut::map_mut(&file) });
+        match mapped {
+            Ok(map) => Ok(Segment {
+                path,
+                file,
+                map,
+                len: 0,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
     }
 
-    /// Appends one row as one line, in one write.
-    pub fn append(&mut self, row: &SpendLogRow) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(row).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        self.append_lines(&line)
-    }
-
-    /// Appends whole lines (each `\n`-terminated) in one write.
-    pub fn append_lines(&mut self, lines: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(lines)?;
-        self.bytes += lines.len() as u64;
-        Ok(())
+    /// Appends whole lines (each `\n`-terminated); false, with nothing
+    /// written, when they do not fit.
+    pub fn append(&mut self, lines: &[u8]) -> bool {
+        let end = self.len + lines.len();
+        if end > self.map.len() {
+            return false;
+        }
+        self.map[self.len..end].copy_from_slice(lines);
+        self.len = end;
+        true
     }
 
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.len as u64
     }
 
-    /// Closes the segment: its path and a handle to sync it with.
+    /// Closes the segment: unmapped and cut to what was written. Returns
+    /// its path and a handle to sync it with.
     pub fn close(self) -> (PathBuf, File) {
-        (self.path, self.file)
+        let Segment {
+            path,
+            file,
+            map,
+            len,
+        } = self;
+        drop(map);
+        // Only tidiness: a reader stops at the zeros anyway.
+        let _ = file.set_len(len as u64);
+        (path, file)
     }
 }
 
@@ -165,11 +197,17 @@ mod tests {
     fn rows_survive_and_a_torn_tail_is_skipped() {
         let dir = std::env::temp_dir().join(format!("tollgate-spool-{}", uuid::Uuid::new_v4()));
         let _lock = lock(&dir).unwrap();
-        let mut seg = Segment::create(&dir).unwrap();
-        seg.append(&row("a")).unwrap();
-        seg.append(&row("b")).unwrap();
-        let (path, mut file) = seg.close();
-        file.write_all(br#"{"request_id":"c","call_ty"#).unwrap();
+        let mut seg = Segment::create(&dir, 4096).unwrap();
+        for id in ["a", "b"] {
+            let mut line = serde_json::to_vec(&row(id)).unwrap();
+            line.push(b'\n');
+            assert!(seg.append(&line));
+        }
+        // A crash mid-copy: the last line is cut short, the rest of the
+        // segment still zeros — and the file was never closed.
+        assert!(seg.append(br#"{"request_id":"c","call_ty"#));
+        let path = seg.path.clone();
+        std::mem::forget(seg);
         let rows = read(&path).unwrap();
         assert_eq!(
             rows.iter()

@@ -6,11 +6,10 @@ mod common;
 use common::*;
 use serde_json::json;
 
-const ACTORS: [&str; 9] = [
+const ACTORS: [&str; 8] = [
     "auth",
     "router",
     "provider",
-    "spend_buffer",
     "rate_limit",
     "health",
     "spend",

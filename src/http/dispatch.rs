@@ -358,7 +358,7 @@ async fn try_group(
                 response_headers(&mut resp, record, &target, limits, cost);
                 record.capture_output(&body);
                 let row = record.take().finish(200, usage, None);
-                settle(st.spend.clone(), row).await;
+                settle(&st.spend, row);
                 return Ok(resp.body(body));
             }
             Ok(Reply::Stream { first, rest }) => {

@@ -103,7 +103,7 @@ pub async fn handle_body(
                 );
             }
             let row = record.finish(resp.status().as_u16(), None, Some(err.to_string()));
-            settle(st.spend.clone(), row).await;
+            settle(&st.spend, row);
             resp
         }
     }

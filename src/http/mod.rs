@@ -48,7 +48,7 @@ pub struct WorkerState {
     /// This worker's RouterActor: routing never leaves the thread.
     pub router: Metered<RouterActor>,
     /// This worker's batch of spend on its way to SpendActor.
-    pub spend: Metered<SpendBuffer>,
+    pub spend: SpendBuffer,
     /// Rate limits: this worker's own member of the fleet when Redis is
     /// configured (admission never leaves the thread), else the replica's
     /// one limiter.
@@ -182,7 +182,6 @@ pub(crate) fn inject_crash(st: &WorkerState, req: &HttpRequest) {
     match name {
         "auth" => st.auth.do_send(Crash),
         "router" => st.router.do_send(Crash),
-        "spend_buffer" => st.spend.do_send(Crash),
         "provider" => st.providers.do_send(Crash),
         "rate_limit" => st.limiter.do_send(Crash),
         "health" => gw.health.do_send(Crash),

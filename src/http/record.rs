@@ -13,8 +13,7 @@ use crate::access::KeyInfo;
 use crate::actors::budget::{Release, Reservation};
 use crate::actors::logger::RequestLog;
 use crate::actors::rate_limit::Permit;
-use crate::actors::spend_buffer::{Settle, SpendBuffer};
-use crate::actors::Metered;
+use crate::actors::spend_buffer::SpendBuffer;
 use crate::metrics::{ModelLabels, RequestLabels};
 use crate::observe::record::{AttemptRecord, LogRecord, Output, TraceContext};
 use crate::pricing::cost_usd;
@@ -26,7 +25,7 @@ use crate::Gateway;
 pub struct RequestRecord {
     pub gw: Arc<Gateway>,
     /// Where this request's spend is settled (the worker's SpendBuffer).
-    pub spend: Metered<SpendBuffer>,
+    pub spend: SpendBuffer,
     /// `x-request-id`: the caller's, or one we made.
     pub request_id: String,
     /// Ours alone (`x-litellm-call-id`), unique per request: the spend log's
@@ -89,7 +88,7 @@ impl RequestRecord {
 
     pub fn new(
         gw: Arc<Gateway>,
-        spend: Metered<SpendBuffer>,
+        spend: SpendBuffer,
         request_id: String,
         endpoint: Endpoint,
     ) -> Self {
@@ -473,10 +472,10 @@ impl RequestRecord {
     }
 }
 
-/// Puts a settlement in the worker's spool; resolves once it is there.
-/// Awaited before a response completes, so a crash loses no spend.
-pub async fn settle(spend: Metered<SpendBuffer>, row: Option<SpendLogRow>) {
+/// Puts a settlement in the worker's spool; it is there when this
+/// returns, before the response completes, so a crash loses no spend.
+pub fn settle(spend: &SpendBuffer, row: Option<SpendLogRow>) {
     if let Some(row) = row {
-        let _ = spend.send(Settle(row)).await;
+        spend.settle(row);
     }
 }

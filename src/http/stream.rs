@@ -2,7 +2,6 @@
 //! ProviderActor's channel and, when the stream ends for any reason (done,
 //! upstream failure, client gone), settles the request exactly once.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -15,7 +14,6 @@ use super::dispatch::Attempt;
 use super::record::{settle, RequestRecord};
 use crate::actors::provider::StreamItem;
 use crate::actors::router::OutcomeKind;
-use crate::actors::spend_buffer::{Settle, SettleEstimated};
 use crate::providers::Usage;
 use crate::routing::ErrorClass;
 
@@ -24,8 +22,6 @@ enum End {
     Failed(String),
     Aborted(String),
 }
-
-type Ack = Pin<Box<dyn Future<Output = ()>>>;
 
 pub struct SseBody {
     /// The item the provider already received (see `Reply::Stream`).
@@ -39,10 +35,6 @@ pub struct SseBody {
     sent: Vec<Bytes>,
     first_chunk_at: Option<Instant>,
     finished: bool,
-    /// The settlement's spooling, awaited before `tail` (the last event)
-    /// goes out: a stream is not complete until its cost is durable.
-    ack: Option<Ack>,
-    tail: Option<Bytes>,
     /// When the upstream's response head arrived (the record's upstream
     /// time covers everything before it).
     head_at: Instant,
@@ -64,8 +56,6 @@ impl SseBody {
             sent: Vec::new(),
             first_chunk_at: None,
             finished: false,
-            ack: None,
-            tail: None,
             head_at: Instant::now(),
         }
     }
@@ -90,14 +80,12 @@ impl SseBody {
         }
     }
 
-    /// Ends the request once: tells the router, and settles its cost. With
-    /// `wait`, returns the spooling to await before the last bytes go out;
-    /// otherwise (the client is gone) the settlement is just sent. Without
-    /// usage from the upstream, SpendBuffer counts the tokens first, off
-    /// this thread.
-    fn settle(&mut self, end: Option<End>, wait: bool) -> Option<Ack> {
+    /// Ends the request once: tells the router, and settles its cost (in
+    /// the spool when this returns). Without usage from the upstream,
+    /// SpendBuffer counts the tokens first, off this thread.
+    fn settle(&mut self, end: Option<End>) {
         let (Some(mut record), Some(attempt)) = (self.record.take(), self.attempt.take()) else {
-            return None;
+            return;
         };
         record.upstream += self.head_at.elapsed();
         let (status, error) = match end {
@@ -130,45 +118,18 @@ impl SseBody {
         };
         let spend = record.spend.clone();
         let Some(usage) = self.usage else {
-            spend.do_send(SettleEstimated {
-                record,
-                status,
-                error,
-                frames: std::mem::take(&mut self.sent),
-            });
-            return None;
+            spend.settle_estimated(record, status, error, std::mem::take(&mut self.sent));
+            return;
         };
-        let row = record.finish(status, Some(usage), error);
-        if wait {
-            return Some(Box::pin(settle(spend, row)));
-        }
-        if let Some(row) = row {
-            spend.do_send(Settle(row));
-        }
-        None
+        settle(&spend, record.finish(status, Some(usage), error));
     }
 
-    /// Sends `last` after the settlement is spooled, then ends.
-    fn end_with(
-        &mut self,
-        end: End,
-        last: Bytes,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
+    /// Settles, then sends `last`: a stream is not complete until its
+    /// cost is durable.
+    fn end_with(&mut self, end: End, last: Bytes) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
         self.finished = true;
-        self.ack = self.settle(Some(end), true);
-        self.tail = Some(last);
-        self.poll_tail(cx)
-    }
-
-    fn poll_tail(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, actix_web::Error>>> {
-        if let Some(ack) = &mut self.ack {
-            if ack.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            self.ack = None;
-        }
-        Poll::Ready(self.tail.take().map(Ok))
+        self.settle(Some(end));
+        Poll::Ready(Some(Ok(last)))
     }
 }
 
@@ -190,7 +151,7 @@ impl Stream for SseBody {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         if this.finished {
-            return this.poll_tail(cx);
+            return Poll::Ready(None);
         }
         loop {
             let next = match this.first.take() {
@@ -209,21 +170,21 @@ impl Stream for SseBody {
                 }
                 Poll::Ready(Some(StreamItem::Done(bytes))) => {
                     this.note_chunk(&bytes);
-                    return this.end_with(End::Done, bytes, cx);
+                    return this.end_with(End::Done, bytes);
                 }
                 Poll::Ready(Some(StreamItem::Failed(msg))) => {
                     let event = error_event(&msg, "upstream_error");
-                    return this.end_with(End::Failed(msg), event, cx);
+                    return this.end_with(End::Failed(msg), event);
                 }
                 Poll::Ready(Some(StreamItem::Aborted(msg))) => {
                     let event = error_event(&msg, "service_unavailable");
-                    return this.end_with(End::Aborted(msg), event, cx);
+                    return this.end_with(End::Aborted(msg), event);
                 }
                 Poll::Ready(None) => {
                     // The pump ended without a verdict (it only does that
                     // when it saw the client leave).
                     this.finished = true;
-                    this.settle(None, false);
+                    this.settle(None);
                     return Poll::Ready(None);
                 }
             }
@@ -233,8 +194,7 @@ impl Stream for SseBody {
 
 impl Drop for SseBody {
     fn drop(&mut self) {
-        // The client left mid-stream: settle what was generated. (A pending
-        // `ack` already sent its settlement when it was first polled.)
-        self.settle(None, false);
+        // The client left mid-stream: settle what was generated.
+        self.settle(None);
     }
 }

@@ -53,7 +53,7 @@ struct Inner {
     timeout: Duration,
     /// SQLite: the one connection spend batches are written on (see
     /// `Store::record_spend`); opened on first use, dropped after an error.
-    spend_writer: tokio::sync::Mutex<Option<SqliteConn>>,
+    spend_writer: tokio::sync::Mutex<Option<rusqlite::Connection>>,
 }
 
 #[derive(Clone)]
@@ -217,26 +217,18 @@ where
 
 /// A SQLite connection as every one of ours is set up, then `extra`
 /// pragmas.
-async fn sqlite_connect(url: &str, extra: &str) -> diesel::ConnectionResult<SqliteConn> {
+async fn sqlite_connect(url: &str) -> diesel::ConnectionResult<SqliteConn> {
     let mut conn = SqliteConn::establish(url).await?;
     // WAL lets readers run beside the writer; busy_timeout queues writers
     // instead of failing them.
     conn.batch_execute(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {}; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {extra}",
+        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {}; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
         SQLITE_BUSY_TIMEOUT.as_millis()
     ))
     .await
     .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
 }
-
-/// Pragmas of the spend writer's connection. Its page cache outlives each
-/// batch, so the index pages a batch touches are not read again for the
-/// next one (16 MB: the index leaves of thousands of active keys, and the
-/// right edges the rest is appended to);
-/// a WAL checkpoint every 10,000 pages instead of 1,000 copies a page that
-/// every batch rewrites (a busy key's index leaf) once per ten batches.
-const SPEND_WRITER_PRAGMAS: &str = "PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 10000;";
 
 fn sqlite_path(url: &str) -> &str {
     url.strip_prefix("sqlite://")
@@ -401,7 +393,7 @@ impl Store {
                 return Err(StoreError::BadUrl("empty SQLite path".into()));
             }
             let mut config = ManagerConfig::<SqliteConn>::default();
-            config.custom_setup = Box::new(|url| sqlite_connect(url, "").boxed());
+            config.custom_setup = Box::new(|url| sqlite_connect(url).boxed());
             let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(path, config);
             let pool = Pool::builder()
                 .max_size(pool_size.clamp(1, 8))

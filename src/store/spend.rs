@@ -108,10 +108,6 @@ macro_rules! insert_fresh {
             .filter(|r| inserted.remove(&r.request_id))
             .collect()
     }};
-    // SQLite: one cached statement per row on the plain connection.
-    ($conn:ident, $rows:ident, sqlite_per_row, []) => {{
-        $crate::store::spend_sqlite::insert_fresh($conn, $rows)?
-    }};
 }
 
 #[macro_export]
@@ -228,27 +224,28 @@ impl Store {
                     // taking turns made every batch read its index pages
                     // back from disk (most of SQLite's cost per row).
                     let mut writer = self.inner.spend_writer.lock().await;
-                    let conn: &mut SqliteConn = match writer.take() {
-                        Some(conn) => writer.insert(conn),
-                        None => {
-                            let path = super::sqlite_path(&self.inner.url);
-                            let conn = super::sqlite_connect(path, super::SPEND_WRITER_PRAGMAS)
-                                .await
-                                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-                            writer.insert(conn)
-                        }
-                    };
-                    let result = match conn
-                        .spawn_blocking(move |c| Ok(super::spend_sqlite::record(c, &rows)))
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err(e) => Err(StoreError::from(e)),
-                    };
-                    if result.is_err() {
+                    let conn = writer.take();
+                    let path = super::sqlite_path(&self.inner.url).to_string();
+                    let (conn, result) = tokio::task::spawn_blocking(move || {
+                        let mut conn = match conn {
+                            Some(c) => c,
+                            None => match super::spend_sqlite::open(
+                                std::path::Path::new(&path),
+                                super::SQLITE_BUSY_TIMEOUT,
+                            ) {
+                                Ok(c) => c,
+                                Err(e) => {
+                                    return (None, Err(StoreError::Unavailable(e.to_string())))
+                                }
+                            },
+                        };
+                        let result = super::spend_sqlite::record(&mut conn, &rows);
                         // Whatever went wrong, the next batch starts afresh.
-                        *writer = None;
-                    }
+                        (result.is_ok().then_some(conn), result)
+                    })
+                    .await
+                    .map_err(|e| StoreError::Query(format!("the spend writer stopped: {e}")))?;
+                    *writer = conn;
                     result
                 }
             }
