@@ -30,10 +30,11 @@ use crate::store::SpendLogRow;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const FLUSH_AT: usize = 1_000;
-/// Room in a new segment: a hand-over's worth of rows (1,000 of a few
-/// hundred bytes) fits with margin. Untouched room costs no disk (the
-/// file is sparse until written, and cut to size when closed).
-const SEGMENT_BYTES: usize = 4 << 20;
+/// Room in a new segment: twice what the last one held, within these
+/// bounds (a full segment is handed over early, nothing more). Its pages
+/// are faulted in when it is made, and unused room is cut off at close.
+const SEGMENT_MIN: usize = 256 << 10;
+const SEGMENT_MAX: usize = 8 << 20;
 
 /// A handle on this worker's buffer (cheap to clone, this thread only).
 #[derive(Clone)]
@@ -45,6 +46,13 @@ struct Buffer {
     /// Where segments go; `None` when nothing is persisted (no database).
     spool: Option<PathBuf>,
     segment: Option<Segment>,
+    /// The next segment, made (and its pages faulted in) on a blocking
+    /// thread ahead of need: creating one costs a file, a mapping and a
+    /// page fault per 4 KB — none of it for a request to wait on.
+    spare: Option<Segment>,
+    making_spare: bool,
+    next_size: usize,
+    me: Weak<RefCell<Buffer>>,
     /// The line being written (kept: no allocation per settlement).
     line: Vec<u8>,
     pending: Vec<SpendLogRow>,
@@ -61,15 +69,22 @@ impl SpendBuffer {
         metrics: Arc<Metrics>,
     ) -> Self {
         let buffer = SpendBuffer {
-            state: Rc::new(RefCell::new(Buffer {
-                spool,
-                segment: None,
-                line: Vec::with_capacity(1024),
-                pending: Vec::new(),
-                spend,
-                metrics,
-            })),
+            state: Rc::new_cyclic(|me| {
+                RefCell::new(Buffer {
+                    spool,
+                    segment: None,
+                    spare: None,
+                    making_spare: false,
+                    next_size: SEGMENT_MIN,
+                    me: me.clone(),
+                    line: Vec::with_capacity(1024),
+                    pending: Vec::new(),
+                    spend,
+                    metrics,
+                })
+            }),
         };
+        buffer.state.borrow_mut().make_spare();
         let weak: Weak<RefCell<Buffer>> = Rc::downgrade(&buffer.state);
         actix_rt::spawn(async move {
             let mut tick = actix_rt::time::interval(FLUSH_EVERY);
@@ -145,10 +160,19 @@ impl Buffer {
             // the next segment.
             self.flush();
         }
-        let Some(dir) = &self.spool else {
+        let Some(dir) = self.spool.clone() else {
             return;
         };
-        match Segment::create(dir, SEGMENT_BYTES.max(self.line.len())) {
+        let made = match self.spare.take() {
+            Some(seg) if seg.capacity() >= self.line.len() => Ok(seg),
+            spare => {
+                // None ready (or a row too big for it): made here.
+                self.spare = spare;
+                Segment::create(&dir, self.next_size.max(self.line.len()))
+            }
+        };
+        self.make_spare();
+        match made {
             Ok(mut seg) => {
                 seg.append(&self.line);
                 self.segment = Some(seg);
@@ -160,12 +184,45 @@ impl Buffer {
         }
     }
 
+    /// Starts making the next segment on a blocking thread, unless one is
+    /// ready or on its way.
+    fn make_spare(&mut self) {
+        if self.spare.is_some() || self.making_spare {
+            return;
+        }
+        let Some(dir) = self.spool.clone() else {
+            return;
+        };
+        self.making_spare = true;
+        let (size, me) = (self.next_size, self.me.clone());
+        actix_rt::spawn(async move {
+            let made = actix_web::web::block(move || Segment::create(&dir, size)).await;
+            let seg = match made {
+                Ok(Ok(seg)) => Some(seg),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "cannot make a spare spool segment (one is made when needed)");
+                    None
+                }
+                Err(_) => None,
+            };
+            match me.upgrade() {
+                Some(state) => {
+                    let mut b = state.borrow_mut();
+                    b.making_spare = false;
+                    b.spare = seg;
+                }
+                None => seg.into_iter().for_each(Segment::discard),
+            }
+        });
+    }
+
     fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         let segment = self.segment.take().map(|seg| {
             let bytes = seg.bytes();
+            self.next_size = (2 * bytes as usize).clamp(SEGMENT_MIN, SEGMENT_MAX);
             let (path, file) = seg.close();
             // Group fsync, off this thread — or here, when the runtime is
             // already gone (a flush from `Drop` at shutdown).
@@ -191,5 +248,8 @@ impl Buffer {
 impl Drop for Buffer {
     fn drop(&mut self) {
         self.flush();
+        if let Some(spare) = self.spare.take() {
+            spare.discard();
+        }
     }
 }
