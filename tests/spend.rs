@@ -52,7 +52,21 @@ async fn spend_reaches_every_owner_and_the_log(backend: Backend) {
     let db = TestDb::new(backend).await;
     let mock = spawn_mock().await;
     let gw = spawn_gateway_db(&model("m", &mock), &db, None).await;
-    post_json(&gw, "/team/new", MASTER, json!({"team_id": "t1"})).await;
+    let org = post_json(
+        &gw,
+        "/organization/new",
+        MASTER,
+        json!({"organization_id": "o1"}),
+    )
+    .await;
+    assert_eq!(org.status, 200, "{}", org.text());
+    post_json(
+        &gw,
+        "/team/new",
+        MASTER,
+        json!({"team_id": "t1", "organization_id": "o1"}),
+    )
+    .await;
     post_json(
         &gw,
         "/user/new",
@@ -102,6 +116,20 @@ async fn spend_reaches_every_owner_and_the_log(backend: Backend) {
     assert!(
         close(team["team_info"]["spend"].as_f64().unwrap(), expected),
         "{team}"
+    );
+    // The organization's spend is its teams'; the end user's, its requests'
+    // (the five that named it, created on the first).
+    let org = get(&gw, "/organization/info?organization_id=o1", Some(MASTER))
+        .await
+        .json();
+    assert!(close(org["spend"].as_f64().unwrap(), expected), "{org}");
+    let customer = get(&gw, "/customer/info?end_user_id=customer-1", Some(MASTER))
+        .await
+        .json();
+    let streamed = 3.0 * (2.0 * 0.000001 + 5.0 * 0.000002);
+    assert!(
+        close(customer["spend"].as_f64().unwrap(), expected - streamed),
+        "{customer}"
     );
     gw.stop().await;
     db.cleanup().await;

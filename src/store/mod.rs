@@ -1014,6 +1014,7 @@ mod customers;
 mod orgs;
 mod proxy_models;
 mod spend;
+mod spend_pg;
 mod spend_sqlite;
 
 pub use customers::BudgetReset;

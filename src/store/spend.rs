@@ -80,126 +80,6 @@ pub struct SpendFilter {
     pub end_ms: Option<i64>,
 }
 
-/// Writes one batch in one transaction: the log rows not yet recorded, then
-/// `spend = spend + x` per key, user, team, end user and key×model, each
-/// kind in sorted id order — every replica locks rows in the same order, so
-/// two batches can wait on each other but never deadlock. Written once for
-/// both connection kinds: `[.await]` for diesel-async (PostgreSQL), `[]`
-/// for a plain diesel connection (SQLite, where the whole batch runs on one
-/// blocking thread rather than one hop per statement).
-#[macro_export]
-#[doc(hidden)]
-macro_rules! insert_fresh {
-    // PostgreSQL: multi-row inserts that return the ids actually inserted.
-    ($conn:ident, $rows:ident, returning, [$($aw:tt)*]) => {{
-        use $crate::store::schema::spend_logs;
-        let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::new();
-        for chunk in $rows.chunks(200) {
-            let ids: Vec<String> = diesel::insert_into(spend_logs::table)
-                .values(chunk.to_vec())
-                .on_conflict_do_nothing()
-                .returning(spend_logs::request_id)
-                .get_results($conn)
-                $($aw)*?;
-            inserted.extend(ids);
-        }
-        $rows
-            .iter()
-            .filter(|r| inserted.remove(&r.request_id))
-            .collect()
-    }};
-}
-
-#[macro_export]
-#[doc(hidden)]
-macro_rules! record_batch {
-    ($conn:ident, $rows:expr, $mode:ident, [$($aw:tt)*]) => {{
-        use $crate::store::schema::{customers, key_model_spend, keys, organizations, teams, users};
-        use $crate::store::{CustomerRow, SpendCommit, SpendLogRow, StoreError};
-        let rows: &[SpendLogRow] = $rows;
-        // Only rows not recorded yet count (a replayed spool segment writes
-        // nothing twice): the insert itself says which ones were new.
-        let fresh: Vec<&SpendLogRow> = $crate::insert_fresh!($conn, rows, $mode, [$($aw)*]);
-        let mut commit = SpendCommit {
-            written: fresh.len(),
-            duplicates: rows.len() - fresh.len(),
-            ..Default::default()
-        };
-        for row in &fresh {
-            commit.add(row);
-        }
-        for (token, x) in &commit.keys {
-            diesel::update(keys::table.find(token))
-                .set(keys::spend.eq(keys::spend + *x))
-                .execute($conn)
-                $($aw)*?;
-        }
-        for (id, x) in &commit.users {
-            diesel::update(users::table.find(id))
-                .set(users::spend.eq(users::spend + *x))
-                .execute($conn)
-                $($aw)*?;
-        }
-        for (id, x) in &commit.teams {
-            diesel::update(teams::table.find(id))
-                .set(teams::spend.eq(teams::spend + *x))
-                .execute($conn)
-                $($aw)*?;
-        }
-        // An organization's spend is its teams': summed per organization
-        // here, then written in organization id order like the rest.
-        if !commit.teams.is_empty() {
-            let ids: Vec<&String> = commit.teams.keys().collect();
-            let owners: Vec<(String, Option<String>)> = teams::table
-                .filter(teams::team_id.eq_any(ids))
-                .filter(teams::organization_id.is_not_null())
-                .select((teams::team_id, teams::organization_id))
-                .load($conn)
-                $($aw)*?;
-            for (team, org) in owners {
-                if let (Some(org), Some(x)) = (org, commit.teams.get(&team)) {
-                    *commit.orgs.entry(org).or_insert(0.0) += *x;
-                }
-            }
-            for (id, x) in &commit.orgs {
-                diesel::update(organizations::table.find(id))
-                    .set(organizations::spend.eq(organizations::spend + *x))
-                    .execute($conn)
-                    $($aw)*?;
-            }
-        }
-        let now = $crate::store::now_ms();
-        for (id, x) in &commit.customers {
-            // End users exist from their first request, as in LiteLLM.
-            let mut blank = CustomerRow::blank(id.clone(), now);
-            blank.spend = *x;
-            diesel::insert_into(customers::table)
-                .values(&blank)
-                .on_conflict(customers::user_id)
-                .do_update()
-                .set(customers::spend.eq(customers::spend + *x))
-                .execute($conn)
-                $($aw)*?;
-        }
-        for (token, models) in &commit.key_models {
-            for (model, x) in models {
-                diesel::insert_into(key_model_spend::table)
-                    .values((
-                        key_model_spend::token.eq(token),
-                        key_model_spend::model.eq(model),
-                        key_model_spend::spend.eq(*x),
-                    ))
-                    .on_conflict((key_model_spend::token, key_model_spend::model))
-                    .do_update()
-                    .set(key_model_spend::spend.eq(key_model_spend::spend + *x))
-                    .execute($conn)
-                    $($aw)*?;
-            }
-        }
-        Ok::<_, StoreError>(commit)
-    }};
-}
-
 impl Store {
     /// Records a batch of settlements, once each, in one transaction.
     pub async fn record_spend(&self, rows: Vec<SpendLogRow>) -> Result<SpendCommit, StoreError> {
@@ -212,10 +92,8 @@ impl Store {
                 Pools::Postgres(pool) => {
                     let mut conn = pool.get().await.map_err(pool_error)?;
                     let conn: &mut AsyncPgConnection = &mut conn;
-                    conn.transaction(
-                        async |conn| crate::record_batch!(conn, &rows, returning, [.await]),
-                    )
-                    .await
+                    conn.transaction(async |conn| super::spend_pg::record(conn, &rows).await)
+                        .await
                 }
                 Pools::Sqlite(_) => {
                     // Always the same connection, not the pool's next one:

@@ -1,0 +1,207 @@
+//! The spend batch write on PostgreSQL: a handful of statements per batch,
+//! whatever its size.
+//!
+//! Rows go in as one `INSERT … SELECT FROM unnest(<one array per column>)`
+//! and the spend increments as one statement per kind (key, user, team,
+//! organization, end user, key×model), each taking arrays. Written a
+//! statement per row and per key instead (as multi-row VALUES of up to
+//! 200 rows and one UPDATE per key), PostgreSQL spent about 20 µs of its
+//! own CPU per request parsing, planning and round-tripping them — more
+//! than the gateway's whole request path — and the gateway built each
+//! row's query by walking diesel's AST.
+//!
+//! Same semantics as the SQLite path (`spend_sqlite`): rows already
+//! recorded are skipped (`RETURNING` says which were new), then
+//! `spend = spend + x` per key, user, team, organization, end user and
+//! key×model. Rows are locked in sorted id order within each kind, so two
+//! replicas' batches can wait on each other but never deadlock: the
+//! UPDATEs lock their rows first with `SELECT … ORDER BY id FOR UPDATE`,
+//! the upserts insert in sorted order.
+
+use std::collections::{BTreeMap, HashSet};
+
+use diesel::sql_types::{Array, BigInt, Bool, Double, Nullable, Text};
+use diesel::QueryableByName;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use super::{now_ms, SpendCommit, SpendLogRow, StoreError};
+
+/// Rows per INSERT: one statement's arrays stay a few MB at most.
+const CHUNK: usize = 5_000;
+
+const INSERT_ROWS: &str = "INSERT INTO spend_logs (request_id, call_type, api_key, key_alias, \
+    spend, prompt_tokens, completion_tokens, total_tokens, start_time, end_time, \
+    completion_start_time, model, model_group, model_id, api_base, user_id, team_id, \
+    end_user, metadata, cache_hit, status, usage_estimated) \
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], \
+    $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::text[], \
+    $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
+    $19::text[], $20::bool[], $21::text[], $22::bool[]) \
+    ON CONFLICT DO NOTHING RETURNING request_id AS id";
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = Text)]
+    id: String,
+}
+
+#[derive(QueryableByName)]
+struct TeamOrg {
+    #[diesel(sql_type = Text)]
+    team_id: String,
+    #[diesel(sql_type = Text)]
+    organization_id: String,
+}
+
+/// Records a batch; the caller runs it in one transaction.
+pub async fn record(
+    conn: &mut AsyncPgConnection,
+    rows: &[SpendLogRow],
+) -> Result<SpendCommit, StoreError> {
+    let mut fresh: HashSet<String> = HashSet::with_capacity(rows.len());
+    for chunk in rows.chunks(CHUNK) {
+        fresh.extend(insert_rows(conn, chunk).await?);
+    }
+    let mut commit = SpendCommit::default();
+    for row in rows {
+        if fresh.remove(&row.request_id) {
+            commit.written += 1;
+            commit.add(row);
+        } else {
+            commit.duplicates += 1;
+        }
+    }
+    add_to(conn, "keys", "token", &commit.keys).await?;
+    add_to(conn, "users", "user_id", &commit.users).await?;
+    add_to(conn, "teams", "team_id", &commit.teams).await?;
+    // An organization's spend is its teams': summed per organization here,
+    // then written in organization id order like the rest.
+    if !commit.teams.is_empty() {
+        let teams: Vec<&str> = commit.teams.keys().map(String::as_str).collect();
+        let owners: Vec<TeamOrg> = diesel::sql_query(
+            "SELECT team_id, organization_id FROM teams \
+             WHERE team_id = ANY($1) AND organization_id IS NOT NULL",
+        )
+        .bind::<Array<Text>, _>(teams)
+        .load(conn)
+        .await?;
+        for TeamOrg {
+            team_id,
+            organization_id,
+        } in owners
+        {
+            if let Some(x) = commit.teams.get(&team_id) {
+                *commit.orgs.entry(organization_id).or_insert(0.0) += *x;
+            }
+        }
+        let orgs = std::mem::take(&mut commit.orgs);
+        add_to(conn, "organizations", "organization_id", &orgs).await?;
+        commit.orgs = orgs;
+    }
+    if !commit.customers.is_empty() {
+        // End users exist from their first request, as in LiteLLM.
+        let (ids, xs) = columns(&commit.customers);
+        diesel::sql_query(
+            "INSERT INTO customers (user_id, spend, created_at, updated_at) \
+             SELECT id, x, $3, $3 FROM unnest($1::text[], $2::float8[]) AS v(id, x) ORDER BY id \
+             ON CONFLICT (user_id) DO UPDATE SET spend = customers.spend + excluded.spend",
+        )
+        .bind::<Array<Text>, _>(ids)
+        .bind::<Array<Double>, _>(xs)
+        .bind::<BigInt, _>(now_ms())
+        .execute(conn)
+        .await?;
+    }
+    if !commit.key_models.is_empty() {
+        let mut tokens = Vec::new();
+        let mut models = Vec::new();
+        let mut xs = Vec::new();
+        for (token, per_model) in &commit.key_models {
+            for (model, x) in per_model {
+                tokens.push(token.as_str());
+                models.push(model.as_str());
+                xs.push(*x);
+            }
+        }
+        diesel::sql_query(
+            "INSERT INTO key_model_spend (token, model, spend) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::float8[]) AS v(t, m, x) ORDER BY t, m \
+             ON CONFLICT (token, model) DO UPDATE SET spend = key_model_spend.spend + excluded.spend",
+        )
+        .bind::<Array<Text>, _>(tokens)
+        .bind::<Array<Text>, _>(models)
+        .bind::<Array<Double>, _>(xs)
+        .execute(conn)
+        .await?;
+    }
+    Ok(commit)
+}
+
+/// Inserts the rows not recorded yet; returns their request ids.
+async fn insert_rows(
+    conn: &mut AsyncPgConnection,
+    rows: &[SpendLogRow],
+) -> Result<Vec<String>, StoreError> {
+    fn col<'a, T>(rows: &'a [SpendLogRow], f: impl Fn(&'a SpendLogRow) -> T) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    let ids: Vec<Id> = diesel::sql_query(INSERT_ROWS)
+        .bind::<Array<Text>, _>(col(rows, |r| r.request_id.as_str()))
+        .bind::<Array<Text>, _>(col(rows, |r| r.call_type.as_str()))
+        .bind::<Array<Text>, _>(col(rows, |r| r.api_key.as_str()))
+        .bind::<Array<Nullable<Text>>, _>(col(rows, |r| r.key_alias.as_deref()))
+        .bind::<Array<Double>, _>(col(rows, |r| r.spend))
+        .bind::<Array<BigInt>, _>(col(rows, |r| r.prompt_tokens))
+        .bind::<Array<BigInt>, _>(col(rows, |r| r.completion_tokens))
+        .bind::<Array<BigInt>, _>(col(rows, |r| r.total_tokens))
+        .bind::<Array<BigInt>, _>(col(rows, |r| r.start_time))
+        .bind::<Array<BigInt>, _>(col(rows, |r| r.end_time))
+        .bind::<Array<Nullable<BigInt>>, _>(col(rows, |r| r.completion_start_time))
+        .bind::<Array<Text>, _>(col(rows, |r| r.model.as_str()))
+        .bind::<Array<Text>, _>(col(rows, |r| r.model_group.as_str()))
+        .bind::<Array<Text>, _>(col(rows, |r| r.model_id.as_str()))
+        .bind::<Array<Text>, _>(col(rows, |r| r.api_base.as_str()))
+        .bind::<Array<Nullable<Text>>, _>(col(rows, |r| r.user_id.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(col(rows, |r| r.team_id.as_deref()))
+        .bind::<Array<Nullable<Text>>, _>(col(rows, |r| r.end_user.as_deref()))
+        .bind::<Array<Text>, _>(col(rows, |r| r.metadata.as_str()))
+        .bind::<Array<Bool>, _>(col(rows, |r| r.cache_hit))
+        .bind::<Array<Text>, _>(col(rows, |r| r.status.as_str()))
+        .bind::<Array<Bool>, _>(col(rows, |r| r.usage_estimated))
+        .load(conn)
+        .await?;
+    Ok(ids.into_iter().map(|i| i.id).collect())
+}
+
+/// `spend = spend + x` for each id of `table`: its rows locked first, in
+/// id order, then updated by one statement.
+async fn add_to(
+    conn: &mut AsyncPgConnection,
+    table: &str,
+    id: &str,
+    by_id: &BTreeMap<String, f64>,
+) -> Result<(), StoreError> {
+    if by_id.is_empty() {
+        return Ok(());
+    }
+    let (ids, xs) = columns(by_id);
+    diesel::sql_query(format!(
+        "SELECT {id} AS id FROM {table} WHERE {id} = ANY($1) ORDER BY {id} FOR UPDATE"
+    ))
+    .bind::<Array<Text>, _>(&ids)
+    .load::<Id>(conn)
+    .await?;
+    diesel::sql_query(format!(
+        "UPDATE {table} SET spend = {table}.spend + v.x \
+         FROM unnest($1::text[], $2::float8[]) AS v(id, x) WHERE {table}.{id} = v.id"
+    ))
+    .bind::<Array<Text>, _>(ids)
+    .bind::<Array<Double>, _>(xs)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn columns(by_id: &BTreeMap<String, f64>) -> (Vec<&str>, Vec<f64>) {
+    by_id.iter().map(|(id, x)| (id.as_str(), *x)).unzip()
+}
