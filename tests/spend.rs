@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use tollgate::mock::Behaviour;
 
 on_both_backends!(spend_reaches_every_owner_and_the_log);
+on_both_backends!(a_keys_spend_per_model_is_stored_and_holds_its_model_budget_after_a_restart);
 
 async fn generate(gw: &tollgate::RunningGateway, body: Value) -> Value {
     let r = post_json(gw, "/key/generate", MASTER, body).await;
@@ -131,6 +132,44 @@ async fn spend_reaches_every_owner_and_the_log(backend: Backend) {
         close(customer["spend"].as_f64().unwrap(), expected - streamed),
         "{customer}"
     );
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+/// A key's spend per model group reaches the database: a new gateway on
+/// the same database still refuses the model once its budget is spent.
+async fn a_keys_spend_per_model_is_stored_and_holds_its_model_budget_after_a_restart(
+    backend: Backend,
+) {
+    let db = TestDb::new(backend).await;
+    let mock = spawn_mock().await;
+    let gw = spawn_gateway_db(&model("m", &mock), &db, None).await;
+    // Refused once spent reaches it: after the second answer.
+    let key = generate(
+        &gw,
+        json!({"model_max_budget": {"m": {"budget_limit": 1.8e-5, "time_period": "30d"}}}),
+    )
+    .await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut body = chat_body("m");
+    body["max_tokens"] = json!(5);
+    for _ in 0..2 {
+        let r = post(&gw, "/v1/chat/completions", Some(&key), &body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(
+        wait_until!(5, close(key_spend(&gw, &key).await, 2.0 * ONE)),
+        "key spend {}",
+        key_spend(&gw, &key).await
+    );
+    gw.stop().await;
+
+    let gw = spawn_gateway_db(&model("m", &mock), &db, None).await;
+    let r = post(&gw, "/v1/chat/completions", Some(&key), &body).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "budget_exceeded", "{}", r.text());
     gw.stop().await;
     db.cleanup().await;
 }

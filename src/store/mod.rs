@@ -422,6 +422,16 @@ impl Store {
                 SqliteConnection::establish(sqlite_path(&url))
                     .map_err(|e| StoreError::Unavailable(e.to_string()))
                     .and_then(|mut c| {
+                        // Wait out another connection's write (a gateway
+                        // that just stopped checkpoints as it closes)
+                        // rather than fail the start with "database is
+                        // locked".
+                        use diesel::connection::SimpleConnection;
+                        c.batch_execute(&format!(
+                            "PRAGMA busy_timeout = {}",
+                            SQLITE_BUSY_TIMEOUT.as_millis()
+                        ))
+                        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
                         c.run_pending_migrations(SQLITE_MIGRATIONS)
                             .map(|v| v.len())
                             .map_err(|e| StoreError::Migration(e.to_string()))
