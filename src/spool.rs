@@ -154,6 +154,10 @@ impl Segment {
         self.len as u64
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn capacity(&self) -> usize {
         self.map.len()
     }

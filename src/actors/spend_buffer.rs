@@ -223,18 +223,21 @@ impl Buffer {
         let segment = self.segment.take().map(|seg| {
             let bytes = seg.bytes();
             self.next_size = (2 * bytes as usize).clamp(SEGMENT_MIN, SEGMENT_MAX);
-            let (path, file) = seg.close();
-            // Group fsync, off this thread — or here, when the runtime is
-            // already gone (a flush from `Drop` at shutdown).
+            let path = seg.path().to_path_buf();
+            // Closed (unmapped: a TLB shootdown; truncated) and fsync'd as
+            // a group off this thread — or here, when the runtime is
+            // already gone (a flush from `Drop` at shutdown). Its rows are
+            // all in the mapping already, so the database writer may read
+            // or delete the file meanwhile.
+            let finish = move || {
+                let (_, file) = seg.close();
+                let _ = file.sync_data();
+            };
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn_blocking(move || {
-                        let _ = file.sync_data();
-                    });
+                    rt.spawn_blocking(finish);
                 }
-                Err(_) => {
-                    let _ = file.sync_data();
-                }
+                Err(_) => finish(),
             }
             (path, bytes)
         });
