@@ -65,6 +65,8 @@ pub struct DeploymentTarget {
     pub output_cost_per_token: f64,
     pub cache_read_cost_per_token: f64,
     pub cache_creation_cost_per_token: f64,
+    /// Its values of the headers every answer carries, built once.
+    pub reply_headers: crate::http::reply_headers::DeploymentHeaders,
 }
 
 impl DeploymentTarget {
@@ -433,7 +435,10 @@ fn target(
         tracing::warn!(model_group = %name, model = %d.model, "no price known for this deployment (set input_cost_per_token / output_cost_per_token): its spend is recorded as 0");
     }
     let (urls, stream_url) = urls(d, &base_url);
+    let reply_headers =
+        crate::http::reply_headers::DeploymentHeaders::new(&id, group_name, &base_url);
     DeploymentTarget {
+        reply_headers,
         urls,
         stream_url,
         wire: d.provider().wire(),

@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use actix_web::{HttpResponse, HttpResponseBuilder};
+use actix_web::HttpResponse;
 
 use super::record::{settle, RequestRecord};
 use super::stream::SseBody;
@@ -27,8 +27,8 @@ use crate::actors::provider::{Call, CallError, Reply};
 use crate::actors::rate_limit::{Acquire, Caps, Check, DeploymentUsage, Scope};
 use crate::actors::router::{Outcome, OutcomeKind, Route, RouterActor};
 use crate::actors::Metered;
-use crate::error::{rate_limit_headers, GatewayError, RateLimitInfo};
-use crate::pricing::{cost_usd, python_float};
+use crate::error::{GatewayError, RateLimitInfo};
+use crate::pricing::cost_usd;
 use crate::providers::{self, AnswerCtx, Wire};
 use crate::request::{InferenceRequest, RawObject};
 use crate::routing::{candidates, fallbacks, ErrorClass, Strategy};
@@ -355,7 +355,7 @@ async fn try_group(
                 let cost = usage.map(|u| cost_usd(&target, &u));
                 let mut resp = HttpResponse::Ok();
                 resp.content_type("application/json");
-                response_headers(&mut resp, record, &target, limits, cost);
+                super::reply_headers::write(&mut resp, record, &target, limits, cost);
                 record.capture_output(&body);
                 let row = record.take().finish(200, usage, None);
                 settle(&st.spend, row);
@@ -367,7 +367,7 @@ async fn try_group(
                 resp.content_type("text/event-stream")
                     .insert_header(("cache-control", "no-cache"))
                     .insert_header(("x-accel-buffering", "no"));
-                response_headers(&mut resp, record, &target, limits, None);
+                super::reply_headers::write(&mut resp, record, &target, limits, None);
                 let record = record.take();
                 return Ok(resp.streaming(SseBody::new(first, rest, record, attempt)));
             }
@@ -466,42 +466,4 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn response_headers(
-    resp: &mut HttpResponseBuilder,
-    record: &RequestRecord,
-    target: &DeploymentTarget,
-    limits: Option<&RateLimitInfo>,
-    cost: Option<f64>,
-) {
-    let overhead = record.started.elapsed().saturating_sub(record.upstream);
-    let retries = record.attempts.saturating_sub(1);
-    resp.insert_header(("x-request-id", record.request_id.as_str()))
-        .insert_header(("x-tollgate-deployment", target.id.as_str()))
-        .insert_header(("x-tollgate-attempts", record.attempts))
-        .insert_header(("x-tollgate-retries", retries))
-        .insert_header((
-            "x-tollgate-overhead-ms",
-            format!("{:.3}", overhead.as_secs_f64() * 1000.0),
-        ))
-        // LiteLLM's names, for clients written against it.
-        .insert_header(("x-litellm-call-id", record.call_id.as_str()))
-        .insert_header(("x-litellm-model-id", target.id.as_str()))
-        .insert_header(("x-litellm-model-group", &*target.group))
-        .insert_header(("x-litellm-model-api-base", target.api_base.as_str()))
-        .insert_header(("x-litellm-attempted-retries", retries))
-        .insert_header(("x-tollgate-fallbacks", record.fallbacks))
-        .insert_header(("x-litellm-attempted-fallbacks", record.fallbacks));
-    if let Some(cost) = cost {
-        resp.insert_header(("x-tollgate-response-cost", format!("{cost:.10}")));
-        if cost > 0.0 {
-            resp.insert_header(("x-litellm-response-cost", python_float(cost)));
-        }
-    }
-    if let Some(info) = limits {
-        for (k, v) in rate_limit_headers(info) {
-            resp.insert_header((k, v));
-        }
-    }
 }

@@ -14,6 +14,7 @@ pub mod models;
 pub mod models_admin;
 pub mod orgs;
 pub mod record;
+pub mod reply_headers;
 pub mod roles;
 pub mod route_table;
 pub mod spend;
