@@ -372,7 +372,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let (spool_lock, spool_dir, leftover) = if store.is_some() {
         let dir = config.spend.spool_path();
         let lock = spool::lock(&dir).map_err(StartError::Spool)?;
-        let leftover = spool::segments(&dir).map_err(StartError::Spool)?;
+        let mut leftover = spool::segments(&dir).map_err(StartError::Spool)?;
+        // Spare segments made ahead and never written to (a crash left
+        // them): nothing to replay.
+        leftover.retain(|(path, _)| !spool::remove_if_unwritten(path));
         (Some(lock), Some(dir), leftover)
     } else {
         (None, None, Vec::new())

@@ -53,8 +53,6 @@ struct Buffer {
     making_spare: bool,
     next_size: usize,
     me: Weak<RefCell<Buffer>>,
-    /// The line being written (kept: no allocation per settlement).
-    line: Vec<u8>,
     pending: Vec<SpendLogRow>,
     spend: Metered<SpendActor>,
     metrics: Arc<Metrics>,
@@ -77,7 +75,6 @@ impl SpendBuffer {
                     making_spare: false,
                     next_size: SEGMENT_MIN,
                     me: me.clone(),
-                    line: Vec::with_capacity(1024),
                     pending: Vec::new(),
                     spend,
                     metrics,
@@ -137,11 +134,7 @@ impl SpendBuffer {
 impl Buffer {
     fn settle(&mut self, row: SpendLogRow) {
         if self.spool.is_some() {
-            self.line.clear();
-            if serde_json::to_writer(&mut self.line, &row).is_ok() {
-                self.line.push(b'\n');
-                self.spool_line();
-            }
+            self.spool_row(&row);
         }
         self.pending.push(row);
         if self.pending.len() >= FLUSH_AT {
@@ -149,32 +142,33 @@ impl Buffer {
         }
     }
 
-    /// Copies `self.line` into the open segment, starting a new one when
+    /// Copies the row into the open segment, starting a new one when
     /// there is none or it is full.
-    fn spool_line(&mut self) {
+    fn spool_row(&mut self, row: &SpendLogRow) {
         if let Some(seg) = &mut self.segment {
-            if seg.append(&self.line) {
+            if seg.append(row) {
                 return;
             }
-            // Full: what it holds goes out with its rows, the line starts
+            // Full: what it holds goes out with its rows, this one starts
             // the next segment.
             self.flush();
         }
         let Some(dir) = self.spool.clone() else {
             return;
         };
+        let need = crate::spool::record_len(row);
         let made = match self.spare.take() {
-            Some(seg) if seg.capacity() >= self.line.len() => Ok(seg),
+            Some(seg) if seg.room() >= need => Ok(seg),
             spare => {
                 // None ready (or a row too big for it): made here.
                 self.spare = spare;
-                Segment::create(&dir, self.next_size.max(self.line.len()))
+                Segment::create(&dir, self.next_size.max(need))
             }
         };
         self.make_spare();
         match made {
             Ok(mut seg) => {
-                seg.append(&self.line);
+                seg.append(row);
                 self.segment = Some(seg);
             }
             Err(e) => {
