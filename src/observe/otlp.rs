@@ -200,6 +200,120 @@ fn span_head(
     wire::fixed32_field(buf, sp::FLAGS, flags);
 }
 
+/// The attributes of a record's spans that do not depend on the flavour
+/// or on redaction: encoded once per record, whatever the number of OTLP
+/// destinations (protobuf lets a span's fields come in any order, so a
+/// span is its head, these bytes, then its flavour's own).
+#[derive(Debug, Default)]
+pub struct SharedAttrs {
+    bytes: Vec<u8>,
+    /// Where the request span's part ends, then each attempt's.
+    ends: Vec<usize>,
+}
+
+impl SharedAttrs {
+    fn of(rec: &LogRecord) -> SharedAttrs {
+        let mut bytes = Vec::with_capacity(1024);
+        let a = &mut bytes;
+        let mut ends = Vec::with_capacity(1 + rec.attempts.len());
+        let op = operation(rec.endpoint);
+        let d = rec.deployment.as_deref();
+        let failed = rec.status != 200;
+        at(a, "gen_ai.operation.name", Val::Str(op));
+        at(a, "gen_ai.request.model", Val::Str(&rec.model));
+        at(a, "gen_ai.usage.input_tokens", int(rec.usage.prompt_tokens));
+        at(
+            a,
+            "gen_ai.usage.output_tokens",
+            int(rec.usage.completion_tokens),
+        );
+        at(a, "http.response.status_code", int(rec.status));
+        at(a, "tollgate.request_id", Val::Str(&rec.request_id));
+        at(a, "tollgate.call_id", Val::Str(&rec.call_id));
+        at(a, "tollgate.cost_usd", Val::F64(rec.cost));
+        at(a, "tollgate.attempts", int(rec.attempts.len().max(1)));
+        at(a, "tollgate.fallbacks", int(rec.fallbacks));
+        at(a, "tollgate.stream", Val::Bool(rec.stream));
+        if let Some(d) = d {
+            at(a, "gen_ai.provider.name", Val::Str(d.provider.name()));
+            at(a, "gen_ai.system", Val::Str(d.provider.name()));
+            at(a, "gen_ai.response.model", Val::Str(&d.upstream_model));
+            at(a, "tollgate.deployment", Val::Str(&d.id));
+            at(a, "tollgate.model_group", Val::Str(&d.group));
+        }
+        if rec.usage.cached_tokens > 0 {
+            at(
+                a,
+                "gen_ai.usage.cache_read.input_tokens",
+                int(rec.usage.cached_tokens),
+            );
+        }
+        if let Some(k) = &rec.key {
+            if let Some(alias) = &k.alias {
+                at(a, "tollgate.key_alias", Val::Str(alias));
+            }
+            at(a, "tollgate.key_hash", Val::Str(&k.id));
+            if let Some(t) = &k.team_id {
+                at(a, "tollgate.team_id", Val::Str(t));
+            }
+            if let Some(u) = &k.user_id {
+                at(a, "tollgate.user_id", Val::Str(u));
+            }
+        }
+        if let Some(u) = &rec.end_user {
+            at(a, "tollgate.end_user", Val::Str(u));
+        }
+        if let Some(t) = rec.ttft() {
+            at(
+                a,
+                "gen_ai.server.time_to_first_token",
+                Val::F64(t.as_secs_f64()),
+            );
+        }
+        if failed {
+            at(a, "error.type", Val::Str(&rec.status.to_string()));
+        }
+        ends.push(a.len());
+        for attempt in &rec.attempts {
+            let t = &attempt.deployment;
+            at(a, "gen_ai.operation.name", Val::Str(op));
+            at(a, "gen_ai.provider.name", Val::Str(t.provider.name()));
+            at(a, "gen_ai.system", Val::Str(t.provider.name()));
+            at(a, "gen_ai.request.model", Val::Str(&t.upstream_model));
+            at(a, "tollgate.deployment", Val::Str(&t.id));
+            if let Some((host, port)) = &t.server_address {
+                at(a, "server.address", Val::Str(host));
+                if let Some(p) = port {
+                    at(a, "server.port", int(*p));
+                }
+            }
+            if let Some(st) = attempt.status {
+                at(a, "http.response.status_code", int(st));
+            }
+            if attempt.error.is_some() {
+                let kind = attempt.status.map_or("error".into(), |s| s.to_string());
+                at(a, "error.type", Val::Str(&kind));
+            }
+            if let Some(e) = &attempt.error {
+                wire::error_status(a, e);
+            }
+            ends.push(a.len());
+        }
+        SharedAttrs { bytes, ends }
+    }
+
+    fn request(&self) -> &[u8] {
+        &self.bytes[..self.ends[0]]
+    }
+
+    fn attempt(&self, i: usize) -> &[u8] {
+        match (self.ends.get(i), self.ends.get(i + 1)) {
+            (Some(&from), Some(&to)) => &self.bytes[from..to],
+            _ => &[],
+        }
+    }
+}
+
 /// Appends the request's span and its attempts' spans to `out`, each as a
 /// `ScopeSpans.spans` entry (field 2).
 fn encode_spans(
@@ -266,60 +380,8 @@ fn encode_spans(
         rec.start_unix_nanos,
         rec.end_unix_nanos.max(rec.start_unix_nanos),
     );
-    at(a, "gen_ai.operation.name", Val::Str(op));
-    at(a, "gen_ai.request.model", Val::Str(&rec.model));
-    at(a, "gen_ai.usage.input_tokens", int(rec.usage.prompt_tokens));
-    at(
-        a,
-        "gen_ai.usage.output_tokens",
-        int(rec.usage.completion_tokens),
-    );
-    at(a, "http.response.status_code", int(rec.status));
-    at(a, "tollgate.request_id", Val::Str(&rec.request_id));
-    at(a, "tollgate.call_id", Val::Str(&rec.call_id));
-    at(a, "tollgate.cost_usd", Val::F64(rec.cost));
-    at(a, "tollgate.attempts", int(rec.attempts.len().max(1)));
-    at(a, "tollgate.fallbacks", int(rec.fallbacks));
-    at(a, "tollgate.stream", Val::Bool(rec.stream));
-    if let Some(d) = d {
-        at(a, "gen_ai.provider.name", Val::Str(d.provider.name()));
-        at(a, "gen_ai.system", Val::Str(d.provider.name()));
-        at(a, "gen_ai.response.model", Val::Str(&d.upstream_model));
-        at(a, "tollgate.deployment", Val::Str(&d.id));
-        at(a, "tollgate.model_group", Val::Str(&d.group));
-    }
-    if rec.usage.cached_tokens > 0 {
-        at(
-            a,
-            "gen_ai.usage.cache_read.input_tokens",
-            int(rec.usage.cached_tokens),
-        );
-    }
-    if let Some(k) = &rec.key {
-        if let Some(alias) = &k.alias {
-            at(a, "tollgate.key_alias", Val::Str(alias));
-        }
-        at(a, "tollgate.key_hash", Val::Str(&k.id));
-        if let Some(t) = &k.team_id {
-            at(a, "tollgate.team_id", Val::Str(t));
-        }
-        if let Some(u) = &k.user_id {
-            at(a, "tollgate.user_id", Val::Str(u));
-        }
-    }
-    if let Some(u) = &rec.end_user {
-        at(a, "tollgate.end_user", Val::Str(u));
-    }
-    if let Some(t) = rec.ttft() {
-        at(
-            a,
-            "gen_ai.server.time_to_first_token",
-            Val::F64(t.as_secs_f64()),
-        );
-    }
-    if failed {
-        at(a, "error.type", Val::Str(&rec.status.to_string()));
-    }
+    let shared = derived.span_attrs.get_or_init(|| SharedAttrs::of(rec));
+    a.extend_from_slice(shared.request());
     if let Some((_, _, Some(finish))) = (!mask_output)
         .then_some(&derived.output)
         .and_then(Option::as_ref)
@@ -446,7 +508,7 @@ fn encode_spans(
     }
     wire::bytes_field(out, 2, a);
 
-    for attempt in &rec.attempts {
+    for (i, attempt) in rec.attempts.iter().enumerate() {
         let t = &attempt.deployment;
         a.clear();
         key.clear();
@@ -465,29 +527,9 @@ fn encode_spans(
             start,
             start + attempt.duration.as_nanos() as u64,
         );
-        at(a, "gen_ai.operation.name", Val::Str(op));
-        at(a, "gen_ai.provider.name", Val::Str(t.provider.name()));
-        at(a, "gen_ai.system", Val::Str(t.provider.name()));
-        at(a, "gen_ai.request.model", Val::Str(&t.upstream_model));
-        at(a, "tollgate.deployment", Val::Str(&t.id));
-        if let Some((host, port)) = &t.server_address {
-            at(a, "server.address", Val::Str(host));
-            if let Some(p) = port {
-                at(a, "server.port", int(*p));
-            }
-        }
-        if let Some(st) = attempt.status {
-            at(a, "http.response.status_code", int(st));
-        }
-        if attempt.error.is_some() {
-            let kind = attempt.status.map_or("error".into(), |s| s.to_string());
-            at(a, "error.type", Val::Str(&kind));
-        }
+        a.extend_from_slice(shared.attempt(i));
         if langfuse {
             at(a, "langfuse.observation.type", Val::Str("span"));
-        }
-        if let Some(e) = &attempt.error {
-            wire::error_status(a, e);
         }
         wire::bytes_field(out, 2, a);
     }
@@ -602,6 +644,29 @@ mod tests {
         match attr(span, key) {
             Some(any_value::Value::StringValue(s)) => Some(s),
             _ => None,
+        }
+    }
+
+    #[test]
+    fn a_record_sent_to_both_flavours_reads_as_if_each_were_alone() {
+        // The attributes both flavours share are encoded once per record:
+        // whichever destination goes first, the other sees its own spans.
+        let meta = r#"{"session_id":"s1","trace_id":"t-1","mask_output":true}"#;
+        for (first, second) in [
+            (Flavor::Otel, Flavor::Langfuse),
+            (Flavor::Langfuse, Flavor::Otel),
+        ] {
+            for redact in [false, true] {
+                let shared = record(meta);
+                let _ = export([&shared], first, !redact);
+                let mut alone = record(meta);
+                alone.trace = shared.trace; // the same span ids
+                assert_eq!(
+                    export([&shared], second, redact),
+                    export([&alone], second, redact),
+                    "{second:?} after {first:?}, redact {redact}"
+                );
+            }
         }
     }
 

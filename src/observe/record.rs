@@ -174,6 +174,9 @@ pub struct Derived {
     pub output: Option<(String, String, Option<String>)>,
     /// The answer as a one-message JSON array, `[{"role":…,"content":…}]`.
     pub output_messages: Option<String>,
+    /// The span attributes every OTLP flavour writes alike, encoded by
+    /// the first destination to need them.
+    pub span_attrs: OnceLock<crate::observe::otlp::SharedAttrs>,
 }
 
 impl Derived {
@@ -215,6 +218,7 @@ impl LogRecord {
                 metadata,
                 output,
                 output_messages,
+                span_attrs: OnceLock::new(),
             }
         })
     }
