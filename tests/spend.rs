@@ -572,8 +572,9 @@ async fn two_replicas_share_one_budget_through_redis() {
         ok + more <= 11,
         "{ok} + {more} requests fit a budget of 10 on two replicas"
     );
+    // Generous: under a loaded test machine a batch may wait its turn.
     assert!(wait_until!(
-        5,
+        15,
         key_spend(&a, &key).await > budget - ONE / 2.0
     ));
     assert!(key_spend(&a, &key).await <= budget + ONE + 1e-12);
