@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Interleaved A/B of two builds (or of one build in two setups), for
+# machines whose speed drifts between runs: both setups are started side by
+# side, then wrk alternates between them, A, B, A, B, … and each round's
+# B/A throughput ratio is printed with the median and mean over rounds.
+#
+#   bench/ab.sh MODE BIN_A BIN_B [seconds per run, 6] [rounds, 5]
+#
+# MODE
+#   vk-sqlite  1000 rotating virtual keys, spend to SQLite (as bench/run.sh)
+#   vk-pg      the same on PostgreSQL (127.0.0.1:5432, user postgres; a
+#              database per side, dropped at the end); CPU per request is
+#              printed as gateway+PostgreSQL
+#   obs        the master key; A with logging off, B with Langfuse and OTLP
+#              destinations (the B mock receives them), as bench/observability.sh
+# Environment: CONNS (wrk connections, 8; bench/observability.sh uses 64),
+#   SQL_B (vk-pg: SQL run on B's database after its migrations, e.g. to try
+#   an index change before writing its migration).
+# Needs wrk (apt-get install wrk), python3, curl; psql for vk-pg. Only
+# 127.0.0.1 is contacted.
+set -euo pipefail
+MODE=$1; A=$2; B=$3; SECS=${4:-6}; ROUNDS=${5:-5}; CONNS=${CONNS:-8}
+T=$(mktemp -d /tmp/ab.XXXX)
+PIDS=()
+DBS=()
+cleanup() { kill ${PIDS[@]} 2>/dev/null; wait 2>/dev/null; for d in ${DBS[@]:-}; do psql -q -h 127.0.0.1 -U postgres -c "drop database $d" >/dev/null 2>&1; done; rm -rf $T; }
+trap cleanup EXIT
+setup() { # name bin port_base -> echo url keysfile gwpid
+  local name=$1 bin=$2 MP=$3 GP=$(( $3 + 1 )) url dest=""
+  case $MODE in
+    vk-sqlite) url="sqlite://$T/$name.db";;
+    vk-pg) local db=ab_${name}_$$; psql -q -h 127.0.0.1 -U postgres -c "create database $db" >/dev/null; DBS+=($db); url="postgres://postgres@127.0.0.1:5432/$db";;
+    obs) [[ $name == b ]] && dest="
+[[logging.destinations]]
+kind = \"langfuse\"
+host = \"http://127.0.0.1:$MP\"
+public_key = \"pk-lf-bench\"
+secret_key = \"sk-lf-bench\"
+[[logging.destinations]]
+kind = \"otel\"
+endpoint = \"http://127.0.0.1:$MP/v1/traces\"";;
+  esac
+  { echo 'master_key = "sk-master-bench"'
+    [[ -n ${url:-} ]] && echo "database_url = \"$url\""
+    printf '[server]\nhost = "127.0.0.1"\nport = %s\nworkers = 2\n[storage]\nredis_prefix = "ab-%s-%s"\n[logging]\nlevel = "warn"\nrequest_log = "off"\n%s\n' $GP $name $$ "$dest"
+    printf '[[models.bench-gpt.deployments]]\nprovider = "openai_compatible"\nmodel = "mock-gpt"\napi_base = "http://127.0.0.1:%s/v1"\napi_key = "sk-up"\n' $MP
+  } > $T/$name.toml
+  mkdir -p $T/$name; cp $bin $T/$name/tollgate
+  (cd $T/$name && exec ./tollgate mock-upstream --host 127.0.0.1 --port $MP --workers 1 >$T/$name-mock.log 2>&1) & PIDS+=($!)
+  (cd $T/$name && exec ./tollgate serve --config $T/$name.toml >$T/$name-gw.log 2>&1) & PIDS+=($!); echo $! > $T/$name.pid
+  for i in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:$GP/health/liveliness 2>/dev/null && break; sleep 0.2; done
+  if [[ $MODE == vk-* ]]; then python3 /work/main/bench/mkkeys.py --base http://127.0.0.1:$GP --master sk-master-bench -n 1000 > $T/$name.keys
+  else echo sk-master-bench > $T/$name.keys; fi
+  echo $GP > $T/$name.port
+  if [[ $name == b && -n ${SQL_B:-} && $MODE == vk-pg ]]; then psql -q -h 127.0.0.1 -U postgres -d ab_${name}_$$ -c "$SQL_B"; fi
+}
+setup a $A $((21000 + RANDOM % 3000))
+setup b $B $((25000 + RANDOM % 3000))
+BODY='{"model":"bench-gpt","messages":[{"role":"user","content":"hello"}],"max_tokens":16}'
+pgcpu() { local s=0; for p in $(pgrep -x postgres); do s=$((s + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $s; }
+run() { # name secs -> rps cpu_us
+  local name=$1 s=$2 gp=$(cat $T/$1.port) pid=$(cat $T/$1.pid)
+  local c0=$(awk '{print $14+$15}' /proc/$pid/stat)
+  local p0=$(pgcpu)
+  local out=$(WRK_KEYS=$T/$name.keys WRK_BODY=$BODY wrk -t1 -c$CONNS -d${s}s -s /work/main/bench/keys.lua http://127.0.0.1:$gp/v1/chat/completions 2>&1)
+  local c1=$(awk '{print $14+$15}' /proc/$pid/stat)
+  local p1=$(pgcpu)
+  local n=$(echo "$out" | grep -o '"requests":[0-9]*' | cut -d: -f2)
+  local bad=$(echo "$out" | grep -o '"non2xx":[0-9]*' | cut -d: -f2)
+  echo "$(echo "$out" | awk '/Requests\/sec/{print $2}') $(python3 -c "print(round(($c1-$c0)*1e4/$n,1))")+pg$(python3 -c "print(round(($p1-$p0)*1e4/$n,1))") $bad"
+}
+run a 3 >/dev/null; run b 3 >/dev/null
+R=()
+for r in $(seq $ROUNDS); do
+  read ra ca ba < <(run a $SECS); read rb cb bb < <(run b $SECS)
+  ratio=$(python3 -c "print(round(100*$rb/$ra,1))"); R+=($ratio)
+  echo "round $r: A $ra req/s ${ca}us (non2xx $ba) | B $rb req/s ${cb}us (non2xx $bb) | B/A $ratio %"
+done
+python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print('median B/A', statistics.median(v), '% mean', round(statistics.mean(v),1))" ${R[@]}
