@@ -1099,3 +1099,61 @@ async fn teams_set_read_remove_and_disable_their_logging_through_the_callback_ap
     gw.stop().await;
     db.cleanup().await;
 }
+
+#[actix_rt::test]
+async fn a_deployment_that_fails_below_its_allowed_fails_is_a_partial_outage_until_it_stops() {
+    let rx = Receiver::start().await;
+    let gw = spawn_gateway(&format!(
+        r#"
+[[models.flaky.deployments]]
+provider = "openai_compatible"
+model = "flaky-model"
+api_base = "{url}/fail/v1"
+
+[router]
+allowed_fails = 3
+cooldown_secs = 2
+num_retries = 0
+
+[logging]
+litellm_metrics = true
+"#,
+        url = rx.url()
+    ))
+    .await;
+    let state = || async {
+        let text = get(&gw, "/metrics", None).await.text();
+        scrape(&text)
+            .samples
+            .iter()
+            .find(|x| {
+                x.metric == "litellm_deployment_state"
+                    && x.labels.get("litellm_model_name") == Some("flaky-model")
+            })
+            .map(|x| sample_value(&x.value))
+    };
+    assert_eq!(state().await, Some(0.0), "healthy before any request");
+    let r = chat_with(&gw, MASTER, chat_body("flaky"), &[]).await;
+    assert!(r.status >= 500, "{}", r.status);
+    let mut seen = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        seen = state().await;
+        if seen == Some(1.0) {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        seen,
+        Some(1.0),
+        "one failure of three allowed: partial outage"
+    );
+    // No more failures for a cooldown's length: healthy again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && state().await != Some(0.0) {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state().await, Some(0.0));
+    gw.stop().await;
+}

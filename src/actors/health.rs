@@ -28,6 +28,9 @@ struct Health {
     probe_down: bool,
     last_probe: Option<ProbeState>,
     healthy_gauge: Gauge,
+    /// Failing but not cooled down (LiteLLM's "partial outage") until
+    /// then, unless it fails again.
+    partial_until: Option<Instant>,
 }
 
 /// The latest background probe of a deployment.
@@ -94,6 +97,7 @@ impl HealthActor {
                 probe_down: false,
                 last_probe: None,
                 healthy_gauge: g,
+                partial_until: None,
             });
         }
     }
@@ -117,6 +121,23 @@ impl HealthActor {
                     act.metrics.litellm.deployment_state(d, 0);
                 }
                 act.announce(idx, None);
+            }
+        });
+    }
+
+    fn schedule_partial_end(&self, ctx: &mut Context<Self>, idx: usize, after: Duration) {
+        ctx.run_later(after, move |act, _| {
+            let now = Instant::now();
+            let Some(h) = act.health.get_mut(idx) else {
+                return;
+            };
+            if h.partial_until.is_some_and(|u| u <= now) {
+                h.partial_until = None;
+                if h.cooldown_until.is_none_or(|u| u <= now) {
+                    if let Some(d) = act.topology.load_full().deployments.get(idx) {
+                        act.metrics.litellm.deployment_state(d, 0);
+                    }
+                }
             }
         });
     }
@@ -338,8 +359,17 @@ impl Handler<Report> for HealthActor {
         let count = &mut h.fails[failed.class.index()];
         *count += 1;
         if *count < threshold {
+            // Failing, still in rotation: a partial outage for LiteLLM's
+            // `litellm_deployment_state` (1), over once a cooldown's
+            // length passes without another failure.
+            let window = Duration::from_secs(self.config.cooldown_secs);
+            if h.partial_until.replace(now + window).is_none() {
+                self.metrics.litellm.deployment_state(d, 1);
+            }
+            self.schedule_partial_end(ctx, idx, window);
             return;
         }
+        h.partial_until = None;
         let cooldown =
             Duration::from_secs(self.config.cooldown_secs).max(retry_after.unwrap_or_default());
         let secs = cooldown.as_secs_f64();
