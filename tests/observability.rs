@@ -1155,5 +1155,13 @@ litellm_metrics = true
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(state().await, Some(0.0));
+    // The failure before the quiet spell no longer counts: two more of
+    // three allowed leave it in rotation (a partial outage, not cooled).
+    for _ in 0..2 {
+        let r = chat_with(&gw, MASTER, chat_body("flaky"), &[]).await;
+        assert!(r.status >= 500, "{}", r.status);
+    }
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(state().await, Some(1.0));
     gw.stop().await;
 }

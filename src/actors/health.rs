@@ -132,7 +132,11 @@ impl HealthActor {
                 return;
             };
             if h.partial_until.is_some_and(|u| u <= now) {
+                // A cooldown's length without a failure: the failures
+                // before it no longer count towards the next cooldown
+                // (as LiteLLM counts allowed fails per window).
                 h.partial_until = None;
+                h.fails = [0; 6];
                 if h.cooldown_until.is_none_or(|u| u <= now) {
                     if let Some(d) = act.topology.load_full().deployments.get(idx) {
                         act.metrics.litellm.deployment_state(d, 0);
@@ -360,8 +364,8 @@ impl Handler<Report> for HealthActor {
         *count += 1;
         if *count < threshold {
             // Failing, still in rotation: a partial outage for LiteLLM's
-            // `litellm_deployment_state` (1), over once a cooldown's
-            // length passes without another failure.
+            // `litellm_deployment_state` (1), over (and its failures
+            // forgotten) once a cooldown's length passes without another.
             let window = Duration::from_secs(self.config.cooldown_secs);
             if h.partial_until.replace(now + window).is_none() {
                 self.metrics.litellm.deployment_state(d, 1);
