@@ -489,6 +489,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     // A tracing span per request (its request id on every log line) costs
     // a few µs: on by default, `logging.request_spans = false` turns it off.
     let trace_requests = request_spans(&config);
+    let spend_every = Duration::from_millis(config.spend.flush_interval_ms);
     let gw = gateway.clone();
     let server = HttpServer::new(move || {
         // Runs once per worker thread: each worker gets its own
@@ -525,7 +526,12 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
                 meter,
             )
         };
-        let spend = SpendBuffer::start(spool_dir.clone(), gw.spend.clone(), gw.metrics.clone());
+        let spend = SpendBuffer::start(
+            spool_dir.clone(),
+            spend_every,
+            gw.spend.clone(),
+            gw.metrics.clone(),
+        );
         let limiter = match &gw.redis {
             Some(redis) => {
                 let meter = gw.metrics.actor("rate_limit");

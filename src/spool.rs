@@ -13,8 +13,9 @@
 //! A segment is created at a fixed size and mapped into memory (shared,
 //! writable); a settlement is one copy into the mapping. The mapping is the
 //! file's page cache, so once the copy is done a crash of the process loses
-//! nothing — without a `write` system call per request. `sync` on a timer
-//! covers power loss. The part of a segment not written yet reads as zero
+//! nothing — without a `write` system call per request. A segment still
+//! uncommitted a second after it is closed is fsynced (by SpendActor),
+//! which covers power loss. The part of a segment not written yet reads as zero
 //! bytes, and a record's length is written after its body: a reader stops
 //! at the first zero length, so a crash mid-copy (which the client never
 //! saw answered) leaves nothing half-read; the checksum catches a record

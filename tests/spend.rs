@@ -132,6 +132,48 @@ async fn spend_reaches_every_owner_and_the_log(backend: Backend) {
         close(customer["spend"].as_f64().unwrap(), expected - streamed),
         "{customer}"
     );
+
+    // A batch written again (the spool replayed after a crash between the
+    // commit and its truncation) adds nothing twice: with one new row in
+    // it, only that row's cost and log row land.
+    let store = tollgate::store::Store::connect(
+        &db.url,
+        2,
+        Duration::from_secs(5),
+        tollgate::breaker::Breaker::new("test", Default::default()),
+    )
+    .await
+    .unwrap();
+    let mut batch = store
+        .spend_logs(&tollgate::store::SpendFilter::default(), 100)
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 8);
+    let mut new_row = batch[0].clone();
+    new_row.request_id = uuid::Uuid::now_v7().to_string();
+    new_row.spend = 0.25;
+    batch.insert(3, new_row);
+    let commit = store.record_spend(batch.clone()).await.unwrap();
+    assert_eq!((commit.written, commit.duplicates), (1, 8));
+    let again = store.record_spend(batch).await.unwrap();
+    assert_eq!((again.written, again.duplicates), (0, 9));
+    let expected = expected + 0.25;
+    assert!(
+        close(key_spend(&gw, &key).await, expected),
+        "key spend {} != {expected} after a replay",
+        key_spend(&gw, &key).await
+    );
+    for (path, field) in [
+        ("/user/info?user_id=u1", "/user_info/spend"),
+        ("/team/info?team_id=t1", "/team_info/spend"),
+        ("/organization/info?organization_id=o1", "/spend"),
+    ] {
+        let info = get(&gw, path, Some(MASTER)).await.json();
+        let spend = info.pointer(field).and_then(Value::as_f64).unwrap();
+        assert!(close(spend, expected), "{path} after a replay: {info}");
+    }
+    let logs = get(&gw, "/spend/logs", Some(MASTER)).await.json();
+    assert_eq!(logs.as_array().map(Vec::len), Some(9), "{logs}");
     gw.stop().await;
     db.cleanup().await;
 }

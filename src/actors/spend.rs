@@ -31,6 +31,11 @@ use crate::store::{SpendCommit, SpendLogRow, Store, StoreError};
 const MAX_IN_MEMORY: usize = 10_000;
 /// Pause before retrying a failed write.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// A segment still waiting this long after its hand-over is fsynced. One
+/// committed sooner (nearly all of them) is deleted without ever being
+/// written to disk: its pages die in the page cache, which was enough to
+/// survive a crash of the process, and the database holds its rows.
+const SYNC_AFTER: Duration = Duration::from_secs(1);
 
 struct Batch {
     /// `None` once dropped from memory (re-read from `segment`).
@@ -400,6 +405,16 @@ impl Handler<SettleBatch> for SpendActor {
             Some((p, b)) => (Some(p), b),
             None => (None, 0),
         };
+        if let Some(path) = segment.clone() {
+            ctx.run_later(SYNC_AFTER, move |_, _| {
+                actix_rt::task::spawn_blocking(move || {
+                    // Gone: committed and deleted, nothing to keep.
+                    if let Ok(file) = std::fs::File::open(&path) {
+                        let _ = file.sync_data();
+                    }
+                });
+            });
+        }
         self.enqueue(Batch {
             counted: false,
             count: msg.rows.len(),

@@ -28,8 +28,10 @@ use crate::providers::Usage;
 use crate::spool::Segment;
 use crate::store::SpendLogRow;
 
-const FLUSH_EVERY: Duration = Duration::from_millis(100);
-const FLUSH_AT: usize = 1_000;
+/// Rows that hand a batch over before its interval is up. Every hand-over
+/// costs a segment (a file made, mapped, unmapped and deleted) and a
+/// message, so they are as rare as the spend write interval allows.
+const FLUSH_AT: usize = 2_500;
 /// Room in a new segment: twice what the last one held, within these
 /// bounds (a full segment is handed over early, nothing more). Its pages
 /// are faulted in when it is made, and unused room is cut off at close.
@@ -59,10 +61,12 @@ struct Buffer {
 }
 
 impl SpendBuffer {
-    /// A buffer for the current worker; hands over every 100 ms from a
-    /// task on this worker's event loop, which ends with the buffer.
+    /// A buffer for the current worker; hands over every `every` (the
+    /// spend write interval) from a task on this worker's event loop, which
+    /// ends with the buffer.
     pub fn start(
         spool: Option<PathBuf>,
+        every: Duration,
         spend: Metered<SpendActor>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -84,7 +88,7 @@ impl SpendBuffer {
         buffer.state.borrow_mut().make_spare();
         let weak: Weak<RefCell<Buffer>> = Rc::downgrade(&buffer.state);
         actix_rt::spawn(async move {
-            let mut tick = actix_rt::time::interval(FLUSH_EVERY);
+            let mut tick = actix_rt::time::interval(every.max(Duration::from_millis(10)));
             tick.tick().await;
             loop {
                 tick.tick().await;
@@ -218,20 +222,20 @@ impl Buffer {
             let bytes = seg.bytes();
             self.next_size = (2 * bytes as usize).clamp(SEGMENT_MIN, SEGMENT_MAX);
             let path = seg.path().to_path_buf();
-            // Closed (unmapped: a TLB shootdown; truncated) and fsync'd as
-            // a group off this thread — or here, when the runtime is
-            // already gone (a flush from `Drop` at shutdown). Its rows are
-            // all in the mapping already, so the database writer may read
-            // or delete the file meanwhile.
-            let finish = move || {
-                let (_, file) = seg.close();
-                let _ = file.sync_data();
-            };
+            // Closed (unmapped: a TLB shootdown; truncated) off this
+            // thread; SpendActor fsyncs it later if it is not committed
+            // by then. Its rows are all in the mapping already, so the
+            // database writer may read or delete the file meanwhile. At
+            // shutdown (a flush from `Drop`, the runtime already gone) it
+            // is closed and synced here: nothing is left to do it later.
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn_blocking(finish);
+                    rt.spawn_blocking(move || drop(seg.close()));
                 }
-                Err(_) => finish(),
+                Err(_) => {
+                    let (_, file) = seg.close();
+                    let _ = file.sync_data();
+                }
             }
             (path, bytes)
         });

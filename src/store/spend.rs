@@ -13,6 +13,21 @@ use super::{pool_error, Pools, SqliteConn, Store, StoreError};
 /// Least time a spend batch write is given.
 const SPEND_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// How far a row's request id time may be from its start_time: both are
+/// read from the system clock as the request starts, but a UUIDv7
+/// generator keeps its ids increasing when the clock steps back.
+const V7_SLACK_MS: i64 = 3_600_000;
+
+/// The least request id (a UUIDv7 as text, `tttttttt-tttt-7…`) of a
+/// request started at `ms`: ids of later requests sort above it, of
+/// earlier ones below. Spend log rows are listed and bounded in time by
+/// their request id, which is the primary key: there is no start_time
+/// index to keep up on every insert.
+pub(crate) fn v7_floor(ms: i64) -> String {
+    let ms = ms.clamp(0, (1 << 48) - 1);
+    format!("{:08x}-{:04x}", ms >> 16, ms & 0xffff)
+}
+
 /// What one committed batch changed.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct SpendCommit {
@@ -155,18 +170,24 @@ impl Store {
                 if let Some(r) = &filter.request_id {
                     q = q.filter(spend_logs::request_id.eq(r));
                 }
+                // The exact bound is on start_time; the request id bound
+                // (a little wider) is what lets the primary key find them.
                 if let Some(s) = filter.start_ms {
-                    q = q.filter(spend_logs::start_time.ge(s));
+                    q = q
+                        .filter(spend_logs::start_time.ge(s))
+                        .filter(spend_logs::request_id.ge(v7_floor(s - V7_SLACK_MS)));
                 }
                 if let Some(e) = filter.end_ms {
-                    q = q.filter(spend_logs::start_time.lt(e));
+                    q = q
+                        .filter(spend_logs::start_time.lt(e))
+                        .filter(spend_logs::request_id.lt(v7_floor(e.saturating_add(V7_SLACK_MS))));
                 }
                 q
             }};
         }
         with_conn!(self, |conn| Ok(filtered!()
             .select(SpendLogRow::as_select())
-            .order((spend_logs::start_time.desc(), spend_logs::request_id.desc()))
+            .order(spend_logs::request_id.desc())
             .limit(limit)
             .load(conn)
             .await?))
@@ -188,5 +209,32 @@ impl Store {
             .first(conn)
             .await
             .optional()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::v7_floor;
+
+    fn v7_at(ms: i64) -> String {
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            (ms / 1000) as u64,
+            ((ms % 1000) * 1_000_000) as u32,
+        );
+        uuid::Uuid::new_v7(ts).to_string()
+    }
+
+    #[test]
+    fn a_request_id_sorts_within_the_millisecond_it_started() {
+        for ms in [0, 1, 65_535, 65_536, 1_764_460_000_123, (1 << 48) - 2] {
+            let id = v7_at(ms);
+            assert!(v7_floor(ms) <= id, "{id} below the floor of {ms}");
+            assert!(id < v7_floor(ms + 1), "{id} above the floor of {}", ms + 1);
+            assert!(v7_floor(ms - 1) < v7_floor(ms) || ms == 0);
+        }
+        // Out of range bounds clamp rather than wrap.
+        assert_eq!(v7_floor(-5), v7_floor(0));
+        assert!(v7_floor(i64::MAX) > v7_at(1_764_460_000_123));
     }
 }

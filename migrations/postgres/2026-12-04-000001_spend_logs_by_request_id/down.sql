@@ -1,0 +1,1 @@
+CREATE INDEX IF NOT EXISTS spend_logs_start_time ON spend_logs (start_time);
