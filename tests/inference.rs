@@ -186,8 +186,14 @@ async fn metrics_count_requests_tokens_and_actor_mailboxes() {
         .status,
         401
     );
-    // Spend and logs are settled off the request path: give them a moment.
-    actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Tokens are counted as settlements reach SpendActor, off the request
+    // path (a worker hands them over every spend.flush_interval_ms).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while metric(&gw, r#"tollgate_tokens_total{model="m",kind="completion"}"#).await == 0.0
+        && std::time::Instant::now() < deadline
+    {
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let text = get(&gw, "/metrics", None).await.text();
     assert!(
         text.contains(r#"tollgate_requests_total{model="m",endpoint="chat",status="200"} 3"#),

@@ -80,7 +80,7 @@ async fn every_actor_that_panics_is_restarted_and_requests_keep_working() {
         assert_eq!(restarts, 1.0, "{actor} restarted once and it was counted");
     }
     // Spend and the request log kept working through their actors' restarts.
-    // (settlements reach SpendActor in batches, every 100 ms)
+    // (settlements reach SpendActor in batches, every spend.flush_interval_ms)
     let mut tokens = 0.0;
     for _ in 0..50 {
         tokens = metric(
