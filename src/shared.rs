@@ -245,25 +245,27 @@ impl Redis {
             return Err("redis is unreachable (probing it in the background)".into());
         }
         let pool = self.current_pool();
+        // Each error says whether Redis was out of reach (true) or
+        // answered with an error of its own.
         let attempt = async {
-            let conn = pool.get_owned().await.map_err(|e| e.to_string())?;
-            op(conn).await.map_err(|e| e.to_string())
+            let conn = pool.get_owned().await.map_err(|e| (true, e.to_string()))?;
+            op(conn).await.map_err(|e| (unreachable(&e), e.to_string()))
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            Err(_) => Err((true, format!("no answer within {} ms", timeout.as_millis()))),
         };
         self.learn(&result);
-        result
+        result.map_err(|(_, e)| e)
     }
 
     /// Tells the breaker. Connections that stopped answering look healthy
     /// to the pool, so a fresh pool starts when an outage begins and again
     /// when it ends.
-    fn learn<T>(&self, result: &Result<T, String>) {
+    fn learn<T>(&self, result: &Result<T, (bool, String)>) {
         let transition = match result {
-            Ok(_) => self.breaker.success(),
-            Err(e) => self.breaker.failure(e),
+            Err((true, e)) => self.breaker.failure(e),
+            Ok(_) | Err((false, _)) => self.breaker.success(),
         };
         if transition {
             self.reset_pool();
@@ -302,7 +304,8 @@ impl Redis {
             Ok(r) => r.map(|_| ()),
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         };
-        self.learn(&result);
+        // While down, any error keeps it down: only a PONG closes the breaker.
+        self.learn(&result.clone().map_err(|e| (true, e)));
         result
     }
 
@@ -471,5 +474,89 @@ impl Redis {
         })
         .await
         .map(|_| ())
+    }
+}
+
+/// Whether an error means Redis is out of reach — which opens the breaker
+/// and moves every replica's limits to their local view — rather than an
+/// answer from a server that is up (a script's error, a wrong type), which
+/// says nothing about its availability: treating those as an outage would
+/// flip the whole fleet to local counting over one bad reply.
+fn unreachable(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::TryAgain
+            ) | ErrorKind::AuthenticationFailed
+        )
+}
+
+#[cfg(test)]
+mod reachability_tests {
+    use super::unreachable;
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    #[test]
+    fn only_errors_of_reaching_redis_count_as_it_being_down() {
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let reset = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let loading = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::BusyLoading),
+            "LOADING Redis is loading the dataset in memory",
+        ));
+        for down in [&refused, &reset, &loading] {
+            assert!(unreachable(down), "{down}");
+        }
+        let script = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "ERR user_script:1: attempt to compare nil with number",
+        ));
+        let wrong_type = RedisError::from((ErrorKind::UnexpectedReturnType, "expected an integer"));
+        for answered in [&script, &wrong_type] {
+            assert!(!unreachable(answered), "{answered}");
+        }
+    }
+
+    /// Against the tests' Redis (see .ci/run) and a port nobody listens on.
+    #[actix_rt::test]
+    async fn a_script_error_leaves_the_breaker_closed_and_a_refusal_opens_it() {
+        use super::{Breaker, Redis};
+        use std::time::Duration;
+        let url = std::env::var("TOLLGATE_TEST_REDIS")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let failing_script = |mut c: bb8::PooledConnection<'static, _>| async move {
+            redis::cmd("EVAL")
+                .arg("return error('boom')")
+                .arg(0)
+                .query_async::<i64>(&mut *c)
+                .await
+        };
+        let up = Breaker::new("redis", Default::default());
+        let redis = Redis::connect(&url, "t-reach", Duration::from_secs(2), up.clone()).unwrap();
+        let answer = redis.run(true, failing_script).await;
+        assert!(answer.is_err_and(|e| e.contains("boom")));
+        assert!(!up.is_open(), "a reply opened the breaker");
+
+        let down = Breaker::new("redis", Default::default());
+        let nobody = Redis::connect(
+            "redis://127.0.0.1:1",
+            "t-reach",
+            Duration::from_secs(2),
+            down.clone(),
+        )
+        .unwrap();
+        assert!(nobody.run(true, failing_script).await.is_err());
+        assert!(
+            down.is_open(),
+            "a refused connection left the breaker closed"
+        );
     }
 }
