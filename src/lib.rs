@@ -489,7 +489,6 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     // A tracing span per request (its request id on every log line) costs
     // a few µs: on by default, `logging.request_spans = false` turns it off.
     let trace_requests = request_spans(&config);
-    let spend_every = Duration::from_millis(config.spend.flush_interval_ms);
     let gw = gateway.clone();
     let server = HttpServer::new(move || {
         // Runs once per worker thread: each worker gets its own
@@ -528,7 +527,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         };
         let spend = SpendBuffer::start(
             spool_dir.clone(),
-            spend_every,
+            Duration::from_millis(gw.config.spend.flush_interval_ms),
             gw.spend.clone(),
             gw.metrics.clone(),
         );

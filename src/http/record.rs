@@ -78,15 +78,6 @@ pub struct RequestRecord {
     pub keep_content: bool,
 }
 
-/// The spend log's request id: a UUIDv7 whose time is the request's
-/// start_time to the millisecond, so that spend logs are found by time
-/// through this primary key (`store::spend::v7_floor`).
-fn call_id(started_ms: i64) -> String {
-    let ms = u64::try_from(started_ms).unwrap_or(0);
-    let ts = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000);
-    uuid::Uuid::new_v7(ts).to_string()
-}
-
 impl RequestRecord {
     /// The metrics of the request's model group.
     pub fn meters(&self) -> Option<&crate::metrics::GroupMeters> {
@@ -107,7 +98,7 @@ impl RequestRecord {
             gw,
             spend,
             request_id,
-            call_id: call_id(started_ms),
+            call_id: crate::store::spend_log_id(started_ms),
             started: Instant::now(),
             started_ms,
             first_chunk_ms: None,

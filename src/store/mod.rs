@@ -22,7 +22,7 @@ pub use models::{
     BudgetRow, CustomerRow, KeyModelSpendRow, KeyRow, MemberRow, OrgMemberRow, OrgRow, SpendLogRow,
     TeamRow, UserRow,
 };
-pub use spend::{SpendCommit, SpendFilter};
+pub use spend::{spend_log_id, SpendCommit, SpendFilter};
 
 use crate::breaker::Breaker;
 use schema::{keys, team_members, teams, users};

@@ -18,6 +18,14 @@ const SPEND_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// generator keeps its ids increasing when the clock steps back.
 const V7_SLACK_MS: i64 = 3_600_000;
 
+/// The spend log's request id for a request started at `ms`: a UUIDv7 of
+/// that very millisecond, so that [`v7_floor`] bounds it.
+pub fn spend_log_id(ms: i64) -> String {
+    let ms = u64::try_from(ms).unwrap_or(0);
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000);
+    uuid::Uuid::new_v7(ts).to_string()
+}
+
 /// The least request id (a UUIDv7 as text, `tttttttt-tttt-7…`) of a
 /// request started at `ms`: ids of later requests sort above it, of
 /// earlier ones below. Spend log rows are listed and bounded in time by
@@ -214,16 +222,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::v7_floor;
-
-    fn v7_at(ms: i64) -> String {
-        let ts = uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            (ms / 1000) as u64,
-            ((ms % 1000) * 1_000_000) as u32,
-        );
-        uuid::Uuid::new_v7(ts).to_string()
-    }
+    use super::{spend_log_id as v7_at, v7_floor};
 
     #[test]
     fn a_request_id_sorts_within_the_millisecond_it_started() {
