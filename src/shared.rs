@@ -16,7 +16,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bb8_redis::RedisConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -159,7 +159,7 @@ impl Redis {
         timeout: Duration,
         breaker: Arc<Breaker>,
     ) -> Result<Redis, String> {
-        let pool = Redis::pool(url, timeout)?;
+        let pool = Redis::pool(url, timeout, &breaker)?;
         Ok(Redis {
             pool: Arc::new(RwLock::new(pool)),
             url: url.to_string(),
@@ -172,13 +172,18 @@ impl Redis {
         })
     }
 
-    fn pool(url: &str, timeout: Duration) -> Result<bb8::Pool<RedisConnectionManager>, String> {
+    fn pool(
+        url: &str,
+        timeout: Duration,
+        breaker: &Arc<Breaker>,
+    ) -> Result<bb8::Pool<RedisConnectionManager>, String> {
         let manager = RedisConnectionManager::new(url).map_err(|e| e.to_string())?;
         Ok(bb8::Pool::builder()
             .max_size(16)
             .min_idle(Some(0))
             .connection_timeout(timeout)
             .retry_connection(false)
+            .error_sink(breaker.connect_errors())
             .build_unchecked(manager))
     }
 
@@ -190,7 +195,7 @@ impl Redis {
     }
 
     fn reset_pool(&self) {
-        let Ok(fresh) = Redis::pool(&self.url, self.timeout) else {
+        let Ok(fresh) = Redis::pool(&self.url, self.timeout, &self.breaker) else {
             return;
         };
         match self.pool.write() {
@@ -245,16 +250,31 @@ impl Redis {
             return Err("redis is unreachable (probing it in the background)".into());
         }
         let pool = self.current_pool();
-        // Each error says whether Redis was out of reach (true) or
+        let began = Instant::now();
+        // Each error says whether Redis was out of reach, slow, or
         // answered with an error of its own.
         let attempt = async {
-            let conn = pool.get_owned().await.map_err(|e| (true, e.to_string()))?;
-            op(conn).await.map_err(|e| (unreachable(&e), e.to_string()))
+            let conn = pool.get_owned().await.map_err(|e| match e {
+                bb8::RunError::TimedOut => (Fault::Slow, e.to_string()),
+                bb8::RunError::User(e) => (fault(&e), e.to_string()),
+            })?;
+            op(conn).await.map_err(|e| (fault(&e), e.to_string()))
         };
         let result = match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
-            Err(_) => Err((true, format!("no answer within {} ms", timeout.as_millis()))),
+            Err(_) => Err((
+                Fault::Slow,
+                format!("no answer within {} ms", timeout.as_millis()),
+            )),
         };
+        // A wait for a connection that could not be opened: refused.
+        let result = result.map_err(|(f, why)| match f {
+            Fault::Slow => match self.breaker.connect_failed_since(began) {
+                Some(refused) => (Fault::Unreachable, refused),
+                None => (f, why),
+            },
+            _ => (f, why),
+        });
         self.learn(&result);
         result.map_err(|(_, e)| e)
     }
@@ -262,10 +282,11 @@ impl Redis {
     /// Tells the breaker. Connections that stopped answering look healthy
     /// to the pool, so a fresh pool starts when an outage begins and again
     /// when it ends.
-    fn learn<T>(&self, result: &Result<T, (bool, String)>) {
+    fn learn<T>(&self, result: &Result<T, (Fault, String)>) {
         let transition = match result {
-            Err((true, e)) => self.breaker.failure(e),
-            Ok(_) | Err((false, _)) => self.breaker.success(),
+            Err((Fault::Unreachable, e)) => self.breaker.failure(e),
+            Err((Fault::Slow, e)) => self.breaker.timed_out(e),
+            Ok(_) | Err((Fault::Answered, _)) => self.breaker.success(),
         };
         if transition {
             self.reset_pool();
@@ -305,7 +326,7 @@ impl Redis {
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         };
         // While down, any error keeps it down: only a PONG closes the breaker.
-        self.learn(&result.clone().map_err(|e| (true, e)));
+        self.learn(&result.clone().map_err(|e| (Fault::Unreachable, e)));
         result
     }
 
@@ -482,10 +503,22 @@ impl Redis {
 /// answer from a server that is up (a script's error, a wrong type), which
 /// says nothing about its availability: treating those as an outage would
 /// flip the whole fleet to local counting over one bad reply.
-fn unreachable(e: &redis::RedisError) -> bool {
+/// What a failed Redis call says about Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Refused, broken, or not serving: down.
+    Unreachable,
+    /// No answer in time: down only if it goes on (`Breaker::timed_out`).
+    Slow,
+    /// Redis answered, with an error about the command: up.
+    Answered,
+}
+
+fn fault(e: &redis::RedisError) -> Fault {
     use redis::{ErrorKind, ServerErrorKind};
-    e.is_io_error()
-        || e.is_timeout()
+    if e.is_timeout() {
+        Fault::Slow
+    } else if e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || matches!(
@@ -497,15 +530,20 @@ fn unreachable(e: &redis::RedisError) -> bool {
                     | ServerErrorKind::TryAgain
             ) | ErrorKind::AuthenticationFailed
         )
+    {
+        Fault::Unreachable
+    } else {
+        Fault::Answered
+    }
 }
 
 #[cfg(test)]
 mod reachability_tests {
-    use super::unreachable;
+    use super::{fault, Fault};
     use redis::{ErrorKind, RedisError, ServerErrorKind};
 
     #[test]
-    fn only_errors_of_reaching_redis_count_as_it_being_down() {
+    fn only_errors_of_reaching_redis_count_as_it_being_down_and_timeouts_as_slow() {
         let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         let reset = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         let loading = RedisError::from((
@@ -513,15 +551,17 @@ mod reachability_tests {
             "LOADING Redis is loading the dataset in memory",
         ));
         for down in [&refused, &reset, &loading] {
-            assert!(unreachable(down), "{down}");
+            assert_eq!(fault(down), Fault::Unreachable, "{down}");
         }
+        let slow = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(fault(&slow), Fault::Slow, "{slow}");
         let script = RedisError::from((
             ErrorKind::Server(ServerErrorKind::ResponseError),
             "ERR user_script:1: attempt to compare nil with number",
         ));
         let wrong_type = RedisError::from((ErrorKind::UnexpectedReturnType, "expected an integer"));
         for answered in [&script, &wrong_type] {
-            assert!(!unreachable(answered), "{answered}");
+            assert_eq!(fault(answered), Fault::Answered, "{answered}");
         }
     }
 

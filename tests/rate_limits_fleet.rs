@@ -224,10 +224,10 @@ async fn without_redis_each_replica_keeps_its_share_and_sharing_resumes() {
     let gw0 = &fleet.gws[0];
     // Shared again: the other replica's admissions count against the same
     // (fleet-wide) limit; the 20 in Redis are nearly used up already.
-    // On a loaded machine one Redis call can still time out and open a
-    // replica's breaker for a moment (a known weakness: one timeout is
-    // enough), mixing shared and local counting for that burst; a fresh
-    // key is tried again then, at most three times.
+    // A lone slow Redis call no longer opens a breaker, but a machine
+    // loaded by parallel tests can stall Redis calls for longer than
+    // that, mixing shared and local counting for a burst; a fresh key is
+    // tried again then, at most three times.
     let mut bursts = Vec::new();
     for _ in 0..3 {
         let key2 = generate(gw0, json!({"rpm_limit": 4})).await;

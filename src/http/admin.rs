@@ -49,7 +49,9 @@ pub fn store(st: &WorkerState) -> Result<&Store, GatewayError> {
 
 pub fn store_error(e: StoreError) -> GatewayError {
     match e {
-        StoreError::Unavailable(m) => GatewayError::Unavailable(format!("database: {m}")),
+        StoreError::Unavailable(m) | StoreError::Slow(m) => {
+            GatewayError::Unavailable(format!("database: {m}"))
+        }
         StoreError::Duplicate(m) => management_error(409, "bad_request_error", m, None),
         other => {
             tracing::error!(error = %other, "database error");

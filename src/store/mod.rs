@@ -72,6 +72,9 @@ impl std::fmt::Debug for Store {
 pub enum StoreError {
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// No answer in time: a stall or an outage (see `Breaker::timed_out`).
+    #[error("the database did not answer in time: {0}")]
+    Slow(String),
     #[error("duplicate value: {0}")]
     Duplicate(String),
     #[error("database error: {0}")]
@@ -108,9 +111,7 @@ fn is_connection_message(m: &str) -> bool {
 
 fn pool_error<E: std::fmt::Display>(e: bb8::RunError<E>) -> StoreError {
     match e {
-        bb8::RunError::TimedOut => {
-            StoreError::Unavailable("timed out waiting for a database connection".into())
-        }
+        bb8::RunError::TimedOut => StoreError::Slow("no connection came free in time".into()),
         bb8::RunError::User(e) => StoreError::Unavailable(e.to_string()),
     }
 }
@@ -251,7 +252,7 @@ impl Store {
         timeout: Duration,
         breaker: Arc<Breaker>,
     ) -> Result<Store, StoreError> {
-        let pools = Store::build_pools(url, pool_size, timeout).await?;
+        let pools = Store::build_pools(url, pool_size, timeout, &breaker).await?;
         // A local file is never "unreachable"; what makes SQLite slow is a
         // writer holding the lock, which busy_timeout (5 s) already waits
         // out. Give it that long, and never open the breaker for it.
@@ -292,6 +293,7 @@ impl Store {
             &self.inner.url,
             self.inner.pool_size,
             self.inner.timeout,
+            &self.inner.breaker,
         ));
         match self.inner.pools.write() {
             Ok(mut p) => *p = fresh,
@@ -300,7 +302,12 @@ impl Store {
         tracing::warn!("database connections stopped answering: the pool was replaced");
     }
 
-    fn pg_pool(url: &str, pool_size: u32, timeout: Duration) -> Pool<AsyncPgConnection> {
+    fn pg_pool(
+        url: &str,
+        pool_size: u32,
+        timeout: Duration,
+        breaker: &Arc<Breaker>,
+    ) -> Pool<AsyncPgConnection> {
         // A connection attempt that hangs (a host that accepts and never
         // answers) would hold its pool slot for good: bound it.
         let mut config = ManagerConfig::<AsyncPgConnection>::default();
@@ -324,6 +331,7 @@ impl Store {
             .min_idle(Some(0))
             .connection_timeout(timeout)
             .retry_connection(false)
+            .error_sink(breaker.connect_errors())
             .build_unchecked(manager)
     }
 
@@ -354,18 +362,32 @@ impl Store {
         }
         let inner = &self.inner;
         let remote = Store::is_postgres(&inner.url);
+        let began = std::time::Instant::now();
         let result = match tokio::time::timeout(timeout, op).await {
-            Err(_) => Err(StoreError::Unavailable(format!(
+            Err(_) => Err(StoreError::Slow(format!(
                 "no answer within {} ms",
                 timeout.as_millis()
             ))),
             Ok(r) => r,
+        };
+        // A wait for a connection that could not be opened: refused.
+        let result = match result {
+            Err(StoreError::Slow(why)) => Err(match inner.breaker.connect_failed_since(began) {
+                Some(refused) => StoreError::Unavailable(refused),
+                None => StoreError::Slow(why),
+            }),
+            r => r,
         };
         match &result {
             Err(StoreError::Unavailable(why)) if remote => {
                 // Connections that stopped answering look healthy to the
                 // pool: start from a fresh one when the outage begins...
                 if inner.breaker.failure(why) {
+                    self.reset_pool();
+                }
+            }
+            Err(StoreError::Slow(why)) if remote => {
+                if inner.breaker.timed_out(why) {
                     self.reset_pool();
                 }
             }
@@ -384,9 +406,12 @@ impl Store {
         url: &str,
         pool_size: u32,
         timeout: Duration,
+        breaker: &Arc<Breaker>,
     ) -> Result<Pools, StoreError> {
         if Store::is_postgres(url) {
-            Ok(Pools::Postgres(Store::pg_pool(url, pool_size, timeout)))
+            Ok(Pools::Postgres(Store::pg_pool(
+                url, pool_size, timeout, breaker,
+            )))
         } else {
             let path = sqlite_path(url).to_string();
             if path.is_empty() {
