@@ -25,6 +25,7 @@ on_both_backends!(
     organization_rate_limits_hold_for_all_its_teams,
     users_join_available_teams_themselves,
     litellm_metrics_name_the_team_alias_and_what_is_left_of_model_limits,
+    a_refused_team_or_organization_leaves_no_users_behind,
 );
 
 async fn ok(r: Resp) -> Value {
@@ -877,6 +878,68 @@ async fn litellm_metrics_name_the_team_alias_and_what_is_left_of_model_limits(ba
             .unwrap_or_else(|| panic!("no {family} line for the team:\n{text}"));
         assert!(line.contains("team_alias=\"Search Team\""), "{line}");
     }
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn a_refused_team_or_organization_leaves_no_users_behind(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["m"]).await;
+    // The first member is fine, the second is not: nothing is written.
+    let bad_second = |role: &str| {
+        json!([
+            {"user_id": "early", "role": role},
+            {"user_id": "late", "role": "owner"},
+        ])
+    };
+    let r = post_json(
+        &gw,
+        "/team/new",
+        MASTER,
+        json!({"team_id": "t", "members_with_roles": bad_second("user")}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post_json(
+        &gw,
+        "/organization/new",
+        MASTER,
+        json!({"organization_id": "o", "members": bad_second("internal_user")}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post_json(
+        &gw,
+        "/team/new",
+        MASTER,
+        json!({"team_id": "t2", "members_with_roles": [
+            {"user_id": "early", "role": "user"},
+            {"role": "user"},
+        ]}),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    for (path, id) in [("/team/info?team_id=", "t"), ("/team/info?team_id=", "t2")] {
+        let r = get(&gw, &format!("{path}{id}"), Some(MASTER)).await;
+        assert_eq!(r.status, 404, "{id}: {}", r.text());
+    }
+
+    // Adding members to a team that exists: the same.
+    ok(post_json(&gw, "/team/new", MASTER, json!({"team_id": "t3"})).await).await;
+    let r = post_json(
+        &gw,
+        "/team/member_add",
+        MASTER,
+        json!({"team_id": "t3", "member": bad_second("user")}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = get(&gw, "/user/info?user_id=early", Some(MASTER)).await;
+    assert_eq!(
+        r.status,
+        404,
+        "a refused request created a user: {}",
+        r.text()
+    );
     gw.stop().await;
     db.cleanup().await;
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::admin::*;
 use super::roles::{caller, is_org_admin, Caller};
-use super::teams::{existing_user, resolve_user, team_json};
+use super::teams::{check_member, existing_user, resolve_user, team_json};
 use super::WorkerState;
 use crate::error::GatewayError;
 use crate::shared::Invalidation;
@@ -258,9 +258,12 @@ pub async fn new(
     };
     body.apply(store, &mut row, now).await?;
     row.spend = body.spend.unwrap_or(0.0);
-    let mut members: Vec<OrgMemberRow> = Vec::new();
     for m in &body.members {
         check_org_role(&m.role)?;
+        check_member(m.user_id.as_deref(), m.user_email.as_deref())?;
+    }
+    let mut members: Vec<OrgMemberRow> = Vec::new();
+    for m in &body.members {
         let user_id =
             resolve_user(store, m.user_id.as_deref(), m.user_email.as_deref(), now).await?;
         if !members.iter().any(|x| x.user_id == user_id) {
@@ -448,13 +451,16 @@ pub async fn member_add(
         OneOrMany::Many(v) => v,
     };
     let now = now_ms();
-    let mut added = Vec::new();
     for m in &members {
         check_org_role(&m.role)?;
+        check_member(m.user_id.as_deref(), m.user_email.as_deref())?;
         // Only proxy admins make org admins.
         if m.role == "org_admin" && !caller.is_admin() {
             return Err(forbidden("Only proxy admins can add organization admins."));
         }
+    }
+    let mut added = Vec::new();
+    for m in &members {
         let user_id =
             resolve_user(store, m.user_id.as_deref(), m.user_email.as_deref(), now).await?;
         let row = OrgMemberRow {

@@ -79,12 +79,9 @@ pub(super) async fn resolve_user(
     user_email: Option<&str>,
     now: i64,
 ) -> Result<String, GatewayError> {
-    if let Some(e) = user_email {
-        check_name("user_email", e)?;
-    }
+    check_member(user_id, user_email)?;
     match (user_id, user_email) {
         (Some(id), email) => {
-            check_name("user_id", id)?;
             ensure_user(store, id, email, None, now).await?;
             Ok(id.to_string())
         }
@@ -96,13 +93,45 @@ pub(super) async fn resolve_user(
             ensure_user(store, &id, Some(email), None, now).await?;
             Ok(id)
         }
-        (None, None) => Err(management_error(
-            422,
-            "validation_error",
-            "Either user_id or user_email must be provided",
-            Some("member"),
-        )),
+        (None, None) => Err(no_member()),
     }
+}
+
+/// What `resolve_user` refuses, checked before anything is written: a
+/// request that names a bad member must not leave users behind.
+pub(super) fn check_member(
+    user_id: Option<&str>,
+    user_email: Option<&str>,
+) -> Result<(), GatewayError> {
+    if let Some(e) = user_email {
+        check_name("user_email", e)?;
+    }
+    if let Some(id) = user_id {
+        check_name("user_id", id)?;
+    }
+    if user_id.is_none() && user_email.is_none() {
+        return Err(no_member());
+    }
+    Ok(())
+}
+
+fn already_in_team(user_id: &str, existing: &[MemberRow]) -> GatewayError {
+    bad_request(
+        format!(
+            "User={user_id} already in team. Existing members={:?}",
+            existing.iter().map(|e| &e.user_id).collect::<Vec<_>>()
+        ),
+        Some("member"),
+    )
+}
+
+fn no_member() -> GatewayError {
+    management_error(
+        422,
+        "validation_error",
+        "Either user_id or user_email must be provided",
+        Some("member"),
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -340,9 +369,12 @@ pub async fn new(
     body.apply(&mut row, now)?;
     row.spend = body.spend.unwrap_or(0.0);
     check_within_org(store, &row).await?;
-    let mut members: Vec<MemberRow> = Vec::new();
     for m in &body.members_with_roles {
         check_role(&m.role)?;
+        check_member(m.user_id.as_deref(), m.user_email.as_deref())?;
+    }
+    let mut members: Vec<MemberRow> = Vec::new();
+    for m in &body.members_with_roles {
         let user_id =
             resolve_user(store, m.user_id.as_deref(), m.user_email.as_deref(), now).await?;
         if !members.iter().any(|x| x.user_id == user_id) {
@@ -665,19 +697,21 @@ pub async fn member_add(
     }
     let existing = store.members(&row.team_id).await.map_err(store_error)?;
     let now = now_ms();
-    let mut resolved = Vec::with_capacity(members.len());
     for m in &members {
         check_role(&m.role)?;
+        check_member(m.user_id.as_deref(), m.user_email.as_deref())?;
+        if let Some(id) = m.user_id.as_deref() {
+            if existing.iter().any(|e| e.user_id == id) {
+                return Err(already_in_team(id, &existing));
+            }
+        }
+    }
+    let mut resolved = Vec::with_capacity(members.len());
+    for m in &members {
         let user_id =
             resolve_user(store, m.user_id.as_deref(), m.user_email.as_deref(), now).await?;
         if existing.iter().any(|e| e.user_id == user_id) {
-            return Err(bad_request(
-                format!(
-                    "User={user_id} already in team. Existing members={:?}",
-                    existing.iter().map(|e| &e.user_id).collect::<Vec<_>>()
-                ),
-                Some("member"),
-            ));
+            return Err(already_in_team(&user_id, &existing));
         }
         resolved.push((user_id, m.role.clone()));
     }
