@@ -26,6 +26,7 @@ on_both_backends!(
     users_join_available_teams_themselves,
     litellm_metrics_name_the_team_alias_and_what_is_left_of_model_limits,
     a_refused_team_or_organization_leaves_no_users_behind,
+    concurrent_edits_of_a_team_are_never_silently_lost,
 );
 
 async fn ok(r: Resp) -> Value {
@@ -940,6 +941,57 @@ async fn a_refused_team_or_organization_leaves_no_users_behind(backend: Backend)
         "a refused request created a user: {}",
         r.text()
     );
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn concurrent_edits_of_a_team_are_never_silently_lost(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["m"]).await;
+    let types = ["success", "failure", "success_and_failure"];
+    let mut conflicts = 0;
+    for t in 0..8 {
+        let team = format!("t{t}");
+        ok(post_json(&gw, "/team/new", MASTER, json!({"team_id": team})).await).await;
+        // Three callbacks and a rename, all at once: each is either in
+        // effect afterwards or was refused with 409, never answered 200
+        // and then overwritten by another.
+        let add = |kind: &'static str| {
+            let (gw, path) = (&gw, format!("/team/{team}/callback"));
+            async move {
+                let body = json!({"callback_name": "langfuse", "callback_type": kind,
+                    "callback_vars": {"langfuse_public_key": "pk", "langfuse_secret_key": "sk"}});
+                (kind, post_json(gw, &path, MASTER, body).await.status)
+            }
+        };
+        let rename = post_json(
+            &gw,
+            "/team/update",
+            MASTER,
+            json!({"team_id": team, "team_alias": "renamed"}),
+        );
+        let (a, b, c, r) = tokio::join!(add(types[0]), add(types[1]), add(types[2]), rename);
+        let info = ok(get(&gw, &format!("/team/info?team_id={team}"), Some(MASTER)).await).await;
+        let logging = info["team_info"]["metadata"]["logging"].clone();
+        for (kind, status) in [a, b, c] {
+            let present = logging
+                .as_array()
+                .is_some_and(|l| l.iter().any(|e| e["callback_type"] == kind));
+            match status {
+                200 => assert!(
+                    present,
+                    "{team}: {kind} answered 200 but was lost: {logging}"
+                ),
+                409 => conflicts += 1,
+                other => panic!("{team}: {kind}: {other}"),
+            }
+        }
+        match r.status {
+            200 => assert_eq!(info["team_info"]["team_alias"], "renamed", "{info}"),
+            409 => conflicts += 1,
+            other => panic!("{team}: rename: {other} {}", r.text()),
+        }
+    }
+    eprintln!("{backend:?}: {conflicts} of 32 edits refused as conflicts");
     gw.stop().await;
     db.cleanup().await;
 }

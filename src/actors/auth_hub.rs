@@ -161,12 +161,7 @@ async fn listen(pubsub: redis::aio::PubSub, hub: &Addr<AuthHub>) {
                 let Ok(payload) = msg.get_payload::<String>() else {
                     continue;
                 };
-                match serde_json::from_str::<Invalidation>(&payload) {
-                    Ok(what) => hub.do_send(Received(what)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "ignoring a malformed invalidation message")
-                    }
-                }
+                hub.do_send(Received(read_invalidation(&payload)));
             }
             _ = keepalive.tick() => {
                 match actix_rt::time::timeout(KEEPALIVE_DEADLINE, sink.ping::<redis::Value>()).await {
@@ -240,5 +235,35 @@ impl Handler<Changed> for AuthHub {
                 None => Ok(()),
             }
         })
+    }
+}
+
+/// A message this replica cannot read (from a newer release during a
+/// rolling upgrade, say) may revoke anything: every entry is checked again
+/// rather than the message dropped.
+fn read_invalidation(payload: &str) -> Invalidation {
+    serde_json::from_str(payload).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "an invalidation message this release cannot read: checking every cached entry again");
+        Invalidation::All
+    })
+}
+
+#[cfg(test)]
+mod invalidation_tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_invalidation_checks_everything_again() {
+        assert_eq!(
+            read_invalidation(r#"{"kind":"team","id":"t1"}"#),
+            Invalidation::Team("t1".into())
+        );
+        for unknown in [
+            r#"{"kind":"project","id":"p1"}"#,
+            "not json",
+            r#"{"kind":7}"#,
+        ] {
+            assert_eq!(read_invalidation(unknown), Invalidation::All, "{unknown}");
+        }
     }
 }

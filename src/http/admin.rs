@@ -53,6 +53,7 @@ pub fn store_error(e: StoreError) -> GatewayError {
             GatewayError::Unavailable(format!("database: {m}"))
         }
         StoreError::Duplicate(m) => management_error(409, "bad_request_error", m, None),
+        StoreError::Conflict(m) => management_error(409, "conflict_error", m, None),
         other => {
             tracing::error!(error = %other, "database error");
             GatewayError::Internal("database error".into())

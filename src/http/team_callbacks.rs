@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::admin::*;
 use super::roles::caller;
-use super::teams::{load_managed, team_changed, team_json};
+use super::teams::{edit_team, load_managed, team_changed, team_json, write_error};
 use super::WorkerState;
 use crate::error::GatewayError;
 use crate::observe::keyed::{self, Events, LOGGING_DISABLED};
@@ -73,25 +73,31 @@ fn in_effect(team_id: &str, meta: &Map<String, Value>) -> Value {
     })
 }
 
-/// The team named in the path, if the caller may manage it.
-async fn managed(
+/// Changes the metadata of the team named in the path, if the caller may
+/// manage it: read, `edit`, written back (again from a fresh read if
+/// another write came in between).
+async fn edit_metadata(
     st: &WorkerState,
     req: &HttpRequest,
     team_id: &str,
+    mut edit: impl FnMut(&mut Map<String, Value>) -> Result<(), GatewayError>,
 ) -> Result<TeamRow, GatewayError> {
     let caller = caller(st, req).await?;
-    load_managed(st, &caller, team_id, req.path()).await
-}
-
-async fn save(
-    st: &WorkerState,
-    mut row: TeamRow,
-    meta: Map<String, Value>,
-) -> Result<TeamRow, GatewayError> {
     let store = store(st)?;
-    row.metadata = Value::Object(meta).to_string();
-    row.updated_at = now_ms();
-    store.update_team(&row, None).await.map_err(store_error)?;
+    let row = edit_team(async || {
+        let mut row = load_managed(st, &caller, team_id, req.path()).await?;
+        let read_at = row.updated_at;
+        let mut meta = metadata(&row);
+        edit(&mut meta)?;
+        row.metadata = Value::Object(meta).to_string();
+        row.updated_at = now_ms();
+        store
+            .update_team(&row, None, read_at)
+            .await
+            .map_err(write_error)?;
+        Ok(row)
+    })
+    .await?;
     team_changed(st, store, &row.team_id).await?;
     Ok(row)
 }
@@ -104,7 +110,8 @@ pub async fn add(
 ) -> Result<HttpResponse, GatewayError> {
     let team_id = path.into_inner();
     // Who is asking comes before what they sent.
-    let row = managed(&st, &req, &team_id).await?;
+    let caller = caller(&st, &req).await?;
+    load_managed(&st, &caller, &team_id, req.path()).await?;
     let body: AddCallback = json_body(&st, &req, payload).await?;
     if !keyed::is_langfuse(&body.callback_name) {
         return Err(bad_request(
@@ -145,30 +152,33 @@ pub async fn add(
             ));
         }
     }
-    let mut meta = metadata(&row);
-    let mut list = entries(&meta);
-    let exists = list.iter().any(|e| {
-        e.get("callback_name").and_then(Value::as_str) == Some(body.callback_name.as_str())
-            && e.get("callback_type").and_then(Value::as_str) == Some(body.callback_type.as_str())
-    });
-    if exists {
-        return Err(bad_request(
-            format!(
-                "callback_name = {} already exists in team_callback_settings, for team_id = {team_id} and event = {}",
-                body.callback_name, body.callback_type
-            ),
-            Some("callback_name"),
-        ));
-    }
-    list.push(json!({
-        "callback_name": body.callback_name,
-        "callback_type": body.callback_type,
-        "callback_vars": body.callback_vars,
-    }));
-    meta.insert("logging".into(), Value::Array(list));
-    // Adding a callback turns the team's logging back on.
-    meta.remove(LOGGING_DISABLED);
-    let row = save(&st, row, meta).await?;
+    let row = edit_metadata(&st, &req, &team_id, |meta| {
+        let mut list = entries(meta);
+        let exists = list.iter().any(|e| {
+            e.get("callback_name").and_then(Value::as_str) == Some(body.callback_name.as_str())
+                && e.get("callback_type").and_then(Value::as_str)
+                    == Some(body.callback_type.as_str())
+        });
+        if exists {
+            return Err(bad_request(
+                format!(
+                    "callback_name = {} already exists in team_callback_settings, for team_id = {team_id} and event = {}",
+                    body.callback_name, body.callback_type
+                ),
+                Some("callback_name"),
+            ));
+        }
+        list.push(json!({
+            "callback_name": body.callback_name,
+            "callback_type": body.callback_type,
+            "callback_vars": body.callback_vars,
+        }));
+        meta.insert("logging".into(), Value::Array(list));
+        // Adding a callback turns the team's logging back on.
+        meta.remove(LOGGING_DISABLED);
+        Ok(())
+    })
+    .await?;
     let members = store(&st)?
         .members(&row.team_id)
         .await
@@ -182,7 +192,8 @@ pub async fn get(
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
     let team_id = path.into_inner();
-    let row = managed(&st, &req, &team_id).await?;
+    let caller = caller(&st, &req).await?;
+    let row = load_managed(&st, &caller, &team_id, req.path()).await?;
     Ok(HttpResponse::Ok().json(json!({
         "status": "success",
         "data": in_effect(&row.team_id, &metadata(&row)),
@@ -195,22 +206,23 @@ pub async fn delete(
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
     let (team_id, name) = path.into_inner();
-    let row = managed(&st, &req, &team_id).await?;
-    let mut meta = metadata(&row);
-    let list = entries(&meta);
-    let before = list.len();
-    let kept: Vec<Value> = list
-        .into_iter()
-        .filter(|e| e.get("callback_name").and_then(Value::as_str) != Some(name.as_str()))
-        .collect();
-    if kept.len() == before {
-        return Err(not_found(
-            format!("callback_name = {name} is not registered for team_id = {team_id}."),
-            "callback_name",
-        ));
-    }
-    meta.insert("logging".into(), Value::Array(kept));
-    let row = save(&st, row, meta).await?;
+    let row = edit_metadata(&st, &req, &team_id, |meta| {
+        let list = entries(meta);
+        let before = list.len();
+        let kept: Vec<Value> = list
+            .into_iter()
+            .filter(|e| e.get("callback_name").and_then(Value::as_str) != Some(name.as_str()))
+            .collect();
+        if kept.len() == before {
+            return Err(not_found(
+                format!("callback_name = {name} is not registered for team_id = {team_id}."),
+                "callback_name",
+            ));
+        }
+        meta.insert("logging".into(), Value::Array(kept));
+        Ok(())
+    })
+    .await?;
     let effect = in_effect(&row.team_id, &metadata(&row));
     Ok(HttpResponse::Ok().json(json!({
         "status": "success",
@@ -229,15 +241,16 @@ pub async fn disable_logging(
     st: web::Data<WorkerState>,
 ) -> Result<HttpResponse, GatewayError> {
     let team_id = path.into_inner();
-    let row = managed(&st, &req, &team_id).await?;
-    let mut meta = metadata(&row);
-    meta.insert("logging".into(), json!([]));
-    if let Some(Value::Object(cs)) = meta.get_mut("callback_settings") {
-        cs.insert("success_callback".into(), json!([]));
-        cs.insert("failure_callback".into(), json!([]));
-    }
-    meta.insert(LOGGING_DISABLED.into(), Value::Bool(true));
-    let row = save(&st, row, meta).await?;
+    let row = edit_metadata(&st, &req, &team_id, |meta| {
+        meta.insert("logging".into(), json!([]));
+        if let Some(Value::Object(cs)) = meta.get_mut("callback_settings") {
+            cs.insert("success_callback".into(), json!([]));
+            cs.insert("failure_callback".into(), json!([]));
+        }
+        meta.insert(LOGGING_DISABLED.into(), Value::Bool(true));
+        Ok(())
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({
         "status": "success",
         "message": format!("Logging disabled for team {}", row.team_id),

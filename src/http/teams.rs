@@ -14,6 +14,7 @@ use super::roles::{caller, is_org_admin, may_manage_team, Caller};
 use super::WorkerState;
 use crate::error::GatewayError;
 use crate::shared::Invalidation;
+use crate::store::StoreError;
 use crate::store::{now_ms, MemberRow, Store, TeamRow, UserRow};
 
 pub fn team_json(row: &TeamRow, members: &[MemberRow]) -> Value {
@@ -113,6 +114,47 @@ pub(super) fn check_member(
         return Err(no_member());
     }
     Ok(())
+}
+
+/// Why one read-change-write of a team did not happen.
+pub(super) enum EditError {
+    /// Another write came between the read and the write: try again.
+    Conflict(StoreError),
+    Failed(GatewayError),
+}
+
+impl From<GatewayError> for EditError {
+    fn from(e: GatewayError) -> Self {
+        EditError::Failed(e)
+    }
+}
+
+/// `store_error`, except that a conflict is retried by `edit_team`.
+pub(super) fn write_error(e: StoreError) -> EditError {
+    match e {
+        StoreError::Conflict(_) => EditError::Conflict(e),
+        other => EditError::Failed(store_error(other)),
+    }
+}
+
+/// Management writes of a team read it, change it and write the whole row
+/// back; two at once would lose one. `attempt` does one read-change-write
+/// (its write conditional on the row being as read, see
+/// `Store::update_team`), and runs again from a fresh read when another
+/// write came in between; 409 if that keeps happening.
+pub(super) async fn edit_team<T>(
+    mut attempt: impl AsyncFnMut() -> Result<T, EditError>,
+) -> Result<T, GatewayError> {
+    const ATTEMPTS: usize = 8;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(EditError::Failed(e)) => return Err(e),
+            Err(EditError::Conflict(e)) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(|| GatewayError::Internal("no attempt".into()), store_error))
 }
 
 fn already_in_team(user_id: &str, existing: &[MemberRow]) -> GatewayError {
@@ -541,29 +583,36 @@ pub async fn update(
         )
     })?;
     let store = store(&st)?;
-    let mut row = load_managed(&st, &caller, &team_id, req.path()).await?;
-    if body.touches_limits() && !may_administer(&st, &caller, &row).await? {
-        return Err(forbidden(
-            "Team admins may change a team's alias, metadata and model aliases; its models, budgets, limits, organization and blocked state are for proxy admins and organization admins.",
-        ));
-    }
-    if let Some(Some(org)) = &body.organization_id {
-        if !caller.is_admin() && !is_org_admin(&st, org, caller.user_id()).await? {
-            return Err(caller.admin_only(req.path()));
+    let mut row = edit_team(async || {
+        let mut row = load_managed(&st, &caller, &team_id, req.path()).await?;
+        let read_at = row.updated_at;
+        if body.touches_limits() && !may_administer(&st, &caller, &row).await? {
+            return Err(forbidden(
+                "Team admins may change a team's alias, metadata and model aliases; its models, budgets, limits, organization and blocked state are for proxy admins and organization admins.",
+            )
+            .into());
         }
-    }
-    body.apply(&mut row, now_ms())?;
-    check_within_org(store, &row).await?;
-    if !store
-        .update_team(&row, body.spend)
-        .await
-        .map_err(store_error)?
-    {
-        return Err(not_found(
-            format!("Team not found, passed team_id={team_id}"),
-            "team_id",
-        ));
-    }
+        if let Some(Some(org)) = &body.organization_id {
+            if !caller.is_admin() && !is_org_admin(&st, org, caller.user_id()).await? {
+                return Err(caller.admin_only(req.path()).into());
+            }
+        }
+        body.apply(&mut row, now_ms())?;
+        check_within_org(store, &row).await?;
+        if !store
+            .update_team(&row, body.spend, read_at)
+            .await
+            .map_err(write_error)?
+        {
+            return Err(not_found(
+                format!("Team not found, passed team_id={team_id}"),
+                "team_id",
+            )
+            .into());
+        }
+        Ok(row)
+    })
+    .await?;
     if let Some(s) = body.spend {
         row.spend = s;
     }
@@ -880,21 +929,29 @@ async fn change_models(
     let body: TeamModels = json_body(&st, &req, payload).await?;
     check_names("models", &body.models)?;
     let store = store(&st)?;
-    let mut row = load_managed(&st, &caller, &body.team_id, req.path()).await?;
-    let mut models: Vec<String> = serde_json::from_str(&row.models).unwrap_or_default();
-    if add {
-        for m in body.models {
-            if !models.contains(&m) {
-                models.push(m);
+    let row = edit_team(async || {
+        let mut row = load_managed(&st, &caller, &body.team_id, req.path()).await?;
+        let read_at = row.updated_at;
+        let mut models: Vec<String> = serde_json::from_str(&row.models).unwrap_or_default();
+        if add {
+            for m in &body.models {
+                if !models.contains(m) {
+                    models.push(m.clone());
+                }
             }
+        } else {
+            models.retain(|m| !body.models.contains(m));
         }
-    } else {
-        models.retain(|m| !body.models.contains(m));
-    }
-    row.models = json!(models).to_string();
-    row.updated_at = now_ms();
-    check_within_org(store, &row).await?;
-    store.update_team(&row, None).await.map_err(store_error)?;
+        row.models = json!(models).to_string();
+        row.updated_at = now_ms();
+        check_within_org(store, &row).await?;
+        store
+            .update_team(&row, None, read_at)
+            .await
+            .map_err(write_error)?;
+        Ok(row)
+    })
+    .await?;
     team_changed(&st, store, &row.team_id).await?;
     let members = store.members(&row.team_id).await.map_err(store_error)?;
     Ok(HttpResponse::Ok().json(team_json(&row, &members)))
@@ -930,13 +987,21 @@ async fn set_blocked(
     let caller = caller(&st, &req).await?;
     let body: TeamOnly = json_body(&st, &req, payload).await?;
     let store = store(&st)?;
-    let mut row = load_team(store, &body.team_id).await?;
-    if !may_administer(&st, &caller, &row).await? {
-        return Err(caller.admin_only(req.path()));
-    }
-    row.blocked = blocked;
-    row.updated_at = now_ms();
-    store.update_team(&row, None).await.map_err(store_error)?;
+    let row = edit_team(async || {
+        let mut row = load_team(store, &body.team_id).await?;
+        if !may_administer(&st, &caller, &row).await? {
+            return Err(caller.admin_only(req.path()).into());
+        }
+        let read_at = row.updated_at;
+        row.blocked = blocked;
+        row.updated_at = now_ms();
+        store
+            .update_team(&row, None, read_at)
+            .await
+            .map_err(write_error)?;
+        Ok(row)
+    })
+    .await?;
     team_changed(&st, store, &row.team_id).await?;
     let members = store.members(&row.team_id).await.map_err(store_error)?;
     Ok(HttpResponse::Ok().json(team_json(&row, &members)))

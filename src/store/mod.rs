@@ -77,6 +77,9 @@ pub enum StoreError {
     Slow(String),
     #[error("duplicate value: {0}")]
     Duplicate(String),
+    /// A row changed between being read and written back.
+    #[error("{0}")]
+    Conflict(String),
     #[error("database error: {0}")]
     Query(String),
     #[error("invalid database URL: {0}")]
@@ -896,14 +899,42 @@ impl Store {
     }
 
     /// The row's columns, then `spend` if given, in one transaction.
-    pub async fn update_team(&self, row: &TeamRow, spend: Option<f64>) -> Result<bool, StoreError> {
-        let row = row.clone();
+    /// Writes a team read when its `updated_at` was `read_at`; false if it
+    /// is gone. If it changed since (another management call wrote it in
+    /// between), nothing is written: `StoreError::Conflict`, rather than
+    /// one of the two changes silently lost.
+    pub async fn update_team(
+        &self,
+        row: &TeamRow,
+        spend: Option<f64>,
+        read_at: i64,
+    ) -> Result<bool, StoreError> {
+        let mut row = row.clone();
+        // Strictly later, so a write in the same millisecond is told apart.
+        row.updated_at = row.updated_at.max(read_at + 1);
         with_conn!(self, |conn| {
             conn.transaction(async |conn| {
-                let n = diesel::update(teams::table.find(&row.team_id))
-                    .set(&row)
-                    .execute(conn)
-                    .await?;
+                let n = diesel::update(
+                    teams::table
+                        .find(&row.team_id)
+                        .filter(teams::updated_at.eq(read_at)),
+                )
+                .set(&row)
+                .execute(conn)
+                .await?;
+                if n == 0 {
+                    let exists: i64 = teams::table
+                        .find(&row.team_id)
+                        .count()
+                        .get_result(conn)
+                        .await?;
+                    if exists > 0 {
+                        return Err(StoreError::Conflict(format!(
+                            "team {} changed while this request was applied; read it again and retry",
+                            row.team_id
+                        )));
+                    }
+                }
                 if n == 1 {
                     if let Some(spend) = spend {
                         diesel::update(teams::table.find(&row.team_id))
