@@ -219,8 +219,11 @@ async fn shutdown_signal() {
     }
 }
 
+/// The root span is at INFO: below that level it would be made and
+/// thrown away on every request, naming nothing.
 fn request_spans(config: &Config) -> bool {
-    config.logging.request_spans || tracing::enabled!(tracing::Level::DEBUG)
+    tracing::enabled!(tracing::Level::INFO)
+        && (config.logging.request_spans || tracing::enabled!(tracing::Level::DEBUG))
 }
 
 fn uses_mock(config: &Config) -> bool {
