@@ -81,9 +81,12 @@ impl Breaker {
         opened
     }
 
-    /// A call got no answer in time. Opens the breaker (true if this
-    /// opened it) only when calls have been timing out for `TIMEOUTS_FOR`
-    /// with none answering meanwhile.
+    /// A call got no answer in time. Opens the breaker only when calls
+    /// have been timing out for `TIMEOUTS_FOR` with none answering
+    /// meanwhile. True when the caller should replace its pooled
+    /// connections: as a run of timeouts begins (they may have died
+    /// silently, and fresh ones tell a dead connection from a slow
+    /// dependency) and when the breaker opens.
     pub fn timed_out(&self, why: &str) -> bool {
         if self.is_open() {
             return false;
@@ -93,7 +96,7 @@ impl Breaker {
             .timing_out_since
             .compare_exchange(0, now, Ordering::AcqRel, Ordering::Relaxed)
         {
-            Ok(_) => false,
+            Ok(_) => true,
             Err(since) if now.saturating_sub(since) >= TIMEOUTS_FOR.as_millis() as u64 => {
                 self.failure(why)
             }
@@ -210,12 +213,15 @@ mod tests {
     #[test]
     fn timeouts_open_it_only_when_they_go_on_with_no_answer_between() {
         let b = Breaker::new("redis", Gauge::default());
-        b.timed_out("no answer within 100 ms");
-        b.timed_out("no answer within 100 ms");
+        assert!(
+            b.timed_out("no answer within 100 ms"),
+            "the first timeout of a run replaces the connections"
+        );
+        assert!(!b.timed_out("no answer within 100 ms"));
         assert!(!b.is_open(), "one stalled moment is not an outage");
         std::thread::sleep(TIMEOUTS_FOR);
         b.success();
-        b.timed_out("no answer within 100 ms");
+        assert!(b.timed_out("no answer within 100 ms"));
         assert!(!b.is_open(), "an answer in between starts the run again");
         std::thread::sleep(TIMEOUTS_FOR);
         assert!(b.timed_out("no answer within 100 ms"));
