@@ -15,7 +15,10 @@
 #              destinations (the B mock receives them), as bench/observability.sh
 # Environment: CONNS (wrk connections, 8; bench/observability.sh uses 64),
 #   SQL_B (vk-pg: SQL run on B's database after its migrations, e.g. to try
-#   an index change before writing its migration).
+#   an index change before writing its migration), PERF_DIR (a directory:
+#   each run is also recorded with `perf record` on its gateway; then
+#   `bench/perfdiff.py PERF_DIR` prints what B spends per request, by
+#   symbol, against A).
 # Needs wrk (apt-get install wrk), python3, curl; psql for vk-pg. Only
 # 127.0.0.1 is contacted.
 set -euo pipefail
@@ -61,12 +64,18 @@ pgcpu() { local s=0; for p in $(pgrep -x postgres); do s=$((s + $(awk '{print $1
 run() { # name secs -> rps cpu_us
   local name=$1 s=$2 gp=$(cat $T/$1.port) pid=$(cat $T/$1.pid)
   local c0=$(awk '{print $14+$15}' /proc/$pid/stat)
-  local p0=$(pgcpu)
+  local p0=$(pgcpu) f="" pp=""
+  if [[ -n ${PERF_DIR:-} ]]; then
+    f=$PERF_DIR/$name.$(date +%s%N)
+    perf record -q -F 1999 -o $f.data -p $pid -- sleep $s 2>/dev/null & pp=$!
+  fi
   local out=$(WRK_KEYS=$T/$name.keys WRK_BODY=$BODY wrk -t1 -c$CONNS -d${s}s -s /work/main/bench/keys.lua http://127.0.0.1:$gp/v1/chat/completions 2>&1)
+  [[ -n $pp ]] && wait $pp
   local c1=$(awk '{print $14+$15}' /proc/$pid/stat)
   local p1=$(pgcpu)
   local n=$(echo "$out" | grep -o '"requests":[0-9]*' | cut -d: -f2)
   local bad=$(echo "$out" | grep -o '"non2xx":[0-9]*' | cut -d: -f2)
+  [[ -n $f ]] && echo "$f $n" >> $PERF_DIR/counts
   echo "$(echo "$out" | awk '/Requests\/sec/{print $2}') $(python3 -c "print(round(($c1-$c0)*1e4/$n,1))")+pg$(python3 -c "print(round(($p1-$p0)*1e4/$n,1))") $bad"
 }
 run a 3 >/dev/null; run b 3 >/dev/null
