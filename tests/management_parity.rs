@@ -27,6 +27,7 @@ on_both_backends!(
     litellm_metrics_name_the_team_alias_and_what_is_left_of_model_limits,
     a_refused_team_or_organization_leaves_no_users_behind,
     concurrent_edits_of_a_team_are_never_silently_lost,
+    a_budget_reset_between_a_teams_read_and_write_is_not_undone,
 );
 
 async fn ok(r: Resp) -> Value {
@@ -992,6 +993,62 @@ async fn concurrent_edits_of_a_team_are_never_silently_lost(backend: Backend) {
         }
     }
     eprintln!("{backend:?}: {conflicts} of 32 edits refused as conflicts");
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn a_budget_reset_between_a_teams_read_and_write_is_not_undone(backend: Backend) {
+    use tollgate::store::{now_ms, Store, StoreError};
+    let (db, _mock, gw) = setup(backend, &["m"]).await;
+    ok(post_json(
+        &gw,
+        "/team/new",
+        MASTER,
+        json!({"team_id": "t", "max_budget": 10.0, "budget_duration": "1h"}),
+    )
+    .await)
+    .await;
+    let store = Store::connect(
+        &db.url,
+        2,
+        Duration::from_secs(5),
+        tollgate::breaker::Breaker::new("test", Default::default()),
+    )
+    .await
+    .unwrap();
+    // A management call reads the team...
+    let read = store.get_team("t").await.unwrap().unwrap();
+    // ...the budget period ends and is reset (by any replica)...
+    let later = now_ms() + 2 * 3_600_000;
+    let reset = store
+        .reset_due_budgets(later, tollgate::access::next_reset)
+        .await
+        .unwrap();
+    assert!(!reset.is_empty(), "nothing was due");
+    let after_reset = store.get_team("t").await.unwrap().unwrap();
+    assert!(after_reset.budget_reset_at > read.budget_reset_at);
+    // ...and the call's write of what it read is refused, not the old reset
+    // time written back (which would reset the budget a second time).
+    let mut changed = read.clone();
+    changed.team_alias = Some("renamed".into());
+    let write = store.update_team(&changed, None, read.updated_at).await;
+    assert!(matches!(write, Err(StoreError::Conflict(_))), "{write:?}");
+    assert_eq!(
+        store.get_team("t").await.unwrap().unwrap().budget_reset_at,
+        after_reset.budget_reset_at
+    );
+    // Over HTTP the same change is simply made, on the fresh row.
+    ok(post_json(
+        &gw,
+        "/team/update",
+        MASTER,
+        json!({"team_id": "t", "team_alias": "renamed"}),
+    )
+    .await)
+    .await;
+    let now = store.get_team("t").await.unwrap().unwrap();
+    assert_eq!(now.team_alias.as_deref(), Some("renamed"));
+    assert_eq!(now.budget_reset_at, after_reset.budget_reset_at);
     gw.stop().await;
     db.cleanup().await;
 }

@@ -38,7 +38,14 @@ macro_rules! reset_table {
                     .filter($table::$id.eq(&id))
                     .filter($table::budget_reset_at.eq(at)),
             )
-            .set(($table::spend.eq(0.0), $table::budget_reset_at.eq(next_at)))
+            // updated_at moves too: a management write that read the row
+            // before the reset must not write the old reset time back
+            // (see `Store::update_team`).
+            .set((
+                $table::spend.eq(0.0),
+                $table::budget_reset_at.eq(next_at),
+                $table::updated_at.eq($now),
+            ))
             .execute($conn)
             .await?;
             if n == 1 {
