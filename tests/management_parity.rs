@@ -28,6 +28,7 @@ on_both_backends!(
     a_refused_team_or_organization_leaves_no_users_behind,
     concurrent_edits_of_a_team_are_never_silently_lost,
     a_budget_reset_between_a_teams_read_and_write_is_not_undone,
+    concurrent_edits_of_a_key_or_user_are_never_silently_lost,
 );
 
 async fn ok(r: Resp) -> Value {
@@ -1049,6 +1050,53 @@ async fn a_budget_reset_between_a_teams_read_and_write_is_not_undone(backend: Ba
     let now = store.get_team("t").await.unwrap().unwrap();
     assert_eq!(now.team_alias.as_deref(), Some("renamed"));
     assert_eq!(now.budget_reset_at, after_reset.budget_reset_at);
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn concurrent_edits_of_a_key_or_user_are_never_silently_lost(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["m"]).await;
+    for round in 0..6 {
+        let user = format!("u{round}");
+        let key = ok(post_json(&gw, "/key/generate", MASTER, json!({"user_id": user})).await).await
+            ["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // Four writes of different fields of one key, and two of its user,
+        // all at once: every one answered 200 is in effect afterwards.
+        let update = |path: &'static str, body: Value| {
+            let gw = &gw;
+            async move { post_json(gw, path, MASTER, body).await.status }
+        };
+        let statuses = tokio::join!(
+            update(
+                "/key/update",
+                json!({"key": key, "key_alias": format!("alias-{round}")})
+            ),
+            update(
+                "/key/update",
+                json!({"key": key, "metadata": {"round": round}})
+            ),
+            update("/key/update", json!({"key": key, "max_budget": 5.0})),
+            update("/key/block", json!({"key": key})),
+            update("/user/update", json!({"user_id": user, "max_budget": 7.0})),
+            update(
+                "/user/update",
+                json!({"user_id": user, "user_alias": "someone"})
+            ),
+        );
+        assert_eq!(statuses, (200, 200, 200, 200, 200, 200), "round {round}");
+        let k = ok(get(&gw, &format!("/key/info?key={key}"), Some(MASTER)).await).await;
+        let k = &k["info"];
+        assert_eq!(k["key_alias"], format!("alias-{round}"), "{k}");
+        assert_eq!(k["metadata"]["round"], round, "{k}");
+        assert_eq!(k["max_budget"], 5.0, "{k}");
+        assert_eq!(k["blocked"], true, "{k}");
+        let u = ok(get(&gw, &format!("/user/info?user_id={user}"), Some(MASTER)).await).await;
+        assert_eq!(u["user_info"]["max_budget"], 7.0, "{u}");
+        assert_eq!(u["user_info"]["user_alias"], "someone", "{u}");
+    }
     gw.stop().await;
     db.cleanup().await;
 }

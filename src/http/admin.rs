@@ -343,3 +343,44 @@ impl BudgetPatch<'_> {
         Ok(())
     }
 }
+
+/// Why one read-change-write of a row did not happen.
+pub enum EditError {
+    /// Another write came between the read and the write: try again.
+    Conflict(StoreError),
+    Failed(GatewayError),
+}
+
+impl From<GatewayError> for EditError {
+    fn from(e: GatewayError) -> Self {
+        EditError::Failed(e)
+    }
+}
+
+/// `store_error`, except that a conflict is retried by `edit_row`.
+pub fn write_error(e: StoreError) -> EditError {
+    match e {
+        StoreError::Conflict(_) => EditError::Conflict(e),
+        other => EditError::Failed(store_error(other)),
+    }
+}
+
+/// Management writes read a row (key, user, team), change it and write the
+/// whole row back; two at once, or one and a budget reset, would lose one.
+/// `attempt` does one read-change-write (its write conditional on the row
+/// being as read, see `Store::update_team`), and runs again from a fresh
+/// read when another write came in between; 409 if that keeps happening.
+pub async fn edit_row<T>(
+    mut attempt: impl AsyncFnMut() -> Result<T, EditError>,
+) -> Result<T, GatewayError> {
+    const ATTEMPTS: usize = 8;
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(EditError::Failed(e)) => return Err(e),
+            Err(EditError::Conflict(e)) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(|| GatewayError::Internal("no attempt".into()), store_error))
+}

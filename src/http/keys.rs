@@ -64,7 +64,7 @@ fn key_name(raw: &str) -> String {
 
 /// Fields shared by generate, update and regenerate. In updates, a field
 /// not sent is left alone; one sent as `null` is cleared.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub struct KeyFields {
     /// The key to act on (update, regenerate) or a custom key (generate).
     #[serde(default)]
@@ -454,20 +454,26 @@ pub async fn update(
     let key = body.key.clone().ok_or_else(|| {
         management_error(422, "validation_error", "`key` is required", Some("key"))
     })?;
-    let mut row = load_managed(&st, &caller, &key).await?;
+    load_managed(&st, &caller, &key).await?;
     body.check_self_service(&st, &caller, false).await?;
-    let spend = body.apply(&st, &mut row, now_ms()).await?;
     let store = store(&st)?;
-    if !store
-        .update_key(&row.token, &row, spend)
-        .await
-        .map_err(store_error)?
-    {
-        return Err(not_found("Key not found in database", "key"));
-    }
-    if let Some(s) = spend {
-        row.spend = s;
-    }
+    let row = edit_row(async || {
+        let mut row = load_managed(&st, &caller, &key).await?;
+        let read_at = row.updated_at;
+        let spend = body.clone().apply(&st, &mut row, now_ms()).await?;
+        if !store
+            .update_key(&row.token, &row, spend, read_at)
+            .await
+            .map_err(write_error)?
+        {
+            return Err(not_found("Key not found in database", "key").into());
+        }
+        if let Some(s) = spend {
+            row.spend = s;
+        }
+        Ok(row)
+    })
+    .await?;
     changed(
         &st,
         Invalidation::Key(row.token.clone()),
@@ -682,13 +688,19 @@ async fn set_blocked(
 ) -> Result<HttpResponse, GatewayError> {
     let caller = caller(&st, &req).await?;
     let body: KeyOnly = json_body(&st, &req, payload).await?;
-    let mut row = load_managed(&st, &caller, &body.key).await?;
-    row.blocked = blocked;
-    row.updated_at = now_ms();
-    store(&st)?
-        .update_key(&row.token, &row, None)
-        .await
-        .map_err(store_error)?;
+    let store = store(&st)?;
+    let row = edit_row(async || {
+        let mut row = load_managed(&st, &caller, &body.key).await?;
+        let read_at = row.updated_at;
+        row.blocked = blocked;
+        row.updated_at = now_ms();
+        store
+            .update_key(&row.token, &row, None, read_at)
+            .await
+            .map_err(write_error)?;
+        Ok(row)
+    })
+    .await?;
     changed(
         &st,
         Invalidation::Key(row.token.clone()),
@@ -728,9 +740,8 @@ pub async fn regenerate(
         .map(|p| p.into_inner())
         .or(body.key.take())
         .ok_or_else(|| bad_request("No key passed in.", Some("key")))?;
-    let mut row = load_managed(&st, &caller, &old).await?;
+    load_managed(&st, &caller, &old).await?;
     body.check_self_service(&st, &caller, false).await?;
-    let old_token = row.token.clone();
     let raw = match body.new_key.take() {
         Some(k) => {
             check_custom_key("new_key", &k)?;
@@ -738,21 +749,27 @@ pub async fn regenerate(
         }
         None => new_key(),
     };
-    let now = now_ms();
-    let spend = body.apply(&st, &mut row, now).await?;
-    row.token = hash_hex(&raw);
-    row.key_name = key_name(&raw);
-    // Fields, new secret and spend land together or not at all.
-    if !store(&st)?
-        .update_key(&old_token, &row, spend)
-        .await
-        .map_err(store_error)?
-    {
-        return Err(not_found(format!("Key {old} not found."), "key"));
-    }
-    if let Some(s) = spend {
-        row.spend = s;
-    }
+    let store = store(&st)?;
+    let (old_token, row) = edit_row(async || {
+        let mut row = load_managed(&st, &caller, &old).await?;
+        let (old_token, read_at) = (row.token.clone(), row.updated_at);
+        let spend = body.clone().apply(&st, &mut row, now_ms()).await?;
+        row.token = hash_hex(&raw);
+        row.key_name = key_name(&raw);
+        // Fields, new secret and spend land together or not at all.
+        if !store
+            .update_key(&old_token, &row, spend, read_at)
+            .await
+            .map_err(write_error)?
+        {
+            return Err(not_found(format!("Key {old} not found."), "key").into());
+        }
+        if let Some(s) = spend {
+            row.spend = s;
+        }
+        Ok((old_token, row))
+    })
+    .await?;
     changed(&st, Invalidation::Key(old_token.clone()), vec![old_token]).await;
     Ok(HttpResponse::Ok().json(issued_json(&raw, &row)))
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::admin::*;
 use super::roles::caller;
-use super::teams::{edit_team, load_managed, team_changed, team_json, write_error};
+use super::teams::{load_managed, team_changed, team_json};
 use super::WorkerState;
 use crate::error::GatewayError;
 use crate::observe::keyed::{self, Events, LOGGING_DISABLED};
@@ -84,7 +84,7 @@ async fn edit_metadata(
 ) -> Result<TeamRow, GatewayError> {
     let caller = caller(st, req).await?;
     let store = store(st)?;
-    let row = edit_team(async || {
+    let row = edit_row(async || {
         let mut row = load_managed(st, &caller, team_id, req.path()).await?;
         let read_at = row.updated_at;
         let mut meta = metadata(&row);

@@ -14,7 +14,6 @@ use super::roles::{caller, is_org_admin, may_manage_team, Caller};
 use super::WorkerState;
 use crate::error::GatewayError;
 use crate::shared::Invalidation;
-use crate::store::StoreError;
 use crate::store::{now_ms, MemberRow, Store, TeamRow, UserRow};
 
 pub fn team_json(row: &TeamRow, members: &[MemberRow]) -> Value {
@@ -114,47 +113,6 @@ pub(super) fn check_member(
         return Err(no_member());
     }
     Ok(())
-}
-
-/// Why one read-change-write of a team did not happen.
-pub(super) enum EditError {
-    /// Another write came between the read and the write: try again.
-    Conflict(StoreError),
-    Failed(GatewayError),
-}
-
-impl From<GatewayError> for EditError {
-    fn from(e: GatewayError) -> Self {
-        EditError::Failed(e)
-    }
-}
-
-/// `store_error`, except that a conflict is retried by `edit_team`.
-pub(super) fn write_error(e: StoreError) -> EditError {
-    match e {
-        StoreError::Conflict(_) => EditError::Conflict(e),
-        other => EditError::Failed(store_error(other)),
-    }
-}
-
-/// Management writes of a team read it, change it and write the whole row
-/// back; two at once would lose one. `attempt` does one read-change-write
-/// (its write conditional on the row being as read, see
-/// `Store::update_team`), and runs again from a fresh read when another
-/// write came in between; 409 if that keeps happening.
-pub(super) async fn edit_team<T>(
-    mut attempt: impl AsyncFnMut() -> Result<T, EditError>,
-) -> Result<T, GatewayError> {
-    const ATTEMPTS: usize = 8;
-    let mut last = None;
-    for _ in 0..ATTEMPTS {
-        match attempt().await {
-            Ok(v) => return Ok(v),
-            Err(EditError::Failed(e)) => return Err(e),
-            Err(EditError::Conflict(e)) => last = Some(e),
-        }
-    }
-    Err(last.map_or_else(|| GatewayError::Internal("no attempt".into()), store_error))
 }
 
 fn already_in_team(user_id: &str, existing: &[MemberRow]) -> GatewayError {
@@ -583,7 +541,7 @@ pub async fn update(
         )
     })?;
     let store = store(&st)?;
-    let mut row = edit_team(async || {
+    let mut row = edit_row(async || {
         let mut row = load_managed(&st, &caller, &team_id, req.path()).await?;
         let read_at = row.updated_at;
         if body.touches_limits() && !may_administer(&st, &caller, &row).await? {
@@ -929,7 +887,7 @@ async fn change_models(
     let body: TeamModels = json_body(&st, &req, payload).await?;
     check_names("models", &body.models)?;
     let store = store(&st)?;
-    let row = edit_team(async || {
+    let row = edit_row(async || {
         let mut row = load_managed(&st, &caller, &body.team_id, req.path()).await?;
         let read_at = row.updated_at;
         let mut models: Vec<String> = serde_json::from_str(&row.models).unwrap_or_default();
@@ -987,7 +945,7 @@ async fn set_blocked(
     let caller = caller(&st, &req).await?;
     let body: TeamOnly = json_body(&st, &req, payload).await?;
     let store = store(&st)?;
-    let row = edit_team(async || {
+    let row = edit_row(async || {
         let mut row = load_team(store, &body.team_id).await?;
         if !may_administer(&st, &caller, &row).await? {
             return Err(caller.admin_only(req.path()).into());

@@ -321,23 +321,30 @@ pub async fn update(
             return Err(e);
         }
     }
-    let now = now_ms();
-    let existing = store.get_user(&user_id).await.map_err(store_error)?;
-    let is_new = existing.is_none();
-    let mut row = existing.unwrap_or_else(|| UserRow::blank(user_id.clone(), now));
-    body.apply(&st, &mut row, now).await?;
-    if is_new {
-        row.spend = body.spend.unwrap_or(0.0);
-        store.insert_user(&row).await.map_err(store_error)?;
-    } else {
-        store
-            .update_user(&row, body.spend)
-            .await
-            .map_err(store_error)?;
-        if let Some(s) = body.spend {
-            row.spend = s;
+    let row = edit_row(async || {
+        let now = now_ms();
+        let existing = store.get_user(&user_id).await.map_err(store_error)?;
+        let read_at = existing.as_ref().map(|u| u.updated_at);
+        let mut row = existing.unwrap_or_else(|| UserRow::blank(user_id.clone(), now));
+        body.apply(&st, &mut row, now).await?;
+        match read_at {
+            None => {
+                row.spend = body.spend.unwrap_or(0.0);
+                store.insert_user(&row).await.map_err(store_error)?;
+            }
+            Some(read_at) => {
+                store
+                    .update_user(&row, body.spend, read_at)
+                    .await
+                    .map_err(write_error)?;
+                if let Some(s) = body.spend {
+                    row.spend = s;
+                }
+            }
         }
-    }
+        Ok(row)
+    })
+    .await?;
     let hashes = store
         .keys_of_user(&row.user_id)
         .await

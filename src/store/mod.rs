@@ -107,6 +107,13 @@ impl From<DieselError> for StoreError {
     }
 }
 
+/// A row written back after another write changed it (see `update_team`).
+fn changed_meanwhile(what: &str, id: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "{what} {id} changed while this request was applied; read it again and retry"
+    ))
+}
+
 fn is_connection_message(m: &str) -> bool {
     let m = m.to_ascii_lowercase();
     m.contains("connection") || m.contains("database is locked") || m.contains("broken pipe")
@@ -546,13 +553,17 @@ impl Store {
     /// under `old_token` — and `row.token` when it differs (regenerate) —
     /// then `spend` if given, creating its user if missing: one
     /// transaction, all or nothing. False if no such key.
+    /// Writes a key read when its `updated_at` was `read_at` (as
+    /// `update_team`: `StoreError::Conflict` if it changed since).
     pub async fn update_key(
         &self,
         old_token: &str,
         row: &KeyRow,
         spend: Option<f64>,
+        read_at: i64,
     ) -> Result<bool, StoreError> {
-        let (old, row) = (old_token.to_string(), row.clone());
+        let (old, mut row) = (old_token.to_string(), row.clone());
+        row.updated_at = row.updated_at.max(read_at + 1);
         with_conn!(self, |conn| {
             conn.transaction(async |conn| {
                 if let Some(user) = &row.user_id {
@@ -562,11 +573,15 @@ impl Store {
                         .execute(conn)
                         .await?;
                 }
-                let n = diesel::update(keys::table.find(&old))
+                let n = diesel::update(keys::table.find(&old).filter(keys::updated_at.eq(read_at)))
                     .set(&row)
                     .execute(conn)
                     .await?;
                 if n != 1 {
+                    let exists: i64 = keys::table.find(&old).count().get_result(conn).await?;
+                    if exists > 0 {
+                        return Err(changed_meanwhile("key", &row.key_name));
+                    }
                     return Ok::<_, StoreError>(false);
                 }
                 if row.token != old {
@@ -703,14 +718,36 @@ impl Store {
     }
 
     /// The row's columns, then `spend` if given, in one transaction.
-    pub async fn update_user(&self, row: &UserRow, spend: Option<f64>) -> Result<bool, StoreError> {
-        let row = row.clone();
+    /// Writes a user read when its `updated_at` was `read_at` (as
+    /// `update_team`: `StoreError::Conflict` if it changed since).
+    pub async fn update_user(
+        &self,
+        row: &UserRow,
+        spend: Option<f64>,
+        read_at: i64,
+    ) -> Result<bool, StoreError> {
+        let mut row = row.clone();
+        row.updated_at = row.updated_at.max(read_at + 1);
         with_conn!(self, |conn| {
             conn.transaction(async |conn| {
-                let n = diesel::update(users::table.find(&row.user_id))
-                    .set(&row)
-                    .execute(conn)
-                    .await?;
+                let n = diesel::update(
+                    users::table
+                        .find(&row.user_id)
+                        .filter(users::updated_at.eq(read_at)),
+                )
+                .set(&row)
+                .execute(conn)
+                .await?;
+                if n == 0 {
+                    let exists: i64 = users::table
+                        .find(&row.user_id)
+                        .count()
+                        .get_result(conn)
+                        .await?;
+                    if exists > 0 {
+                        return Err(changed_meanwhile("user", &row.user_id));
+                    }
+                }
                 if n == 1 {
                     if let Some(spend) = spend {
                         diesel::update(users::table.find(&row.user_id))
@@ -929,10 +966,7 @@ impl Store {
                         .get_result(conn)
                         .await?;
                     if exists > 0 {
-                        return Err(StoreError::Conflict(format!(
-                            "team {} changed while this request was applied; read it again and retry",
-                            row.team_id
-                        )));
+                        return Err(changed_meanwhile("team", &row.team_id));
                     }
                 }
                 if n == 1 {
