@@ -159,12 +159,14 @@ async fn tokens_per_minute_count_real_usage_across_replicas() {
     // Uncorrected, 2000 / ~600 = 3 would fit.
     assert!(ok >= 8, "only {ok} admitted: estimates were not corrected");
     // The fleet stopped where the real usage plus one estimate (~600)
-    // reached the limit, give or take a few requests (a replica that lost
-    // Redis for a moment counts on its share meanwhile); never beyond it.
+    // reached the limit, give or take a few requests; never beyond it. A
+    // request's estimate is corrected after its answer, off the client's
+    // clock, so on a loaded machine the previous request may still count
+    // as its estimate (~600 instead of ~per) when the next one arrives.
     let per = used / ok as u64;
     assert!(per > 80, "{per} tokens a request");
     assert!(
-        used <= 2000 && used + 600 + 4 * per >= 2000,
+        used <= 2000 && used + 600 + 600u64.saturating_sub(per) + 4 * per >= 2000,
         "{ok} admitted, {used} tokens used"
     );
     fleet.stop().await;
