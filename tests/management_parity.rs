@@ -29,6 +29,7 @@ on_both_backends!(
     concurrent_edits_of_a_team_are_never_silently_lost,
     a_budget_reset_between_a_teams_read_and_write_is_not_undone,
     concurrent_edits_of_a_key_or_user_are_never_silently_lost,
+    concurrent_edits_of_an_organization_or_end_user_are_never_silently_lost,
 );
 
 async fn ok(r: Resp) -> Value {
@@ -1096,6 +1097,62 @@ async fn concurrent_edits_of_a_key_or_user_are_never_silently_lost(backend: Back
         let u = ok(get(&gw, &format!("/user/info?user_id={user}"), Some(MASTER)).await).await;
         assert_eq!(u["user_info"]["max_budget"], 7.0, "{u}");
         assert_eq!(u["user_info"]["user_alias"], "someone", "{u}");
+    }
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+async fn concurrent_edits_of_an_organization_or_end_user_are_never_silently_lost(backend: Backend) {
+    let (db, _mock, gw) = setup(backend, &["m"]).await;
+    for round in 0..6 {
+        let (org, end_user) = (format!("o{round}"), format!("c{round}"));
+        ok(post_json(
+            &gw,
+            "/organization/new",
+            MASTER,
+            json!({"organization_id": org}),
+        )
+        .await)
+        .await;
+        ok(post_json(&gw, "/customer/new", MASTER, json!({"user_id": end_user})).await).await;
+        let update = |path: &'static str, body: Value| {
+            let gw = &gw;
+            async move { post_json(gw, path, MASTER, body).await.status }
+        };
+        let statuses = tokio::join!(
+            update(
+                "/organization/update",
+                json!({"organization_id": org, "organization_alias": "Org"})
+            ),
+            update(
+                "/organization/update",
+                json!({"organization_id": org, "max_budget": 3.0})
+            ),
+            update(
+                "/customer/update",
+                json!({"user_id": end_user, "alias": "Someone"})
+            ),
+            update("/customer/block", json!({"user_ids": [end_user]})),
+        );
+        assert_eq!(statuses, (200, 200, 200, 200), "round {round}");
+        let o = ok(get(
+            &gw,
+            &format!("/organization/info?organization_id={org}"),
+            Some(MASTER),
+        )
+        .await)
+        .await;
+        assert_eq!(o["organization_alias"], "Org", "{o}");
+        assert_eq!(o["litellm_budget_table"]["max_budget"], 3.0, "{o}");
+        let c = ok(get(
+            &gw,
+            &format!("/customer/info?end_user_id={end_user}"),
+            Some(MASTER),
+        )
+        .await)
+        .await;
+        assert_eq!(c["alias"], "Someone", "{c}");
+        assert_eq!(c["blocked"], true, "{c}");
     }
     gw.stop().await;
     db.cleanup().await;

@@ -234,15 +234,24 @@ pub async fn update(
     let body: CustomerFields = json_body(&st, &req, payload).await?;
     let id = required_id(&body.user_id)?;
     let store = store(&st)?;
-    let mut row = store
-        .get_customer(&id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| not_found(format!("End User Id={id} does not exist in db"), "user_id"))?;
-    let now = now_ms();
-    body.apply(&mut row, now)?;
-    link_budget(&st, &mut row, now).await?;
-    store.update_customer(&row).await.map_err(store_error)?;
+    let row = edit_row(async || {
+        let mut row = store
+            .get_customer(&id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                not_found(format!("End User Id={id} does not exist in db"), "user_id")
+            })?;
+        let (now, read_at) = (now_ms(), row.updated_at);
+        body.apply(&mut row, now)?;
+        link_budget(&st, &mut row, now).await?;
+        store
+            .update_customer(&row, read_at)
+            .await
+            .map_err(write_error)?;
+        Ok(row)
+    })
+    .await?;
     customer_changed(&st, &id).await;
     Ok(HttpResponse::Ok().json(customer_json(&row)))
 }
@@ -309,17 +318,25 @@ async fn set_blocked(
     let now = now_ms();
     let mut rows = Vec::new();
     for id in &body.user_ids {
-        let mut row = match store.get_customer(id).await.map_err(store_error)? {
-            Some(r) => r,
-            None => {
-                let r = CustomerRow::blank(id.clone(), now);
-                store.insert_customer(&r).await.map_err(store_error)?;
-                r
-            }
-        };
-        row.blocked = blocked;
-        row.updated_at = now;
-        store.update_customer(&row).await.map_err(store_error)?;
+        let row = edit_row(async || {
+            let mut row = match store.get_customer(id).await.map_err(store_error)? {
+                Some(r) => r,
+                None => {
+                    let r = CustomerRow::blank(id.clone(), now);
+                    store.insert_customer(&r).await.map_err(store_error)?;
+                    r
+                }
+            };
+            let read_at = row.updated_at;
+            row.blocked = blocked;
+            row.updated_at = now_ms();
+            store
+                .update_customer(&row, read_at)
+                .await
+                .map_err(write_error)?;
+            Ok(row)
+        })
+        .await?;
         customer_changed(&st, id).await;
         rows.push(customer_json(&row));
     }

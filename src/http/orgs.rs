@@ -301,18 +301,23 @@ pub async fn update(
         )
     })?;
     let store = store(&st)?;
-    let mut row = load_org(store, &id).await?;
-    if !may_manage_org(&st, &caller, &id).await? {
-        return Err(refused(&caller, &id, req.path()));
-    }
-    body.apply(store, &mut row, now_ms()).await?;
-    store
-        .update_org(&row, body.spend)
-        .await
-        .map_err(store_error)?;
-    if let Some(s) = body.spend {
-        row.spend = s;
-    }
+    let row = edit_row(async || {
+        let mut row = load_org(store, &id).await?;
+        if !may_manage_org(&st, &caller, &id).await? {
+            return Err(refused(&caller, &id, req.path()).into());
+        }
+        let read_at = row.updated_at;
+        body.apply(store, &mut row, now_ms()).await?;
+        store
+            .update_org(&row, body.spend, read_at)
+            .await
+            .map_err(write_error)?;
+        if let Some(s) = body.spend {
+            row.spend = s;
+        }
+        Ok(row)
+    })
+    .await?;
     org_changed(&st, store, &id).await?;
     Ok(HttpResponse::Ok().json(full_json(store, &row).await?))
 }

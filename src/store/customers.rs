@@ -87,14 +87,36 @@ impl Store {
     }
 
     /// Writes every column but spend and created_at; false if no such customer.
-    pub async fn update_customer(&self, row: &CustomerRow) -> Result<bool, StoreError> {
-        with_conn!(self, |conn| Ok(diesel::update(
-            customers::table.find(&row.user_id)
-        )
-        .set(row)
-        .execute(conn)
-        .await?
-            == 1))
+    /// Writes an end user read when its `updated_at` was `read_at` (as
+    /// `update_team`: `StoreError::Conflict` if it changed since).
+    pub async fn update_customer(
+        &self,
+        row: &CustomerRow,
+        read_at: i64,
+    ) -> Result<bool, StoreError> {
+        let mut row = row.clone();
+        row.updated_at = row.updated_at.max(read_at + 1);
+        with_conn!(self, |conn| {
+            let n = diesel::update(
+                customers::table
+                    .find(&row.user_id)
+                    .filter(customers::updated_at.eq(read_at)),
+            )
+            .set(&row)
+            .execute(conn)
+            .await?;
+            if n == 0 {
+                let exists: i64 = customers::table
+                    .find(&row.user_id)
+                    .count()
+                    .get_result(conn)
+                    .await?;
+                if exists > 0 {
+                    return Err(super::changed_meanwhile("end user", &row.user_id));
+                }
+            }
+            Ok(n == 1)
+        })
     }
 
     pub async fn delete_customers(&self, ids: &[String]) -> Result<usize, StoreError> {

@@ -108,7 +108,7 @@ impl From<DieselError> for StoreError {
 }
 
 /// A row written back after another write changed it (see `update_team`).
-fn changed_meanwhile(what: &str, id: &str) -> StoreError {
+pub(crate) fn changed_meanwhile(what: &str, id: &str) -> StoreError {
     StoreError::Conflict(format!(
         "{what} {id} changed while this request was applied; read it again and retry"
     ))

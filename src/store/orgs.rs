@@ -45,14 +45,39 @@ impl Store {
     }
 
     /// Writes every column but spend and created_at (and spend, if given).
-    pub async fn update_org(&self, row: &OrgRow, spend: Option<f64>) -> Result<bool, StoreError> {
-        let row = row.clone();
+    /// Writes an organization read when its `updated_at` was `read_at`
+    /// (as `update_team`: `StoreError::Conflict` if it changed since).
+    pub async fn update_org(
+        &self,
+        row: &OrgRow,
+        spend: Option<f64>,
+        read_at: i64,
+    ) -> Result<bool, StoreError> {
+        let mut row = row.clone();
+        row.updated_at = row.updated_at.max(read_at + 1);
         with_conn!(self, |conn| {
             conn.transaction(async |conn| {
-                let n = diesel::update(organizations::table.find(&row.organization_id))
-                    .set(&row)
-                    .execute(conn)
-                    .await?;
+                let n = diesel::update(
+                    organizations::table
+                        .find(&row.organization_id)
+                        .filter(organizations::updated_at.eq(read_at)),
+                )
+                .set(&row)
+                .execute(conn)
+                .await?;
+                if n == 0 {
+                    let exists: i64 = organizations::table
+                        .find(&row.organization_id)
+                        .count()
+                        .get_result(conn)
+                        .await?;
+                    if exists > 0 {
+                        return Err(super::changed_meanwhile(
+                            "organization",
+                            &row.organization_id,
+                        ));
+                    }
+                }
                 if let (1, Some(s)) = (n, spend) {
                     diesel::update(organizations::table.find(&row.organization_id))
                         .set(organizations::spend.eq(s))
