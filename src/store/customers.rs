@@ -97,25 +97,8 @@ impl Store {
         let mut row = row.clone();
         row.updated_at = row.updated_at.max(read_at + 1);
         with_conn!(self, |conn| {
-            let n = diesel::update(
-                customers::table
-                    .find(&row.user_id)
-                    .filter(customers::updated_at.eq(read_at)),
-            )
-            .set(&row)
-            .execute(conn)
-            .await?;
-            if n == 0 {
-                let exists: i64 = customers::table
-                    .find(&row.user_id)
-                    .count()
-                    .get_result(conn)
-                    .await?;
-                if exists > 0 {
-                    return Err(super::changed_meanwhile("end user", &row.user_id));
-                }
-            }
-            Ok(n == 1)
+            let id = &row.user_id;
+            write_as_read!(conn, customers, id, &row, read_at, "end user", id)
         })
     }
 

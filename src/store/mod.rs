@@ -151,6 +151,36 @@ macro_rules! with_conn {
     }};
 }
 
+/// Writes `$row` over row `$id` of `$table` only if its `updated_at` is
+/// still `$read_at`: a management read-change-write (see
+/// `Store::update_team`). `Ok(true)` written, `Ok(false)` gone,
+/// `Err(StoreError::Conflict)` changed meanwhile.
+macro_rules! write_as_read {
+    ($conn:ident, $table:ident, $id:expr, $row:expr, $read_at:expr, $what:expr, $name:expr) => {{
+        let n = diesel::update(
+            $table::table
+                .find($id)
+                .filter($table::updated_at.eq($read_at)),
+        )
+        .set($row)
+        .execute($conn)
+        .await?;
+        if n > 0 {
+            Ok(true)
+        } else if $table::table
+            .find($id)
+            .count()
+            .get_result::<i64>($conn)
+            .await?
+            > 0
+        {
+            Err($crate::store::changed_meanwhile($what, $name))
+        } else {
+            Ok(false)
+        }
+    }};
+}
+
 /// What `/user/list` filters on (LiteLLM's query parameters).
 #[derive(Debug, Default, Clone)]
 pub struct UserFilter {
@@ -573,15 +603,7 @@ impl Store {
                         .execute(conn)
                         .await?;
                 }
-                let n = diesel::update(keys::table.find(&old).filter(keys::updated_at.eq(read_at)))
-                    .set(&row)
-                    .execute(conn)
-                    .await?;
-                if n != 1 {
-                    let exists: i64 = keys::table.find(&old).count().get_result(conn).await?;
-                    if exists > 0 {
-                        return Err(changed_meanwhile("key", &row.key_name));
-                    }
+                if !write_as_read!(conn, keys, &old, &row, read_at, "key", &row.key_name)? {
                     return Ok::<_, StoreError>(false);
                 }
                 if row.token != old {
@@ -730,33 +752,22 @@ impl Store {
         row.updated_at = row.updated_at.max(read_at + 1);
         with_conn!(self, |conn| {
             conn.transaction(async |conn| {
-                let n = diesel::update(
-                    users::table
-                        .find(&row.user_id)
-                        .filter(users::updated_at.eq(read_at)),
-                )
-                .set(&row)
-                .execute(conn)
-                .await?;
-                if n == 0 {
-                    let exists: i64 = users::table
-                        .find(&row.user_id)
-                        .count()
-                        .get_result(conn)
+                let written = write_as_read!(
+                    conn,
+                    users,
+                    &row.user_id,
+                    &row,
+                    read_at,
+                    "user",
+                    &row.user_id
+                )?;
+                if let (true, Some(spend)) = (written, spend) {
+                    diesel::update(users::table.find(&row.user_id))
+                        .set(users::spend.eq(spend))
+                        .execute(conn)
                         .await?;
-                    if exists > 0 {
-                        return Err(changed_meanwhile("user", &row.user_id));
-                    }
                 }
-                if n == 1 {
-                    if let Some(spend) = spend {
-                        diesel::update(users::table.find(&row.user_id))
-                            .set(users::spend.eq(spend))
-                            .execute(conn)
-                            .await?;
-                    }
-                }
-                Ok::<_, StoreError>(n == 1)
+                Ok::<_, StoreError>(written)
             })
             .await
         })
@@ -951,33 +962,22 @@ impl Store {
         row.updated_at = row.updated_at.max(read_at + 1);
         with_conn!(self, |conn| {
             conn.transaction(async |conn| {
-                let n = diesel::update(
-                    teams::table
-                        .find(&row.team_id)
-                        .filter(teams::updated_at.eq(read_at)),
-                )
-                .set(&row)
-                .execute(conn)
-                .await?;
-                if n == 0 {
-                    let exists: i64 = teams::table
-                        .find(&row.team_id)
-                        .count()
-                        .get_result(conn)
+                let written = write_as_read!(
+                    conn,
+                    teams,
+                    &row.team_id,
+                    &row,
+                    read_at,
+                    "team",
+                    &row.team_id
+                )?;
+                if let (true, Some(spend)) = (written, spend) {
+                    diesel::update(teams::table.find(&row.team_id))
+                        .set(teams::spend.eq(spend))
+                        .execute(conn)
                         .await?;
-                    if exists > 0 {
-                        return Err(changed_meanwhile("team", &row.team_id));
-                    }
                 }
-                if n == 1 {
-                    if let Some(spend) = spend {
-                        diesel::update(teams::table.find(&row.team_id))
-                            .set(teams::spend.eq(spend))
-                            .execute(conn)
-                            .await?;
-                    }
-                }
-                Ok::<_, StoreError>(n == 1)
+                Ok::<_, StoreError>(written)
             })
             .await
         })

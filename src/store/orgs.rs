@@ -57,34 +57,16 @@ impl Store {
         row.updated_at = row.updated_at.max(read_at + 1);
         with_conn!(self, |conn| {
             conn.transaction(async |conn| {
-                let n = diesel::update(
-                    organizations::table
-                        .find(&row.organization_id)
-                        .filter(organizations::updated_at.eq(read_at)),
-                )
-                .set(&row)
-                .execute(conn)
-                .await?;
-                if n == 0 {
-                    let exists: i64 = organizations::table
-                        .find(&row.organization_id)
-                        .count()
-                        .get_result(conn)
-                        .await?;
-                    if exists > 0 {
-                        return Err(super::changed_meanwhile(
-                            "organization",
-                            &row.organization_id,
-                        ));
-                    }
-                }
-                if let (1, Some(s)) = (n, spend) {
-                    diesel::update(organizations::table.find(&row.organization_id))
+                let id = &row.organization_id;
+                let written =
+                    write_as_read!(conn, organizations, id, &row, read_at, "organization", id)?;
+                if let (true, Some(s)) = (written, spend) {
+                    diesel::update(organizations::table.find(id))
                         .set(organizations::spend.eq(s))
                         .execute(conn)
                         .await?;
                 }
-                Ok::<_, StoreError>(n == 1)
+                Ok::<_, StoreError>(written)
             })
             .await
         })
