@@ -49,7 +49,7 @@ endpoint = \"http://127.0.0.1:$MP/v1/traces\"";;
     printf '[[models.bench-gpt.deployments]]\nprovider = "openai_compatible"\nmodel = "mock-gpt"\napi_base = "http://127.0.0.1:%s/v1"\napi_key = "sk-up"\n' $MP
   } > $T/$name.toml
   mkdir -p $T/$name; cp $bin $T/$name/tollgate
-  (cd $T/$name && exec ./tollgate mock-upstream --host 127.0.0.1 --port $MP --workers 1 >$T/$name-mock.log 2>&1) & PIDS+=($!)
+  (cd $T/$name && exec ./tollgate mock-upstream --host 127.0.0.1 --port $MP --workers 1 >$T/$name-mock.log 2>&1) & PIDS+=($!); echo $! > $T/$name.mockpid
   (cd $T/$name && exec ./tollgate serve --config $T/$name.toml >$T/$name-gw.log 2>&1) & PIDS+=($!); echo $! > $T/$name.pid
   for i in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:$GP/health/liveliness 2>/dev/null && break; sleep 0.2; done
   if [[ $MODE == vk-* ]]; then python3 /work/main/bench/mkkeys.py --base http://127.0.0.1:$GP --master sk-master-bench -n 1000 > $T/$name.keys
@@ -63,7 +63,8 @@ BODY='{"model":"bench-gpt","messages":[{"role":"user","content":"hello"}],"max_t
 pgcpu() { local s=0; for p in $(pgrep -x postgres); do s=$((s + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $s; }
 run() { # name secs -> rps cpu_us
   local name=$1 s=$2 gp=$(cat $T/$1.port) pid=$(cat $T/$1.pid)
-  local c0=$(awk '{print $14+$15}' /proc/$pid/stat)
+  local c0=$(awk '{print $14+$15}' /proc/$pid/stat) mpid=$(cat $T/$1.mockpid)
+  local m0=$(awk '{print $14+$15}' /proc/$mpid/stat)
   local p0=$(pgcpu) f="" pp=""
   if [[ -n ${PERF_DIR:-} ]]; then
     f=$PERF_DIR/$name.$(date +%s%N)
@@ -72,11 +73,12 @@ run() { # name secs -> rps cpu_us
   local out=$(WRK_KEYS=$T/$name.keys WRK_BODY=$BODY wrk -t1 -c$CONNS -d${s}s -s /work/main/bench/keys.lua http://127.0.0.1:$gp/v1/chat/completions 2>&1)
   [[ -n $pp ]] && wait $pp
   local c1=$(awk '{print $14+$15}' /proc/$pid/stat)
+  local m1=$(awk '{print $14+$15}' /proc/$mpid/stat)
   local p1=$(pgcpu)
   local n=$(echo "$out" | grep -o '"requests":[0-9]*' | cut -d: -f2)
   local bad=$(echo "$out" | grep -o '"non2xx":[0-9]*' | cut -d: -f2)
   [[ -n $f ]] && echo "$f $n" >> $PERF_DIR/counts
-  echo "$(echo "$out" | awk '/Requests\/sec/{print $2}') $(python3 -c "print(round(($c1-$c0)*1e4/$n,1))")+pg$(python3 -c "print(round(($p1-$p0)*1e4/$n,1))") $bad"
+  echo "$(echo "$out" | awk '/Requests\/sec/{print $2}') $(python3 -c "print(round(($c1-$c0)*1e4/$n,1))")+pg$(python3 -c "print(round(($p1-$p0)*1e4/$n,1))")+mock$(python3 -c "print(round(($m1-$m0)*1e4/$n,1))") $bad"
 }
 run a 3 >/dev/null; run b 3 >/dev/null
 R=()
