@@ -321,7 +321,7 @@ impl RequestRecord {
     pub fn attempt_span(&self, headers: &mut Vec<(HeaderName, HeaderValue)>) -> Option<[u8; 8]> {
         let trace = self.trace.as_ref()?;
         let span = crate::observe::record::new_span_id();
-        if let Ok(v) = HeaderValue::from_str(&trace.traceparent(&span)) {
+        if let Ok(v) = HeaderValue::from_bytes(&trace.traceparent(&span)) {
             headers.push((HeaderName::from_static("traceparent"), v));
         }
         Some(span)

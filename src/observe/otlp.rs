@@ -469,7 +469,12 @@ fn encode_spans(
             prompt + completion
         );
         at(a, "langfuse.observation.usage_details", Val::Str(&usage));
-        let cost = serde_json::json!({ "total": rec.cost }).to_string();
+        // serde_json's number formatting (null if not finite), without
+        // building a map for one field.
+        let mut cost = String::with_capacity(32);
+        cost.push_str("{\"total\":");
+        cost.push_str(&serde_json::to_string(&rec.cost).unwrap_or_else(|_| "null".into()));
+        cost.push('}');
         at(a, "langfuse.observation.cost_details", Val::Str(&cost));
         if let Some(first) = rec.first_chunk_ms {
             let t = iso(u64::try_from(first).unwrap_or(0) * 1_000_000);
@@ -781,6 +786,10 @@ mod tests {
                 .unwrap();
         assert_eq!(usage["input"], 11);
         assert_eq!(usage["output"], 7);
+        assert_eq!(
+            str_attr(root, "langfuse.observation.cost_details"),
+            Some(r#"{"total":0.25}"#)
+        );
         assert!(str_attr(root, "langfuse.observation.completion_start_time")
             .unwrap()
             .starts_with("2023-11-14T22:13:20.1"));
