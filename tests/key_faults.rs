@@ -336,7 +336,24 @@ async fn outages_of_postgres_and_redis_in_every_mode_leave_cached_keys_and_readi
             "{mode:?}: {:?}",
             t0.elapsed()
         );
-        assert_eq!(chat(&gw, &fresh).await.status, 200, "{mode:?}");
+        // Its first lookup may still meet a pooled connection that the
+        // blackhole left hanging, and answer 503 when that times out
+        // (seen once in CI, under load); the pool is replaced then, so
+        // the key works within a lookup timeout or two.
+        let t0 = Instant::now();
+        let mut refusals = Vec::new();
+        loop {
+            let r = chat(&gw, &fresh).await;
+            if r.status == 200 {
+                break;
+            }
+            refusals.push(format!("{} {}", r.status, r.text()));
+            assert!(
+                t0.elapsed() < Duration::from_secs(5) && refusals.len() < 3,
+                "{mode:?}: a fresh key never worked: {refusals:?}"
+            );
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     let gw = Rc::try_unwrap(gw).ok().unwrap();
     gw.stop().await;

@@ -19,6 +19,7 @@ const I64: u8 = 1;
 const LEN: u8 = 2;
 const I32: u8 = 5;
 
+#[inline]
 pub fn varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
@@ -27,42 +28,50 @@ pub fn varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+#[inline]
 pub fn varint_len(v: u64) -> usize {
     // 1 byte per started group of 7 bits; 0 takes one byte.
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+#[inline]
 fn tag(buf: &mut Vec<u8>, field: u32, wire: u8) {
     varint(buf, (u64::from(field) << 3) | u64::from(wire));
 }
 
+#[inline]
 fn tag_len(field: u32) -> usize {
     varint_len(u64::from(field) << 3)
 }
 
 /// A length-delimited field (bytes, string or an encoded message).
+#[inline]
 pub fn bytes_field(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     tag(buf, field, LEN);
     varint(buf, bytes.len() as u64);
     buf.extend_from_slice(bytes);
 }
 
+#[inline]
 pub fn varint_field(buf: &mut Vec<u8>, field: u32, v: u64) {
     tag(buf, field, VARINT);
     varint(buf, v);
 }
 
+#[inline]
 pub fn fixed64_field(buf: &mut Vec<u8>, field: u32, v: u64) {
     tag(buf, field, I64);
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
+#[inline]
 pub fn fixed32_field(buf: &mut Vec<u8>, field: u32, v: u32) {
     tag(buf, field, I32);
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
 /// The size of a length-delimited field holding `len` bytes.
+#[inline]
 fn len_field_size(field: u32, len: usize) -> usize {
     tag_len(field) + varint_len(len as u64) + len
 }
@@ -95,6 +104,7 @@ fn strs_len(items: &[&str]) -> usize {
         .sum()
 }
 
+#[inline]
 fn any_len(v: Val) -> usize {
     match v {
         Val::Str(s) => len_field_size(any::STRING, s.len()),
@@ -105,6 +115,7 @@ fn any_len(v: Val) -> usize {
     }
 }
 
+#[inline]
 fn write_any(buf: &mut Vec<u8>, v: Val) {
     match v {
         Val::Str(s) => bytes_field(buf, any::STRING, s.as_bytes()),
@@ -129,6 +140,8 @@ fn write_any(buf: &mut Vec<u8>, v: Val) {
 pub fn attr(buf: &mut Vec<u8>, field: u32, key: &str, v: Val) {
     let value_len = any_len(v);
     let kv_len = len_field_size(1, key.len()) + len_field_size(2, value_len);
+    // Room for the whole attribute up front: it never regrows midway.
+    buf.reserve(len_field_size(field, kv_len));
     tag(buf, field, LEN);
     varint(buf, kv_len as u64);
     bytes_field(buf, 1, key.as_bytes());
