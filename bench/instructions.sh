@@ -27,7 +27,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 T=$(mktemp -d /tmp/instr.XXXX)
 PIDS=()
 DBS=()
-cleanup() { [[ -n ${KEEP:-} ]] && mkdir -p $KEEP && cp $T/*.cg.* $KEEP/ 2>/dev/null; kill ${PIDS[@]} 2>/dev/null; wait 2>/dev/null; for d in ${DBS[@]:-}; do psql -q -h 127.0.0.1 -U postgres -c "drop database $d" >/dev/null 2>&1; done; rm -rf $T; }
+cleanup() { [[ -n ${KEEP:-} ]] && mkdir -p $KEEP && cp $T/*.cg.* $KEEP/ 2>/dev/null; kill ${PIDS[@]} 2>/dev/null; wait 2>/dev/null; for d in ${DBS[@]:-}; do psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $d with (force)" >/dev/null 2>&1; done; rm -rf $T; }
 trap cleanup EXIT
 # One request at a time over one keep-alive connection, keys in turn.
 cat > $T/send.py <<'EOF'
