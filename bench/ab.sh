@@ -26,33 +26,18 @@ MODE=$1; A=$2; B=$3; SECS=${4:-6}; ROUNDS=${5:-5}; CONNS=${CONNS:-8}
 T=$(mktemp -d /tmp/ab.XXXX)
 PIDS=()
 DBS=()
-cleanup() { kill ${PIDS[@]} 2>/dev/null; wait 2>/dev/null; for d in ${DBS[@]:-}; do psql -q -h 127.0.0.1 -U postgres -c "drop database $d" >/dev/null 2>&1; done; rm -rf $T; }
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/lib.sh"
+cleanup() { kill ${PIDS[@]} 2>/dev/null; wait 2>/dev/null; drop_dbs; rm -rf $T; }
 trap cleanup EXIT
 setup() { # name bin port_base -> echo url keysfile gwpid
-  local name=$1 bin=$2 MP=$3 GP=$(( $3 + 1 )) url dest=""
-  case $MODE in
-    vk-sqlite) url="sqlite://$T/$name.db";;
-    vk-pg) local db=ab_${name}_$$; psql -q -h 127.0.0.1 -U postgres -c "create database $db" >/dev/null; DBS+=($db); url="postgres://postgres@127.0.0.1:5432/$db";;
-    obs) [[ $name == b ]] && dest="
-[[logging.destinations]]
-kind = \"langfuse\"
-host = \"http://127.0.0.1:$MP\"
-public_key = \"pk-lf-bench\"
-secret_key = \"sk-lf-bench\"
-[[logging.destinations]]
-kind = \"otel\"
-endpoint = \"http://127.0.0.1:$MP/v1/traces\"";;
-  esac
-  { echo 'master_key = "sk-master-bench"'
-    [[ -n ${url:-} ]] && echo "database_url = \"$url\""
-    printf '[server]\nhost = "127.0.0.1"\nport = %s\nworkers = 2\n[storage]\nredis_prefix = "ab-%s-%s"\n[logging]\nlevel = "warn"\nrequest_log = "off"\n%s\n' $GP $name $$ "$dest"
-    printf '[[models.bench-gpt.deployments]]\nprovider = "openai_compatible"\nmodel = "mock-gpt"\napi_base = "http://127.0.0.1:%s/v1"\napi_key = "sk-up"\n' $MP
-  } > $T/$name.toml
+  local name=$1 bin=$2 MP=$3 GP=$(( $3 + 1 ))
+  bench_config $name $MP $GP 2 ab > $T/$name.toml
   mkdir -p $T/$name; cp $bin $T/$name/tollgate
   (cd $T/$name && exec ./tollgate mock-upstream --host 127.0.0.1 --port $MP --workers 1 >$T/$name-mock.log 2>&1) & PIDS+=($!); echo $! > $T/$name.mockpid
   (cd $T/$name && exec ./tollgate serve --config $T/$name.toml >$T/$name-gw.log 2>&1) & PIDS+=($!); echo $! > $T/$name.pid
   for i in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:$GP/health/liveliness 2>/dev/null && break; sleep 0.2; done
-  if [[ $MODE == vk-* ]]; then python3 /work/main/bench/mkkeys.py --base http://127.0.0.1:$GP --master sk-master-bench -n 1000 > $T/$name.keys
+  if [[ $MODE == vk-* ]]; then python3 $HERE/mkkeys.py --base http://127.0.0.1:$GP --master sk-master-bench -n 1000 > $T/$name.keys
   else echo sk-master-bench > $T/$name.keys; fi
   echo $GP > $T/$name.port
   if [[ $name == b && -n ${SQL_B:-} && $MODE == vk-pg ]]; then psql -q -h 127.0.0.1 -U postgres -d ab_${name}_$$ -c "$SQL_B"; fi
@@ -70,7 +55,7 @@ run() { # name secs -> rps cpu_us
     f=$PERF_DIR/$name.$(date +%s%N)
     perf record -q -F 1999 -o $f.data -p $pid -- sleep $s 2>/dev/null & pp=$!
   fi
-  local out=$(WRK_KEYS=$T/$name.keys WRK_BODY=$BODY wrk -t1 -c$CONNS -d${s}s -s /work/main/bench/keys.lua http://127.0.0.1:$gp/v1/chat/completions 2>&1)
+  local out=$(WRK_KEYS=$T/$name.keys WRK_BODY=$BODY wrk -t1 -c$CONNS -d${s}s -s $HERE/keys.lua http://127.0.0.1:$gp/v1/chat/completions 2>&1)
   [[ -n $pp ]] && wait $pp
   local c1=$(awk '{print $14+$15}' /proc/$pid/stat)
   local m1=$(awk '{print $14+$15}' /proc/$mpid/stat)

@@ -27,7 +27,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 T=$(mktemp -d /tmp/instr.XXXX)
 PIDS=()
 DBS=()
-cleanup() { [[ -n ${KEEP:-} ]] && mkdir -p $KEEP && cp $T/*.cg.* $KEEP/ 2>/dev/null; kill ${PIDS[@]} 2>/dev/null; wait 2>/dev/null; for d in ${DBS[@]:-}; do psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $d with (force)" >/dev/null 2>&1; done; rm -rf $T; }
+source "$HERE/lib.sh"
+cleanup() { [[ -n ${KEEP:-} ]] && mkdir -p $KEEP && cp $T/*.cg.* $KEEP/ 2>/dev/null; kill ${PIDS[@]} 2>/dev/null; wait 2>/dev/null; drop_dbs; rm -rf $T; }
 trap cleanup EXIT
 # One request at a time over one keep-alive connection, keys in turn.
 cat > $T/send.py <<'EOF'
@@ -44,26 +45,8 @@ for i in range(n):
         sys.exit(f"request {i}: HTTP {r.status}")
 EOF
 measure() { # name bin port_base -> "total blocking"
-  local name=$1 bin=$2 MP=$3 GP=$(( $3 + 1 )) url="" dest=""
-  case $MODE in
-    vk-sqlite) url="sqlite://$T/$name.db";;
-    vk-pg) local db=instr_${name}_$$; psql -q -h 127.0.0.1 -U postgres -c "create database $db" >/dev/null; DBS+=($db); url="postgres://postgres@127.0.0.1:5432/$db";;
-    obs) [[ $name == b ]] && dest="
-[[logging.destinations]]
-kind = \"langfuse\"
-host = \"http://127.0.0.1:$MP\"
-public_key = \"pk-lf-bench\"
-secret_key = \"sk-lf-bench\"
-[[logging.destinations]]
-kind = \"otel\"
-endpoint = \"http://127.0.0.1:$MP/v1/traces\"";;
-    *) echo "unknown mode $MODE" >&2; exit 2;;
-  esac
-  { echo 'master_key = "sk-master-bench"'
-    [[ -n $url ]] && echo "database_url = \"$url\""
-    printf '[server]\nhost = "127.0.0.1"\nport = %s\nworkers = 1\n[storage]\nredis_prefix = "instr-%s-%s"\n[logging]\nlevel = "warn"\nrequest_log = "off"\n%s\n' $GP $name $$ "$dest"
-    printf '[[models.bench-gpt.deployments]]\nprovider = "openai_compatible"\nmodel = "mock-gpt"\napi_base = "http://127.0.0.1:%s/v1"\napi_key = "sk-up"\n' $MP
-  } > $T/$name.toml
+  local name=$1 bin=$2 MP=$3 GP=$(( $3 + 1 ))
+  bench_config $name $MP $GP 1 instr > $T/$name.toml
   mkdir -p $T/$name; cp $bin $T/$name/tollgate
   (cd $T/$name && exec ./tollgate mock-upstream --host 127.0.0.1 --port $MP --workers 1 >$T/$name-mock.log 2>&1) & PIDS+=($!)
   (cd $T/$name && exec valgrind --tool=callgrind --callgrind-out-file=$T/$name.cg --dump-instr=no ./tollgate serve --config $T/$name.toml >$T/$name-gw.log 2>&1) & local gw=$!; PIDS+=($gw)
@@ -77,6 +60,8 @@ endpoint = \"http://127.0.0.1:$MP/v1/traces\"";;
   sleep 2
   callgrind_control -d $gw >/dev/null 2>&1
   kill $gw 2>/dev/null; wait $gw 2>/dev/null || true
+  # measure runs in a subshell: its database is dropped here, not by cleanup.
+  drop_dbs
   local out=$(ls $T/$name.cg.* | head -1)
   callgrind_annotate --threshold=100 --inclusive=yes $out 2>/dev/null | python3 -c "
 import re, sys

@@ -1,0 +1,39 @@
+# Sourced by ab.sh and instructions.sh: the gateway setups they compare.
+# Uses MODE and T; vk-pg databases are appended to DBS (drop_dbs drops them).
+
+# bench_config NAME MOCK_PORT GATEWAY_PORT WORKERS TAG: side NAME's gateway
+# config on stdout. vk-sqlite and vk-pg spend to a database of the side's
+# own (vk-pg: TAG_NAME_PID on 127.0.0.1:5432); in obs, side b logs to
+# Langfuse and OTLP, both received by its mock.
+bench_config() {
+  local name=$1 MP=$2 GP=$3 workers=$4 tag=$5 url="" dest=""
+  case $MODE in
+    vk-sqlite) url="sqlite://$T/$name.db";;
+    vk-pg) local db=${tag}_${name}_$$
+      psql -q -h 127.0.0.1 -U postgres -c "create database $db" >/dev/null
+      DBS+=($db); url="postgres://postgres@127.0.0.1:5432/$db";;
+    obs) [[ $name == b ]] && dest="
+[[logging.destinations]]
+kind = \"langfuse\"
+host = \"http://127.0.0.1:$MP\"
+public_key = \"pk-lf-bench\"
+secret_key = \"sk-lf-bench\"
+[[logging.destinations]]
+kind = \"otel\"
+endpoint = \"http://127.0.0.1:$MP/v1/traces\"";;
+    *) echo "unknown mode $MODE" >&2; return 2;;
+  esac
+  echo 'master_key = "sk-master-bench"'
+  [[ -n $url ]] && echo "database_url = \"$url\""
+  printf '[server]\nhost = "127.0.0.1"\nport = %s\nworkers = %s\n[storage]\nredis_prefix = "%s-%s-%s"\n[logging]\nlevel = "warn"\nrequest_log = "off"\n%s\n' $GP $workers $tag $name $$ "$dest"
+  printf '[[models.bench-gpt.deployments]]\nprovider = "openai_compatible"\nmodel = "mock-gpt"\napi_base = "http://127.0.0.1:%s/v1"\napi_key = "sk-up"\n' $MP
+}
+
+# Drops the databases bench_config made (FORCE: a gateway still shutting
+# down may hold connections).
+drop_dbs() {
+  local d
+  for d in ${DBS[@]:-}; do
+    psql -q -h 127.0.0.1 -U postgres -c "drop database if exists $d with (force)" >/dev/null 2>&1
+  done
+}
