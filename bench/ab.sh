@@ -48,22 +48,23 @@ BODY='{"model":"bench-gpt","messages":[{"role":"user","content":"hello"}],"max_t
 pgcpu() { local s=0; for p in $(pgrep -x postgres); do s=$((s + $(awk '{print $14+$15}' /proc/$p/stat 2>/dev/null || echo 0))); done; echo $s; }
 run() { # name secs -> rps cpu_us
   local name=$1 s=$2 gp=$(cat $T/$1.port) pid=$(cat $T/$1.pid)
-  local c0=$(awk '{print $14+$15}' /proc/$pid/stat) mpid=$(cat $T/$1.mockpid)
+  local c0=$(awk '{print $14+$15}' /proc/$pid/stat) u0=$(awk '{print $14}' /proc/$pid/stat) mpid=$(cat $T/$1.mockpid)
   local m0=$(awk '{print $14+$15}' /proc/$mpid/stat)
   local p0=$(pgcpu) f="" pp=""
   if [[ -n ${PERF_DIR:-} ]]; then
+    mkdir -p "$PERF_DIR"
     f=$PERF_DIR/$name.$(date +%s%N)
     perf record -q -F 1999 -o $f.data -p $pid -- sleep $s 2>/dev/null & pp=$!
   fi
   local out=$(WRK_KEYS=$T/$name.keys WRK_BODY=$BODY wrk -t1 -c$CONNS -d${s}s -s $HERE/keys.lua http://127.0.0.1:$gp/v1/chat/completions 2>&1)
   [[ -n $pp ]] && wait $pp
-  local c1=$(awk '{print $14+$15}' /proc/$pid/stat)
+  local c1=$(awk '{print $14+$15}' /proc/$pid/stat) u1=$(awk '{print $14}' /proc/$pid/stat)
   local m1=$(awk '{print $14+$15}' /proc/$mpid/stat)
   local p1=$(pgcpu)
   local n=$(echo "$out" | grep -o '"requests":[0-9]*' | cut -d: -f2)
   local bad=$(echo "$out" | grep -o '"non2xx":[0-9]*' | cut -d: -f2)
   [[ -n $f ]] && echo "$f $n" >> $PERF_DIR/counts
-  echo "$(echo "$out" | awk '/Requests\/sec/{print $2}') $(python3 -c "print(round(($c1-$c0)*1e4/$n,1))")+pg$(python3 -c "print(round(($p1-$p0)*1e4/$n,1))")+mock$(python3 -c "print(round(($m1-$m0)*1e4/$n,1))") $bad"
+  echo "$(echo "$out" | awk '/Requests\/sec/{print $2}') $(python3 -c "print(round(($c1-$c0)*1e4/$n,1))")(usr$(python3 -c "print(round(($u1-$u0)*1e4/$n,1))"))+pg$(python3 -c "print(round(($p1-$p0)*1e4/$n,1))")+mock$(python3 -c "print(round(($m1-$m0)*1e4/$n,1))") $bad"
 }
 run a 3 >/dev/null; run b 3 >/dev/null
 R=()

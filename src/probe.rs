@@ -70,7 +70,7 @@ pub async fn probe(
             timeout,
         };
         match provider.send(call).await {
-            Ok(Ok(Reply::Full { .. })) => Ok(started.elapsed()),
+            Ok(Ok(Reply::Full(_))) => Ok(started.elapsed()),
             Ok(Ok(Reply::Stream { .. })) => Ok(started.elapsed()),
             Ok(Err(e)) => Err(e.into_gateway_error().to_string()),
             Err(_) => Err("the provider client is restarting".into()),

@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, watch};
 use crate::error::{GatewayError, UpstreamError};
 use crate::metrics::ActorMeter;
 use crate::providers::{
-    inbound_body, is_retryable_status, openai, upstream_error, AnswerCtx, Endpoint, Outbound,
-    StreamDecoder, StreamStep, Usage,
+    inbound_body, is_retryable_status, openai, upstream_error, AnswerCtx, Endpoint, Inbound,
+    Outbound, StreamDecoder, StreamStep, Usage,
 };
 use crate::topology::DeploymentTarget;
 
@@ -84,10 +84,7 @@ pub struct Call {
 }
 
 pub enum Reply {
-    Full {
-        body: Bytes,
-        usage: Option<Usage>,
-    },
+    Full(Inbound),
     /// The upstream's first item (already received, so the stream is known
     /// to have started well), then the rest as the upstream sends them; the
     /// channel closes at the end.
@@ -214,9 +211,9 @@ impl Handler<Call> for ProviderActor {
             }
             if !stream {
                 let body = read_body(&mut resp, deadline, MAX_RESPONSE_BYTES).await?;
-                let (body, usage) =
+                let answer =
                     inbound_body(&target, endpoint, body, &answer).map_err(CallError::Protocol)?;
-                return Ok(Reply::Full { body, usage });
+                return Ok(Reply::Full(answer));
             }
             if let Some(kind) = header_str(resp.headers(), "content-type").map(str::to_string) {
                 let kind_ok = kind.trim_start().starts_with("text/event-stream")

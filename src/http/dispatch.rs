@@ -29,7 +29,7 @@ use crate::actors::router::{Outcome, OutcomeKind, Route, RouterActor};
 use crate::actors::Metered;
 use crate::error::{GatewayError, RateLimitInfo};
 use crate::pricing::cost_usd;
-use crate::providers::{self, AnswerCtx, Wire};
+use crate::providers::{self, AnswerCtx, Inbound, Wire};
 use crate::request::{InferenceRequest, RawObject};
 use crate::routing::{candidates, fallbacks, ErrorClass, Strategy};
 use crate::topology::{DeploymentTarget, Group, Topology};
@@ -348,7 +348,11 @@ async fn try_group(
         record.upstream += attempt.started.elapsed();
         record.note_attempt(span, &target, attempt.started, result.as_ref().err());
         match result {
-            Ok(Reply::Full { body, usage }) => {
+            Ok(Reply::Full(Inbound {
+                body,
+                usage,
+                choices,
+            })) => {
                 attempt.finish(OutcomeKind::Success {
                     tokens: usage.map_or(0, |u| u.prompt_tokens + u.completion_tokens),
                 });
@@ -356,7 +360,7 @@ async fn try_group(
                 let mut resp = HttpResponse::Ok();
                 resp.content_type("application/json");
                 super::reply_headers::write(&mut resp, record, &target, limits, cost);
-                record.capture_output(&body);
+                record.capture_output(&body, choices);
                 let row = record.take().finish(200, usage, None);
                 settle(&st.spend, row);
                 return Ok(resp.body(body));

@@ -170,7 +170,7 @@ impl RequestRecord {
         mut self,
         status: u16,
         usage: Option<Usage>,
-        error: Option<String>,
+        mut error: Option<String>,
     ) -> Option<SpendLogRow> {
         let gw = &self.gw;
         let total = self.started.elapsed();
@@ -211,20 +211,28 @@ impl RequestRecord {
             self.observe_litellm(status, &usage, cost, total);
         }
         if let Some(obs) = gw.observe.as_ref().filter(|o| o.wants(self.key.as_deref())) {
-            // Moves out what only the destinations need; the rest is
-            // copied, as the request log and spend row use it too.
+            // Moves out what nothing after this reads (the spend row is
+            // made); what the request log reads is copied only when it is on.
             let start = u64::try_from(self.started_ms).unwrap_or(0) * 1_000_000;
+            let logged = gw.request_log_enabled;
+            let copy_if_logged = |s: &mut String| {
+                if logged {
+                    s.clone()
+                } else {
+                    std::mem::take(s)
+                }
+            };
             obs.dispatch(LogRecord {
-                request_id: self.request_id.clone(),
-                call_id: self.call_id.clone(),
+                request_id: copy_if_logged(&mut self.request_id),
+                call_id: std::mem::take(&mut self.call_id),
                 endpoint: self.endpoint,
-                model: self.model.clone(),
+                model: copy_if_logged(&mut self.model),
                 deployment: self.deployment.clone(),
                 key: self.key.clone(),
-                end_user: self.end_user.clone(),
-                metadata: self.metadata.clone(),
+                end_user: self.end_user.take(),
+                metadata: self.metadata.take(),
                 status,
-                error: error.clone(),
+                error: if logged { error.clone() } else { error.take() },
                 stream: self.stream,
                 usage,
                 usage_estimated: self.usage_estimated,
@@ -356,9 +364,12 @@ impl RequestRecord {
     }
 
     /// Keeps a whole answer for destinations that take content.
-    pub fn capture_output(&mut self, body: &bytes::Bytes) {
+    pub fn capture_output(&mut self, body: &bytes::Bytes, choices: Option<std::ops::Range<usize>>) {
         if self.keep_content {
-            self.output = Output::Json(body.clone());
+            self.output = Output::Json {
+                body: body.clone(),
+                choices,
+            };
         }
     }
 

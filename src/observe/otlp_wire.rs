@@ -137,14 +137,50 @@ fn write_any(buf: &mut Vec<u8>, v: Val) {
 
 /// One `KeyValue { key = 1, value = 2 }` as field `field` of the message
 /// being written (a span's attributes are its field 9).
+#[inline]
 pub fn attr(buf: &mut Vec<u8>, field: u32, key: &str, v: Val) {
     let value_len = any_len(v);
     let kv_len = len_field_size(1, key.len()) + len_field_size(2, value_len);
     // Room for the whole attribute up front: it never regrows midway.
     buf.reserve(len_field_size(field, kv_len));
-    tag(buf, field, LEN);
-    varint(buf, kv_len as u64);
-    bytes_field(buf, 1, key.as_bytes());
+    // Nearly every attribute is short: every tag and length one byte, so
+    // they go in as a few fixed-size writes rather than a push (and a
+    // capacity check) per byte.
+    if field < 16 && kv_len < 128 {
+        buf.extend_from_slice(&[
+            ((field << 3) | u32::from(LEN)) as u8,
+            kv_len as u8,
+            (1 << 3) | LEN,
+            key.len() as u8,
+        ]);
+        buf.extend_from_slice(key.as_bytes());
+        match v {
+            Val::Str(s) => {
+                buf.extend_from_slice(&[
+                    (2 << 3) | LEN,
+                    value_len as u8,
+                    ((any::STRING as u8) << 3) | LEN,
+                    s.len() as u8,
+                ]);
+                buf.extend_from_slice(s.as_bytes());
+                return;
+            }
+            Val::Int(i) if (0..128).contains(&i) => {
+                buf.extend_from_slice(&[(2 << 3) | LEN, 2, (any::INT as u8) << 3, i as u8]);
+                return;
+            }
+            Val::F64(x) => {
+                buf.extend_from_slice(&[(2 << 3) | LEN, 9, ((any::DOUBLE as u8) << 3) | I64]);
+                buf.extend_from_slice(&x.to_bits().to_le_bytes());
+                return;
+            }
+            _ => {}
+        }
+    } else {
+        tag(buf, field, LEN);
+        varint(buf, kv_len as u64);
+        bytes_field(buf, 1, key.as_bytes());
+    }
     tag(buf, 2, LEN);
     varint(buf, value_len as u64);
     write_any(buf, v);
@@ -287,6 +323,64 @@ mod tests {
         assert_eq!(rs.scope_spans[0].spans.len(), 3);
         assert_eq!(rs.scope_spans[0].scope.as_ref().unwrap().name, "tollgate");
         assert_eq!(rs.resource.as_ref().unwrap().attributes.len(), 2);
+    }
+
+    #[test]
+    fn attributes_of_every_size_decode_alike() {
+        // Around the one-byte-length fast path's edges: key, value and
+        // attribute lengths of 127 and 128 bytes, ints on both sides of
+        // 128, fields with one- and two-byte tags.
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use prost::encoding::decode_varint;
+        use prost::Message as _;
+        fn val(v: &Av) -> Val<'_> {
+            match v {
+                Av::StringValue(s) => Val::Str(s),
+                Av::IntValue(i) => Val::Int(*i),
+                Av::DoubleValue(d) => Val::F64(*d),
+                Av::BoolValue(b) => Val::Bool(*b),
+                _ => unreachable!(),
+            }
+        }
+        let mut cases: Vec<(String, Av)> = Vec::new();
+        for key_len in [1, 60, 118, 119, 120, 126, 127, 128, 300] {
+            let key = "k".repeat(key_len);
+            for s_len in [0, 1, 4, 5, 6, 120, 123, 124, 125, 126, 127, 128, 1000] {
+                cases.push((key.clone(), Av::StringValue("v".repeat(s_len))));
+            }
+            for i in [0, 1, 127, 128, 300, -1, i64::MAX] {
+                cases.push((key.clone(), Av::IntValue(i)));
+            }
+            cases.push((key.clone(), Av::DoubleValue(-2.5)));
+            cases.push((key.clone(), Av::BoolValue(true)));
+        }
+        for field in [1, 9, 15, 16, 2000] {
+            // Each attribute takes exactly the room it reserves, under
+            // this field's tag; re-tagged as field 1 they read back as a
+            // Resource's attributes.
+            let mut as_resource = Vec::new();
+            for (k, v) in &cases {
+                let mut one = Vec::new();
+                attr(&mut one, field, k, val(v));
+                let kv = len_field_size(1, k.len()) + len_field_size(2, any_len(val(v)));
+                assert_eq!(one.len(), len_field_size(field, kv));
+                let mut rest = &one[..];
+                assert_eq!(
+                    decode_varint(&mut rest).unwrap(),
+                    (u64::from(field) << 3) | 2
+                );
+                assert_eq!(decode_varint(&mut rest).unwrap() as usize, rest.len());
+                bytes_field(&mut as_resource, 1, rest);
+            }
+            let back = Resource::decode(as_resource.as_slice()).unwrap();
+            let got: Vec<(String, Av)> = back
+                .attributes
+                .into_iter()
+                .map(|kv| (kv.key, kv.value.unwrap().value.unwrap()))
+                .collect();
+            assert_eq!(got, cases, "field {field}");
+        }
     }
 
     #[test]

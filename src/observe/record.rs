@@ -5,6 +5,7 @@
 //! what several destinations read alike is worked out once ([`Derived`]).
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -132,8 +133,12 @@ pub struct AttemptRecord {
 pub enum Output {
     #[default]
     None,
-    /// A whole JSON answer (OpenAI shape).
-    Json(Bytes),
+    /// A whole JSON answer (OpenAI shape), and where its `choices` list
+    /// is in it when the usage parse saw it.
+    Json {
+        body: Bytes,
+        choices: Option<Range<usize>>,
+    },
     /// The SSE frames sent to the client, in order (OpenAI shape), and
     /// their bytes in all.
     Frames(Vec<Bytes>, usize),
@@ -179,8 +184,8 @@ pub struct LogRecord {
 pub struct Derived {
     /// The request's `metadata` object (empty if none or not an object).
     pub metadata: serde_json::Map<String, serde_json::Value>,
-    /// `(role, content, finish_reason)` of the answer, see [`output_message`].
-    pub output: Option<(String, String, Option<String>)>,
+    /// The answer's message, see [`output_message`].
+    pub output: Option<OutputMessage>,
     /// The answer as a one-message JSON array, `[{"role":…,"content":…}]`.
     pub output_messages: Option<String>,
     /// The span attributes every OTLP flavour writes alike, encoded by
@@ -214,15 +219,7 @@ impl LogRecord {
                 .and_then(|m| serde_json::from_str(m.get()).ok())
                 .unwrap_or_default();
             let output = output_message(&self.output);
-            let output_messages = output.as_ref().map(|(role, content, _)| {
-                let mut s = String::with_capacity(content.len() + role.len() + 32);
-                s.push_str("[{\"role\":");
-                push_json_str(&mut s, role);
-                s.push_str(",\"content\":");
-                push_json_str(&mut s, content);
-                s.push_str("}]");
-                s
-            });
+            let output_messages = output.as_ref().map(OutputMessage::as_messages);
             Derived {
                 metadata,
                 output,
@@ -249,18 +246,82 @@ fn push_json_str(out: &mut String, v: &str) {
     *out = String::from_utf8(buf).unwrap_or_default();
 }
 
+fn json_str(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() + 2);
+    push_json_str(&mut s, v);
+    s
+}
+
+/// The first choice's message of an answer, as the logs show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputMessage {
+    pub role: String,
+    /// The content as a JSON string: the upstream's own text when it was
+    /// one (never unescaped and escaped again), else the JSON of what
+    /// stands for it (content parts, tool calls) as a string.
+    pub content_json: String,
+    pub finish_reason: Option<String>,
+}
+
+impl OutputMessage {
+    /// The content as plain text.
+    pub fn content(&self) -> String {
+        serde_json::from_str(&self.content_json).unwrap_or_default()
+    }
+
+    /// The message as a one-message JSON array, `[{"role":…,"content":…}]`.
+    pub fn as_messages(&self) -> String {
+        let mut s = String::with_capacity(self.content_json.len() + self.role.len() + 32);
+        s.push_str("[{\"role\":");
+        push_json_str(&mut s, &self.role);
+        s.push_str(",\"content\":");
+        s.push_str(&self.content_json);
+        s.push_str("}]");
+        s
+    }
+}
+
 /// The parts of an OpenAI answer (or stream chunk) the logs show, read
-/// borrowing from the body: no map per object, no copy of unescaped text.
+/// borrowing from the body: no map per object, no copy of the text.
 mod shape {
     use std::borrow::Cow;
+    use std::fmt;
 
+    use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
     use serde::Deserialize;
     use serde_json::value::RawValue;
 
     #[derive(Deserialize)]
     pub struct Answer<'a> {
         #[serde(borrow, default)]
-        pub choices: Vec<Choice<'a>>,
+        pub choices: First<Choice<'a>>,
+    }
+
+    /// A list's first item; the rest is skipped, not collected.
+    pub struct First<T>(pub Option<T>);
+
+    impl<T> Default for First<T> {
+        fn default() -> Self {
+            First(None)
+        }
+    }
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(std::marker::PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+                type Value = First<T>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a list")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<First<T>, A::Error> {
+                    let first = seq.next_element()?;
+                    while seq.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(First(first))
+                }
+            }
+            d.deserialize_seq(V(std::marker::PhantomData))
+        }
     }
 
     #[derive(Deserialize)]
@@ -269,8 +330,9 @@ mod shape {
         pub message: Option<Message<'a>>,
         #[serde(borrow, default)]
         pub delta: Option<Delta<'a>>,
+        /// Completions' text, as its JSON.
         #[serde(borrow, default)]
-        pub text: Option<Cow<'a, str>>,
+        pub text: Option<&'a RawValue>,
         #[serde(borrow, default)]
         pub finish_reason: Option<Cow<'a, str>>,
     }
@@ -279,7 +341,7 @@ mod shape {
     pub struct Message<'a> {
         #[serde(borrow, default)]
         pub role: Option<Cow<'a, str>>,
-        /// A string, null, or content parts (shown as their JSON).
+        /// A string, null, or content parts, as their JSON.
         #[serde(borrow, default)]
         pub content: Option<&'a RawValue>,
         #[serde(borrow, default)]
@@ -293,29 +355,47 @@ mod shape {
     }
 }
 
-/// The text of an OpenAI-shaped answer: whole, or rebuilt from its
-/// stream's frames. Returns `(role, content, finish_reason)` of the first
-/// choice, or None when there is no text to show (embeddings, errors).
-pub fn output_message(output: &Output) -> Option<(String, String, Option<String>)> {
+/// The message of an OpenAI-shaped answer: whole, or rebuilt from its
+/// stream's frames. The first choice's, or None when there is no text to
+/// show (embeddings, errors).
+pub fn output_message(output: &Output) -> Option<OutputMessage> {
     match output {
         Output::None => None,
-        Output::Json(body) => {
-            let answer: shape::Answer = serde_json::from_slice(body).ok()?;
-            let choice = answer.choices.into_iter().next()?;
-            let finish = choice.finish_reason.map(Cow::into_owned);
+        Output::Json { body, choices } => {
+            // Only the `choices` list when the usage parse said where it
+            // is: about half the body, and no walk over the rest.
+            let choice = match choices.as_ref().and_then(|r| body.get(r.clone())) {
+                Some(list) => serde_json::from_slice::<shape::First<shape::Choice>>(list).ok()?,
+                None => serde_json::from_slice::<shape::Answer>(body).ok()?.choices,
+            }
+            .0?;
+            let finish_reason = choice.finish_reason.map(Cow::into_owned);
             if let Some(msg) = choice.message {
                 let role = msg.role.as_deref().unwrap_or("assistant").to_string();
                 let raw = msg.content.map(RawValue::get).unwrap_or("null");
-                let content = if raw == "null" {
-                    msg.tool_calls
-                        .map_or_else(String::new, |t| t.get().to_string())
+                let content_json = if raw.starts_with('"') {
+                    raw.to_string()
+                } else if raw == "null" {
+                    json_str(msg.tool_calls.map_or("", RawValue::get))
                 } else {
-                    // A JSON string unescaped; anything else as its JSON.
-                    serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string())
+                    json_str(raw)
                 };
-                return Some((role, content, finish));
+                return Some(OutputMessage {
+                    role,
+                    content_json,
+                    finish_reason,
+                });
             }
-            Some(("assistant".into(), choice.text?.into_owned(), finish))
+            let text = choice.text?.get();
+            Some(OutputMessage {
+                role: "assistant".into(),
+                content_json: if text.starts_with('"') {
+                    text.to_string()
+                } else {
+                    json_str(text)
+                },
+                finish_reason,
+            })
         }
         Output::Frames(frames, _) => {
             let mut content = String::new();
@@ -333,12 +413,14 @@ pub fn output_message(output: &Output) -> Option<(String, String, Option<String>
                     let Ok(chunk) = serde_json::from_slice::<shape::Answer>(data) else {
                         continue;
                     };
-                    let Some(choice) = chunk.choices.into_iter().next() else {
+                    let Some(choice) = chunk.choices.0 else {
                         continue;
                     };
                     any = true;
-                    let piece = choice.delta.and_then(|d| d.content).or(choice.text);
-                    if let Some(p) = piece {
+                    let text = choice
+                        .text
+                        .and_then(|t| serde_json::from_str::<Cow<str>>(t.get()).ok());
+                    if let Some(p) = choice.delta.and_then(|d| d.content).or(text) {
                         content.push_str(&p);
                     }
                     if let Some(f) = choice.finish_reason {
@@ -346,7 +428,11 @@ pub fn output_message(output: &Output) -> Option<(String, String, Option<String>
                     }
                 }
             }
-            any.then(|| ("assistant".to_string(), content, finish))
+            any.then(|| OutputMessage {
+                role: "assistant".into(),
+                content_json: json_str(&content),
+                finish_reason: finish,
+            })
         }
     }
 }
@@ -408,38 +494,76 @@ mod tests {
 
     #[test]
     fn output_text_from_a_whole_answer_and_from_stream_frames() {
-        let body = Bytes::from_static(
-            br#"{"choices":[{"index":0,"message":{"role":"assistant","content":"Hi there"},"finish_reason":"stop"}]}"#,
+        fn whole(body: &'static [u8]) -> Option<OutputMessage> {
+            let body = Bytes::from_static(body);
+            let told = output_message(&Output::Json {
+                body: body.clone(),
+                choices: crate::providers::openai::answer_from_body(
+                    Endpoint::ChatCompletions,
+                    &body,
+                )
+                .ok()
+                .and_then(|(_, at)| at),
+            });
+            // Told where the choices are or not, the same message.
+            let found = output_message(&Output::Json {
+                body,
+                choices: None,
+            });
+            assert_eq!(told, found);
+            found
+        }
+        let m = whole(
+            br#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"Hi there"},"finish_reason":"stop"},{"index":1,"message":{"content":"other"}}],"usage":{"prompt_tokens":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                m.role.as_str(),
+                m.content().as_str(),
+                m.finish_reason.as_deref()
+            ),
+            ("assistant", "Hi there", Some("stop"))
         );
         assert_eq!(
-            output_message(&Output::Json(body)),
-            Some(("assistant".into(), "Hi there".into(), Some("stop".into())))
+            m.as_messages(),
+            r#"[{"role":"assistant","content":"Hi there"}]"#
         );
         let frames = vec![
             Bytes::from_static(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n"),
-            Bytes::from_static(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n"),
+            Bytes::from_static(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo \\\"x\\\"\"},\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}\n\n"),
             Bytes::from_static(b"data: [DONE]\n\n"),
         ];
+        let m = output_message(&Output::Frames(frames, 0)).unwrap();
         assert_eq!(
-            output_message(&Output::Frames(frames, 0)),
-            Some(("assistant".into(), "Hello".into(), Some("length".into())))
+            (m.content().as_str(), m.finish_reason.as_deref()),
+            ("Hello \"x\"", Some("length"))
         );
-        // Escaped text is unescaped; tool calls stand in for null content.
-        let body = Bytes::from_static(
-            br#"{"choices":[{"message":{"role":"assistant","content":"say \"hi\"\n"}}]}"#,
-        );
-        assert_eq!(
-            output_message(&Output::Json(body)).unwrap().1,
-            "say \"hi\"\n"
-        );
-        let body = Bytes::from_static(
+        assert_eq!(m.content_json, r#""Hello \"x\"""#);
+        // Escaped text stays valid JSON in the messages and reads back
+        // unescaped; tool calls stand in for null content.
+        let m = whole(
+            br#"{"choices":[{"message":{"role":"assistant","content":"say \"hi\"\n\u00e9"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(m.content(), "say \"hi\"\n\u{e9}");
+        let back: serde_json::Value = serde_json::from_str(&m.as_messages()).unwrap();
+        assert_eq!(back[0]["content"], "say \"hi\"\n\u{e9}");
+        let m = whole(
             br#"{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1"}]}}]}"#,
-        );
+        )
+        .unwrap();
+        assert_eq!(m.content(), r#"[{"id":"c1"}]"#);
+        // Completions' text, and content parts shown as their JSON.
+        let m = whole(br#"{"choices":[{"text":"once upon","finish_reason":"length"}]}"#).unwrap();
         assert_eq!(
-            output_message(&Output::Json(body)).unwrap().1,
-            r#"[{"id":"c1"}]"#
+            (m.content().as_str(), m.role.as_str()),
+            ("once upon", "assistant")
         );
-        let emb = Bytes::from_static(br#"{"data":[{"embedding":[0.1]}]}"#);
-        assert_eq!(output_message(&Output::Json(emb)), None);
+        let m = whole(br#"{"choices":[{"message":{"content":[{"type":"text","text":"hi"}]}}]}"#)
+            .unwrap();
+        assert_eq!(m.content(), r#"[{"type":"text","text":"hi"}]"#);
+        assert_eq!(whole(br#"{"data":[{"embedding":[0.1]}]}"#), None);
+        assert_eq!(whole(br#"{"choices":[]}"#), None);
     }
 }

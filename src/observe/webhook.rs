@@ -54,8 +54,8 @@ pub fn record_json(rec: &LogRecord, redact: bool) -> Value {
         json!({"text": REDACTED})
     } else {
         match &derived.output {
-            Some((role, content, finish)) => {
-                json!({"role": role, "content": content, "finish_reason": finish})
+            Some(m) => {
+                json!({"role": m.role, "content": m.content(), "finish_reason": m.finish_reason})
             }
             None => Value::Null,
         }

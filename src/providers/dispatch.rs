@@ -2,6 +2,7 @@
 //! out, answer back, stream events, errors. ProviderActor calls these and
 //! does nothing provider-specific itself.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -67,6 +68,15 @@ pub fn outbound(
     }
 }
 
+/// A complete 2xx answer as the client gets it.
+pub struct Inbound {
+    pub body: Bytes,
+    pub usage: Option<Usage>,
+    /// Where the answer's `choices` list is in `body`, when the parse saw
+    /// it (an upstream answer passed on as it came).
+    pub choices: Option<Range<usize>>,
+}
+
 /// A complete 2xx answer as the client gets it, with its usage. The parse
 /// doubles as validation: a body that is not the endpoint's answer is an
 /// error to retry elsewhere.
@@ -75,15 +85,24 @@ pub fn inbound_body(
     endpoint: Endpoint,
     body: Bytes,
     ctx: &AnswerCtx,
-) -> Result<(Bytes, Option<Usage>), String> {
+) -> Result<Inbound, String> {
+    let translated = |(body, usage)| Inbound {
+        body,
+        usage,
+        choices: None,
+    };
     match target.wire {
         Wire::OpenAi | Wire::Azure => {
-            let usage = openai::usage_from_body(endpoint, &body)?;
-            Ok((body, usage))
+            let (usage, choices) = openai::answer_from_body(endpoint, &body)?;
+            Ok(Inbound {
+                body,
+                usage,
+                choices,
+            })
         }
-        Wire::Anthropic => anthropic::response(&body, ctx),
-        Wire::Gemini => gemini::response(endpoint, &body, ctx),
-        Wire::Bedrock => bedrock::response(&body, ctx),
+        Wire::Anthropic => anthropic::response(&body, ctx).map(translated),
+        Wire::Gemini => gemini::response(endpoint, &body, ctx).map(translated),
+        Wire::Bedrock => bedrock::response(&body, ctx).map(translated),
     }
 }
 

@@ -58,7 +58,7 @@ pub(crate) mod test_support {
             .collect()
     }
 }
-pub use dispatch::{inbound_body, outbound, upstream_error, Outbound, StreamDecoder};
+pub use dispatch::{inbound_body, outbound, upstream_error, Inbound, Outbound, StreamDecoder};
 
 /// What the gateway makes of one upstream stream event, in OpenAI's
 /// chunk vocabulary whatever the provider spoke.

@@ -1,6 +1,7 @@
 //! OpenAI and OpenAI-compatible upstreams (vLLM, Ollama, …): the body out is
 //! the body in with `model` swapped and, for streams, usage requested.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -78,6 +79,16 @@ fn stream_options_with_usage(original: Option<&RawValue>) -> String {
 /// success), or JSON that is not a completion (`choices` / `data` missing
 /// or not a list), is an error to retry elsewhere, not an answer.
 pub fn usage_from_body(endpoint: Endpoint, body: &[u8]) -> Result<Option<Usage>, String> {
+    answer_from_body(endpoint, body).map(|(usage, _)| usage)
+}
+
+/// [`usage_from_body`], and where the answer's `choices` list is in
+/// `body` (completions only): the log destinations read the answer's text
+/// from there instead of parsing the whole body a second time.
+pub fn answer_from_body(
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<(Option<Usage>, Option<Range<usize>>), String> {
     #[derive(Deserialize)]
     struct Shape<'a> {
         #[serde(borrow)]
@@ -92,13 +103,18 @@ pub fn usage_from_body(endpoint: Endpoint, body: &[u8]) -> Result<Option<Usage>,
         Endpoint::ChatCompletions | Endpoint::Completions => ("choices", shape.choices),
         Endpoint::Embeddings => ("data", shape.data),
     };
-    if !list.is_some_and(|v| v.get().starts_with('[')) {
+    let Some(list) = list.filter(|v| v.get().starts_with('[')) else {
         return Err(format!(
             "the upstream's answer has no `{field}` list: it is not a {} response",
             endpoint.label()
         ));
-    }
-    Ok(shape.usage)
+    };
+    // The raw value borrows from `body`: its offset is where it starts.
+    let choices = (field == "choices").then(|| {
+        let start = list.get().as_ptr() as usize - body.as_ptr() as usize;
+        start..start + list.get().len()
+    });
+    Ok((shape.usage, choices))
 }
 
 pub const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
@@ -364,6 +380,21 @@ mod tests {
         assert_eq!(
             usage_from_body(chat, br#"{"id":"x","choices":[]}"#),
             Ok(None)
+        );
+    }
+
+    #[test]
+    fn the_answer_says_where_its_choices_are() {
+        let body = br#"{"id":"x", "choices" : [{"message":{"content":"hi"}}],"usage":null}"#;
+        let (_, at) = answer_from_body(Endpoint::ChatCompletions, body).unwrap();
+        assert_eq!(
+            &body[at.unwrap()],
+            br#"[{"message":{"content":"hi"}}]"#.as_slice()
+        );
+        let emb = br#"{"data":[{"embedding":[0.5]}]}"#;
+        assert_eq!(
+            answer_from_body(Endpoint::Embeddings, emb),
+            Ok((None, None))
         );
     }
 
