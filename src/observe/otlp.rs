@@ -7,7 +7,9 @@
 //! LiteLLM reads them. Pure: records in, bytes out (written directly in
 //! protobuf's wire format, see [`super::otlp_wire`]).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -15,7 +17,9 @@ use serde_json::Value;
 use super::otlp_wire::{self as wire, span as sp, Val};
 use super::record::{LogRecord, TraceContext};
 use super::sink::{Exporter, Payload};
+use crate::access::KeyInfo;
 use crate::providers::Endpoint;
+use crate::topology::DeploymentTarget;
 
 pub const REDACTED: &str = "redacted-by-tollgate";
 const REDACTED_INPUT: &str = "[{\"role\":\"user\",\"content\":\"redacted-by-tollgate\"}]";
@@ -202,6 +206,105 @@ fn span_head(
     wire::fixed32_field(buf, sp::FLAGS, flags);
 }
 
+/// The attributes that depend only on the deployment or only on the key,
+/// encoded once per logging thread and copied into every span after:
+/// about a third of a request span's attributes. Entries hold their
+/// `Arc`, so the pointer they are found by cannot be reused by another
+/// deployment or key while they exist; a changed key or deployment is a
+/// new `Arc`, hence a new entry. Bounded: emptied when full.
+#[derive(Default)]
+struct StaticAttrs {
+    deployments: HashMap<usize, (Arc<DeploymentTarget>, Rc<DeploymentAttrs>)>,
+    keys: HashMap<usize, (Arc<KeyInfo>, Rc<[u8]>)>,
+}
+
+/// A deployment's attributes on the request span and on an attempt's span
+/// (by `Endpoint::index`, as the operation is one of them).
+struct DeploymentAttrs {
+    request: Vec<u8>,
+    attempt: [Vec<u8>; 3],
+}
+
+const STATIC_ATTRS_CAP: usize = 4096;
+
+thread_local! {
+    static CACHE: RefCell<StaticAttrs> = RefCell::new(StaticAttrs::default());
+}
+
+impl StaticAttrs {
+    fn deployment(&mut self, d: &Arc<DeploymentTarget>) -> Rc<DeploymentAttrs> {
+        if self.deployments.len() >= STATIC_ATTRS_CAP {
+            self.deployments.clear();
+        }
+        let entry = self
+            .deployments
+            .entry(Arc::as_ptr(d) as usize)
+            .or_insert_with(|| (d.clone(), Rc::new(DeploymentAttrs::of(d))));
+        entry.1.clone()
+    }
+
+    fn key(&mut self, k: &Arc<KeyInfo>) -> Rc<[u8]> {
+        if self.keys.len() >= STATIC_ATTRS_CAP {
+            self.keys.clear();
+        }
+        let entry = self.keys.entry(Arc::as_ptr(k) as usize).or_insert_with(|| {
+            let mut a = Vec::with_capacity(256);
+            if let Some(alias) = &k.alias {
+                at(&mut a, "tollgate.key_alias", Val::Str(alias));
+            }
+            at(&mut a, "tollgate.key_hash", Val::Str(&k.id));
+            if let Some(t) = &k.team_id {
+                at(&mut a, "tollgate.team_id", Val::Str(t));
+            }
+            if let Some(u) = &k.user_id {
+                at(&mut a, "tollgate.user_id", Val::Str(u));
+            }
+            (k.clone(), a.into())
+        });
+        entry.1.clone()
+    }
+}
+
+impl DeploymentAttrs {
+    fn of(d: &DeploymentTarget) -> DeploymentAttrs {
+        let mut request = Vec::with_capacity(256);
+        let a = &mut request;
+        at(a, "gen_ai.provider.name", Val::Str(d.provider.name()));
+        at(a, "gen_ai.system", Val::Str(d.provider.name()));
+        at(a, "gen_ai.response.model", Val::Str(&d.upstream_model));
+        at(a, "tollgate.deployment", Val::Str(&d.id));
+        at(a, "tollgate.model_group", Val::Str(&d.group));
+        let attempt = |endpoint| {
+            let mut a = Vec::with_capacity(256);
+            at(
+                &mut a,
+                "gen_ai.operation.name",
+                Val::Str(operation(endpoint)),
+            );
+            at(&mut a, "gen_ai.provider.name", Val::Str(d.provider.name()));
+            at(&mut a, "gen_ai.system", Val::Str(d.provider.name()));
+            at(&mut a, "gen_ai.request.model", Val::Str(&d.upstream_model));
+            at(&mut a, "tollgate.deployment", Val::Str(&d.id));
+            if let Some((host, port)) = &d.server_address {
+                at(&mut a, "server.address", Val::Str(host));
+                if let Some(p) = port {
+                    at(&mut a, "server.port", int(*p));
+                }
+            }
+            a
+        };
+        DeploymentAttrs {
+            request,
+            attempt: [
+                Endpoint::ChatCompletions,
+                Endpoint::Completions,
+                Endpoint::Embeddings,
+            ]
+            .map(attempt),
+        }
+    }
+}
+
 /// The attributes of a record's spans that do not depend on the flavour
 /// or on redaction: encoded once per record, whatever the number of OTLP
 /// destinations (protobuf lets a span's fields come in any order, so a
@@ -219,7 +322,6 @@ impl SharedAttrs {
         let a = &mut bytes;
         let mut ends = Vec::with_capacity(1 + rec.attempts.len());
         let op = operation(rec.endpoint);
-        let d = rec.deployment.as_deref();
         let failed = rec.status != 200;
         at(a, "gen_ai.operation.name", Val::Str(op));
         at(a, "gen_ai.request.model", Val::Str(&rec.model));
@@ -236,12 +338,8 @@ impl SharedAttrs {
         at(a, "tollgate.attempts", int(rec.attempts.len().max(1)));
         at(a, "tollgate.fallbacks", int(rec.fallbacks));
         at(a, "tollgate.stream", Val::Bool(rec.stream));
-        if let Some(d) = d {
-            at(a, "gen_ai.provider.name", Val::Str(d.provider.name()));
-            at(a, "gen_ai.system", Val::Str(d.provider.name()));
-            at(a, "gen_ai.response.model", Val::Str(&d.upstream_model));
-            at(a, "tollgate.deployment", Val::Str(&d.id));
-            at(a, "tollgate.model_group", Val::Str(&d.group));
+        if let Some(d) = &rec.deployment {
+            CACHE.with(|c| a.extend_from_slice(&c.borrow_mut().deployment(d).request));
         }
         if rec.usage.cached_tokens > 0 {
             at(
@@ -251,16 +349,7 @@ impl SharedAttrs {
             );
         }
         if let Some(k) = &rec.key {
-            if let Some(alias) = &k.alias {
-                at(a, "tollgate.key_alias", Val::Str(alias));
-            }
-            at(a, "tollgate.key_hash", Val::Str(&k.id));
-            if let Some(t) = &k.team_id {
-                at(a, "tollgate.team_id", Val::Str(t));
-            }
-            if let Some(u) = &k.user_id {
-                at(a, "tollgate.user_id", Val::Str(u));
-            }
+            CACHE.with(|c| a.extend_from_slice(&c.borrow_mut().key(k)));
         }
         if let Some(u) = &rec.end_user {
             at(a, "tollgate.end_user", Val::Str(u));
@@ -277,18 +366,11 @@ impl SharedAttrs {
         }
         ends.push(a.len());
         for attempt in &rec.attempts {
-            let t = &attempt.deployment;
-            at(a, "gen_ai.operation.name", Val::Str(op));
-            at(a, "gen_ai.provider.name", Val::Str(t.provider.name()));
-            at(a, "gen_ai.system", Val::Str(t.provider.name()));
-            at(a, "gen_ai.request.model", Val::Str(&t.upstream_model));
-            at(a, "tollgate.deployment", Val::Str(&t.id));
-            if let Some((host, port)) = &t.server_address {
-                at(a, "server.address", Val::Str(host));
-                if let Some(p) = port {
-                    at(a, "server.port", int(*p));
-                }
-            }
+            CACHE.with(|c| {
+                a.extend_from_slice(
+                    &c.borrow_mut().deployment(&attempt.deployment).attempt[rec.endpoint.index()],
+                );
+            });
             if let Some(st) = attempt.status {
                 at(a, "http.response.status_code", int(st));
             }
@@ -592,13 +674,16 @@ mod tests {
     use crate::observe::record::{AttemptRecord, Output};
     use crate::providers::Usage;
 
-    fn record(metadata: &str) -> LogRecord {
-        let config = crate::config::Config::from_toml(
-            "[[models.gpt.deployments]]\nprovider = \"openai_compatible\"\nmodel = \"up-model\"\napi_base = \"http://up.example:8080/v1\"\n",
-        )
+    fn deployment(model: &str) -> Arc<DeploymentTarget> {
+        let config = crate::config::Config::from_toml(&format!(
+            "[[models.gpt.deployments]]\nprovider = \"openai_compatible\"\nmodel = \"{model}\"\napi_base = \"http://up.example:8080/v1\"\n",
+        ))
         .unwrap();
-        let topo = crate::topology::Topology::build(&config, None);
-        let d = topo.deployments[0].clone();
+        crate::topology::Topology::build(&config, None).deployments[0].clone()
+    }
+
+    fn record(metadata: &str) -> LogRecord {
+        let d = deployment("up-model");
         let key = KeyInfo {
             id: "hash1".into(),
             alias: Some("alias1".into()),
@@ -684,6 +769,35 @@ mod tests {
         match attr(span, key) {
             Some(any_value::Value::StringValue(s)) => Some(s),
             _ => None,
+        }
+    }
+
+    #[test]
+    fn deployment_and_key_attributes_follow_each_record_through_the_cache() {
+        // The per-deployment and per-key attributes are cached by their
+        // Arc: records of another key or deployment (say, the same id
+        // edited at run time) must show their own, in every later span.
+        let first = record("{}");
+        let mut second = record("{}");
+        let d = deployment("edited-model");
+        second.deployment = Some(d.clone());
+        second.attempts[0].deployment = d;
+        let mut k = (**second.key.as_ref().unwrap()).clone();
+        k.alias = Some("alias2".into());
+        second.key = Some(Arc::new(k));
+        for _ in 0..2 {
+            for (rec, model, alias) in [
+                (&first, "up-model", "alias1"),
+                (&second, "edited-model", "alias2"),
+            ] {
+                for flavor in [Flavor::Otel, Flavor::Langfuse] {
+                    let spans = spans(rec, flavor, false);
+                    assert_eq!(str_attr(&spans[0], "gen_ai.response.model"), Some(model));
+                    assert_eq!(str_attr(&spans[0], "tollgate.key_alias"), Some(alias));
+                    assert_eq!(str_attr(&spans[1], "gen_ai.request.model"), Some(model));
+                    assert_eq!(str_attr(&spans[1], "server.address"), Some("up.example"));
+                }
+            }
         }
     }
 
