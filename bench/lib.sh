@@ -4,7 +4,8 @@
 # bench_config NAME MOCK_PORT GATEWAY_PORT WORKERS TAG: side NAME's gateway
 # config on stdout. vk-sqlite and vk-pg spend to a database of the side's
 # own (vk-pg: TAG_NAME_PID on 127.0.0.1:5432); in obs, side b logs to
-# Langfuse and OTLP, both received by its mock.
+# Langfuse and OTLP, both received by its mock, in batches of $OBS_BATCH
+# records (100, the gateway's default, if unset).
 bench_config() {
   local name=$1 MP=$2 GP=$3 workers=$4 tag=$5 url="" dest=""
   case $MODE in
@@ -18,9 +19,11 @@ kind = \"langfuse\"
 host = \"http://127.0.0.1:$MP\"
 public_key = \"pk-lf-bench\"
 secret_key = \"sk-lf-bench\"
+batch_size = ${OBS_BATCH:-100}
 [[logging.destinations]]
 kind = \"otel\"
-endpoint = \"http://127.0.0.1:$MP/v1/traces\"";;
+endpoint = \"http://127.0.0.1:$MP/v1/traces\"
+batch_size = ${OBS_BATCH:-100}";;
     *) echo "unknown mode $MODE" >&2; return 2;;
   esac
   echo 'master_key = "sk-master-bench"'
