@@ -364,9 +364,17 @@ pub fn output_message(output: &Output) -> Option<OutputMessage> {
         Output::Json { body, choices } => {
             // Only the `choices` list when the usage parse said where it
             // is: about half the body, and no walk over the rest.
+            // Checked as UTF-8 once, up front: read as a `str`, serde_json
+            // does not check each string again.
             let choice = match choices.as_ref().and_then(|r| body.get(r.clone())) {
-                Some(list) => serde_json::from_slice::<shape::First<shape::Choice>>(list).ok()?,
-                None => serde_json::from_slice::<shape::Answer>(body).ok()?.choices,
+                Some(list) => {
+                    let list = std::str::from_utf8(list).ok()?;
+                    serde_json::from_str::<shape::First<shape::Choice>>(list).ok()?
+                }
+                None => {
+                    let body = std::str::from_utf8(body).ok()?;
+                    serde_json::from_str::<shape::Answer>(body).ok()?.choices
+                }
             }
             .0?;
             let finish_reason = choice.finish_reason.map(Cow::into_owned);
