@@ -233,21 +233,13 @@ thread_local! {
 
 impl StaticAttrs {
     fn deployment(&mut self, d: &Arc<DeploymentTarget>) -> Rc<DeploymentAttrs> {
-        if self.deployments.len() >= STATIC_ATTRS_CAP {
-            self.deployments.clear();
-        }
-        let entry = self
-            .deployments
-            .entry(Arc::as_ptr(d) as usize)
-            .or_insert_with(|| (d.clone(), Rc::new(DeploymentAttrs::of(d))));
-        entry.1.clone()
+        cached(&mut self.deployments, d, |d| {
+            Rc::new(DeploymentAttrs::of(d))
+        })
     }
 
     fn key(&mut self, k: &Arc<KeyInfo>) -> Rc<[u8]> {
-        if self.keys.len() >= STATIC_ATTRS_CAP {
-            self.keys.clear();
-        }
-        let entry = self.keys.entry(Arc::as_ptr(k) as usize).or_insert_with(|| {
+        cached(&mut self.keys, k, |k| {
             let mut a = Vec::with_capacity(256);
             if let Some(alias) = &k.alias {
                 at(&mut a, "tollgate.key_alias", Val::Str(alias));
@@ -259,10 +251,24 @@ impl StaticAttrs {
             if let Some(u) = &k.user_id {
                 at(&mut a, "tollgate.user_id", Val::Str(u));
             }
-            (k.clone(), a.into())
-        });
-        entry.1.clone()
+            a.into()
+        })
     }
+}
+
+/// `of`'s entry in `cache`, made by `make` the first time.
+fn cached<T, V: Clone>(
+    cache: &mut HashMap<usize, (Arc<T>, V)>,
+    of: &Arc<T>,
+    make: impl FnOnce(&T) -> V,
+) -> V {
+    if cache.len() >= STATIC_ATTRS_CAP {
+        cache.clear();
+    }
+    let entry = cache
+        .entry(Arc::as_ptr(of) as usize)
+        .or_insert_with(|| (of.clone(), make(of)));
+    entry.1.clone()
 }
 
 impl DeploymentAttrs {

@@ -325,15 +325,31 @@ mod tests {
         assert_eq!(rs.resource.as_ref().unwrap().attributes.len(), 2);
     }
 
+    /// Attributes written as a `Resource`'s (field 1), decoded by
+    /// `opentelemetry-proto`.
+    fn resource_attributes(
+        bytes: &[u8],
+    ) -> Vec<(
+        String,
+        opentelemetry_proto::tonic::common::v1::any_value::Value,
+    )> {
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use prost::Message as _;
+        Resource::decode(bytes)
+            .unwrap()
+            .attributes
+            .into_iter()
+            .map(|kv| (kv.key, kv.value.unwrap().value.unwrap()))
+            .collect()
+    }
+
     #[test]
     fn attributes_of_every_size_decode_alike() {
         // Around the one-byte-length fast path's edges: key, value and
         // attribute lengths of 127 and 128 bytes, ints on both sides of
         // 128, fields with one- and two-byte tags.
         use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
-        use opentelemetry_proto::tonic::resource::v1::Resource;
         use prost::encoding::decode_varint;
-        use prost::Message as _;
         fn val(v: &Av) -> Val<'_> {
             match v {
                 Av::StringValue(s) => Val::Str(s),
@@ -373,21 +389,13 @@ mod tests {
                 assert_eq!(decode_varint(&mut rest).unwrap() as usize, rest.len());
                 bytes_field(&mut as_resource, 1, rest);
             }
-            let back = Resource::decode(as_resource.as_slice()).unwrap();
-            let got: Vec<(String, Av)> = back
-                .attributes
-                .into_iter()
-                .map(|kv| (kv.key, kv.value.unwrap().value.unwrap()))
-                .collect();
-            assert_eq!(got, cases, "field {field}");
+            assert_eq!(resource_attributes(&as_resource), cases, "field {field}");
         }
     }
 
     #[test]
     fn attributes_decode_as_otlp_key_values() {
         use opentelemetry_proto::tonic::common::v1::any_value::Value as Av;
-        use opentelemetry_proto::tonic::resource::v1::Resource;
-        use prost::Message as _;
         let long = "x".repeat(300);
         let mut buf = Vec::new();
         attr(&mut buf, 1, "s", Val::Str(&long));
@@ -396,12 +404,7 @@ mod tests {
         attr(&mut buf, 1, "d", Val::F64(0.25));
         attr(&mut buf, 1, "b", Val::Bool(false));
         attr(&mut buf, 1, "a", Val::Strs(&["p", "q"]));
-        let back = Resource::decode(buf.as_slice()).unwrap();
-        let vals: Vec<(String, Av)> = back
-            .attributes
-            .into_iter()
-            .map(|kv| (kv.key, kv.value.unwrap().value.unwrap()))
-            .collect();
+        let vals = resource_attributes(&buf);
         assert_eq!(vals[0], ("s".into(), Av::StringValue(long)));
         assert_eq!(vals[1], ("i".into(), Av::IntValue(-5)));
         assert_eq!(vals[2], ("z".into(), Av::IntValue(0)));

@@ -252,6 +252,16 @@ fn json_str(v: &str) -> String {
     s
 }
 
+/// A JSON value's text as a JSON string: a string as it is (not unescaped
+/// and escaped again), anything else as its JSON text, escaped.
+fn as_json_string(raw: &str) -> String {
+    if raw.starts_with('"') {
+        raw.to_string()
+    } else {
+        json_str(raw)
+    }
+}
+
 /// The first choice's message of an answer, as the logs show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputMessage {
@@ -380,13 +390,11 @@ pub fn output_message(output: &Output) -> Option<OutputMessage> {
             let finish_reason = choice.finish_reason.map(Cow::into_owned);
             if let Some(msg) = choice.message {
                 let role = msg.role.as_deref().unwrap_or("assistant").to_string();
-                let raw = msg.content.map(RawValue::get).unwrap_or("null");
-                let content_json = if raw.starts_with('"') {
-                    raw.to_string()
-                } else if raw == "null" {
-                    json_str(msg.tool_calls.map_or("", RawValue::get))
+                let content = msg.content.map(RawValue::get).unwrap_or("null");
+                let content_json = if content == "null" {
+                    as_json_string(msg.tool_calls.map_or("", RawValue::get))
                 } else {
-                    json_str(raw)
+                    as_json_string(content)
                 };
                 return Some(OutputMessage {
                     role,
@@ -394,14 +402,9 @@ pub fn output_message(output: &Output) -> Option<OutputMessage> {
                     finish_reason,
                 });
             }
-            let text = choice.text?.get();
             Some(OutputMessage {
                 role: "assistant".into(),
-                content_json: if text.starts_with('"') {
-                    text.to_string()
-                } else {
-                    json_str(text)
-                },
+                content_json: as_json_string(choice.text?.get()),
                 finish_reason,
             })
         }
