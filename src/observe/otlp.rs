@@ -444,7 +444,7 @@ fn encode_spans(
     let output = if mask_output {
         Some(REDACTED_OUTPUT)
     } else {
-        derived.output_messages.as_deref()
+        derived.output.as_ref().map(|o| o.as_messages())
     };
 
     let Scratch {
@@ -485,11 +485,7 @@ fn encode_spans(
         .flatten()
         .and_then(|o| o.finish_reason.as_ref())
     {
-        at(
-            a,
-            "gen_ai.response.finish_reasons",
-            Val::Strs(&[finish.as_str()]),
-        );
+        at(a, "gen_ai.response.finish_reasons", Val::Strs(&[&**finish]));
     }
 
     if !langfuse {

@@ -186,8 +186,6 @@ pub struct Derived {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     /// The answer's message, see [`output_message`].
     pub output: Option<OutputMessage>,
-    /// The answer as a one-message JSON array, `[{"role":…,"content":…}]`.
-    pub output_messages: Option<String>,
     /// The span attributes every OTLP flavour writes alike, encoded by
     /// the first destination to need them.
     pub span_attrs: OnceLock<crate::observe::otlp::SharedAttrs>,
@@ -219,11 +217,9 @@ impl LogRecord {
                 .and_then(|m| serde_json::from_str(m.get()).ok())
                 .unwrap_or_default();
             let output = output_message(&self.output);
-            let output_messages = output.as_ref().map(OutputMessage::as_messages);
             Derived {
                 metadata,
                 output,
-                output_messages,
                 span_attrs: OnceLock::new(),
             }
         })
@@ -238,56 +234,93 @@ impl LogRecord {
     }
 }
 
-/// Appends `v` as a JSON string.
-fn push_json_str(out: &mut String, v: &str) {
-    // A `String` is valid UTF-8 and serde_json writes valid UTF-8.
-    let mut buf = std::mem::take(out).into_bytes();
-    let _ = serde_json::to_writer(&mut buf, v);
-    *out = String::from_utf8(buf).unwrap_or_default();
-}
-
-fn json_str(v: &str) -> String {
-    let mut s = String::with_capacity(v.len() + 2);
-    push_json_str(&mut s, v);
-    s
-}
-
-/// A JSON value's text as a JSON string: a string as it is (not unescaped
-/// and escaped again), anything else as its JSON text, escaped.
-fn as_json_string(raw: &str) -> String {
-    if raw.starts_with('"') {
-        raw.to_string()
-    } else {
-        json_str(raw)
-    }
-}
-
-/// The first choice's message of an answer, as the logs show it.
+/// The first choice's message of an answer, as the logs show it: built
+/// as the one-message array the destinations ship, in one buffer (a
+/// record's output was four allocations before, each a cache miss on the
+/// logging thread).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputMessage {
-    pub role: String,
-    /// The content as a JSON string: the upstream's own text when it was
-    /// one (never unescaped and escaped again), else the JSON of what
-    /// stands for it (content parts, tool calls) as a string.
-    pub content_json: String,
-    pub finish_reason: Option<String>,
+    pub role: Cow<'static, str>,
+    /// `[{"role":…,"content":…}]`.
+    messages: String,
+    /// Where the content's JSON sits in `messages`: the upstream's own
+    /// string when it was one (never unescaped and escaped again), else
+    /// the JSON of what stands for it (content parts, tool calls) as a
+    /// string.
+    content: Range<usize>,
+    pub finish_reason: Option<Cow<'static, str>>,
+}
+
+/// What a message's content is made from.
+enum Content<'a> {
+    /// A JSON value's text: a string goes in as it is, anything else as
+    /// its JSON text, escaped.
+    Json(&'a str),
+    /// Plain text, escaped.
+    Text(&'a str),
+}
+
+/// The usual roles and finish reasons, without an allocation.
+fn known(v: Cow<'_, str>) -> Cow<'static, str> {
+    const KNOWN: [&str; 6] = [
+        "assistant",
+        "stop",
+        "length",
+        "tool_calls",
+        "content_filter",
+        "function_call",
+    ];
+    match KNOWN.iter().find(|k| **k == v) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(v.into_owned()),
+    }
 }
 
 impl OutputMessage {
+    fn new(
+        role: Cow<'_, str>,
+        content: Content<'_>,
+        finish_reason: Option<Cow<'_, str>>,
+    ) -> OutputMessage {
+        let role = known(role);
+        let raw = match content {
+            Content::Json(r) | Content::Text(r) => r,
+        };
+        let mut buf = Vec::with_capacity(raw.len() + role.len() + 32);
+        buf.extend_from_slice(b"[{\"role\":");
+        let _ = serde_json::to_writer(&mut buf, &*role);
+        buf.extend_from_slice(b",\"content\":");
+        let from = buf.len();
+        match content {
+            Content::Json(r) if r.starts_with('"') => buf.extend_from_slice(r.as_bytes()),
+            Content::Json(r) | Content::Text(r) => {
+                let _ = serde_json::to_writer(&mut buf, r);
+            }
+        }
+        let to = buf.len();
+        buf.extend_from_slice(b"}]");
+        OutputMessage {
+            role,
+            // Made of `str`s and serde_json's valid UTF-8: checked once.
+            messages: String::from_utf8(buf).unwrap_or_default(),
+            content: from..to,
+            finish_reason: finish_reason.map(known),
+        }
+    }
+
+    /// The content as a JSON string.
+    pub fn content_json(&self) -> &str {
+        self.messages.get(self.content.clone()).unwrap_or("null")
+    }
+
     /// The content as plain text.
     pub fn content(&self) -> String {
-        serde_json::from_str(&self.content_json).unwrap_or_default()
+        serde_json::from_str(self.content_json()).unwrap_or_default()
     }
 
     /// The message as a one-message JSON array, `[{"role":…,"content":…}]`.
-    pub fn as_messages(&self) -> String {
-        let mut s = String::with_capacity(self.content_json.len() + self.role.len() + 32);
-        s.push_str("[{\"role\":");
-        push_json_str(&mut s, &self.role);
-        s.push_str(",\"content\":");
-        s.push_str(&self.content_json);
-        s.push_str("}]");
-        s
+    pub fn as_messages(&self) -> &str {
+        &self.messages
     }
 }
 
@@ -387,26 +420,26 @@ pub fn output_message(output: &Output) -> Option<OutputMessage> {
                 }
             }
             .0?;
-            let finish_reason = choice.finish_reason.map(Cow::into_owned);
+            let finish_reason = choice.finish_reason;
             if let Some(msg) = choice.message {
-                let role = msg.role.as_deref().unwrap_or("assistant").to_string();
+                let role = msg.role.unwrap_or(Cow::Borrowed("assistant"));
                 let content = msg.content.map(RawValue::get).unwrap_or("null");
-                let content_json = if content == "null" {
-                    as_json_string(msg.tool_calls.map_or("", RawValue::get))
+                let content = if content == "null" {
+                    msg.tool_calls.map_or("", RawValue::get)
                 } else {
-                    as_json_string(content)
+                    content
                 };
-                return Some(OutputMessage {
+                return Some(OutputMessage::new(
                     role,
-                    content_json,
+                    Content::Json(content),
                     finish_reason,
-                });
+                ));
             }
-            Some(OutputMessage {
-                role: "assistant".into(),
-                content_json: as_json_string(choice.text?.get()),
+            Some(OutputMessage::new(
+                Cow::Borrowed("assistant"),
+                Content::Json(choice.text?.get()),
                 finish_reason,
-            })
+            ))
         }
         Output::Frames(frames, _) => {
             let mut content = String::new();
@@ -439,10 +472,12 @@ pub fn output_message(output: &Output) -> Option<OutputMessage> {
                     }
                 }
             }
-            any.then(|| OutputMessage {
-                role: "assistant".into(),
-                content_json: json_str(&content),
-                finish_reason: finish,
+            any.then(|| {
+                OutputMessage::new(
+                    Cow::Borrowed("assistant"),
+                    Content::Text(&content),
+                    finish.map(Cow::Owned),
+                )
             })
         }
     }
@@ -529,11 +564,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (
-                m.role.as_str(),
-                m.content().as_str(),
-                m.finish_reason.as_deref()
-            ),
+            (&*m.role, m.content().as_str(), m.finish_reason.as_deref()),
             ("assistant", "Hi there", Some("stop"))
         );
         assert_eq!(
@@ -550,7 +581,7 @@ mod tests {
             (m.content().as_str(), m.finish_reason.as_deref()),
             ("Hello \"x\"", Some("length"))
         );
-        assert_eq!(m.content_json, r#""Hello \"x\"""#);
+        assert_eq!(m.content_json(), r#""Hello \"x\"""#);
         // Escaped text stays valid JSON in the messages and reads back
         // unescaped; tool calls stand in for null content.
         let m = whole(
@@ -558,7 +589,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.content(), "say \"hi\"\n\u{e9}");
-        let back: serde_json::Value = serde_json::from_str(&m.as_messages()).unwrap();
+        let back: serde_json::Value = serde_json::from_str(m.as_messages()).unwrap();
         assert_eq!(back[0]["content"], "say \"hi\"\n\u{e9}");
         let m = whole(
             br#"{"choices":[{"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1"}]}}]}"#,
@@ -567,10 +598,7 @@ mod tests {
         assert_eq!(m.content(), r#"[{"id":"c1"}]"#);
         // Completions' text, and content parts shown as their JSON.
         let m = whole(br#"{"choices":[{"text":"once upon","finish_reason":"length"}]}"#).unwrap();
-        assert_eq!(
-            (m.content().as_str(), m.role.as_str()),
-            ("once upon", "assistant")
-        );
+        assert_eq!((m.content().as_str(), &*m.role), ("once upon", "assistant"));
         let m = whole(br#"{"choices":[{"message":{"content":[{"type":"text","text":"hi"}]}}]}"#)
             .unwrap();
         assert_eq!(m.content(), r#"[{"type":"text","text":"hi"}]"#);
