@@ -220,7 +220,13 @@ impl Buffer {
         }
         let segment = self.segment.take().map(|seg| {
             let bytes = seg.bytes();
-            self.next_size = (2 * bytes as usize).clamp(SEGMENT_MIN, SEGMENT_MAX);
+            // A quarter more than this interval took: every byte of a
+            // segment is faulted in and zeroed when it is made, so room
+            // never used costs as much as room used (sized at twice, half
+            // of what was zeroed went unused). A burst that outgrows it
+            // hands over early and starts the spare.
+            let used = bytes as usize;
+            self.next_size = (used + used / 4).clamp(SEGMENT_MIN, SEGMENT_MAX);
             let path = seg.path().to_path_buf();
             // Closed (unmapped: a TLB shootdown; truncated) off this
             // thread; SpendActor fsyncs it later if it is not committed
