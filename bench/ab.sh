@@ -64,6 +64,11 @@ run() { # name secs -> rps cpu_us
   local n=$(echo "$out" | grep -o '"requests":[0-9]*' | cut -d: -f2)
   local bad=$(echo "$out" | grep -o '"non2xx":[0-9]*' | cut -d: -f2)
   [[ -n $f ]] && echo "$f $n" >> $PERF_DIR/counts
+  if [[ ${bad:-0} -gt 0 ]]; then # say why, before cleanup deletes the logs
+    { echo "side $name answered $bad non-2xx; its gateway's and mock's last log lines:"
+      grep -v 'no price known' $T/$name-gw.log | tail -5; tail -3 $T/$name-mock.log
+      kill -0 $mpid 2>/dev/null || echo "(its mock is gone)"; } >&2
+  fi
   echo "$(echo "$out" | awk '/Requests\/sec/{print $2}') $(python3 -c "print(round(($c1-$c0)*1e4/$n,1))")(usr$(python3 -c "print(round(($u1-$u0)*1e4/$n,1))"))+pg$(python3 -c "print(round(($p1-$p0)*1e4/$n,1))")+mock$(python3 -c "print(round(($m1-$m0)*1e4/$n,1))") $bad"
 }
 run a 3 >/dev/null; run b 3 >/dev/null

@@ -245,8 +245,13 @@ impl Buffer {
             }
             (path, bytes)
         });
+        // The next batch starts with room for as many rows as this one:
+        // grown from empty it was reallocated a dozen times per hand-over
+        // (rows of ~400 bytes, up to FLUSH_AT of them), each time copied
+        // and faulted into fresh pages on the request thread.
+        let room = self.pending.len().min(FLUSH_AT);
         self.spend.do_send(SettleBatch {
-            rows: std::mem::take(&mut self.pending),
+            rows: std::mem::replace(&mut self.pending, Vec::with_capacity(room)),
             segment,
         });
     }
