@@ -273,6 +273,12 @@ pub struct RouterConfig {
     pub retry_policy: RetryPolicy,
     /// Failures per error class before a deployment cools down.
     pub allowed_fails_policy: AllowedFailsPolicy,
+    /// Never take a deployment out of rotation for failed requests
+    /// (LiteLLM's `disable_cooldowns`): failures are still counted and
+    /// retried, but a group's only deployment is never refused for
+    /// `cooldown_secs` because of a burst of transient errors. Failed
+    /// background health checks still take a deployment out.
+    pub disable_cooldowns: bool,
     /// Count a large prompt's tokens and skip deployments whose context
     /// window it does not fit (LiteLLM's pre-call checks). Costs nothing
     /// for prompts smaller in bytes than the smallest window.
@@ -306,6 +312,7 @@ impl Default for RouterConfig {
             routing_strategy: Strategy::default(),
             retry_policy: RetryPolicy::default(),
             allowed_fails_policy: AllowedFailsPolicy::default(),
+            disable_cooldowns: false,
             enable_pre_call_checks: true,
             enable_tag_filtering: true,
             background_health_checks: false,

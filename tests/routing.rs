@@ -176,6 +176,32 @@ async fn when_every_deployment_cools_down_the_client_gets_503_with_retry_after()
 }
 
 #[actix_rt::test]
+async fn with_cooldowns_disabled_a_groups_only_deployment_keeps_taking_traffic() {
+    let broken = spawn_mock_with(Behaviour {
+        status: Some(500),
+        ..Default::default()
+    })
+    .await;
+    let gw = spawn_gateway(&format!(
+        "[router]\nallowed_fails = 1\ncooldown_secs = 30\nnum_retries = 0\ndisable_cooldowns = true\n{}",
+        deployment("m", "only", &broken, "")
+    ))
+    .await;
+    for _ in 0..3 {
+        let r = post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m")).await;
+        assert_eq!(r.status, 500, "the upstream's own error, never 503");
+    }
+    assert_eq!(broken.stats().chat, 3, "every request reached the upstream");
+    // Once it heals, the very next request succeeds: nothing to wait out.
+    broken.set_behaviour(Behaviour::default());
+    let r = post(&gw, "/v1/chat/completions", Some(MASTER), &chat_body("m")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let health = get(&gw, "/health/router", Some(MASTER)).await.json();
+    assert_eq!(health["unhealthy_count"], 0, "{health}");
+    gw.stop().await;
+}
+
+#[actix_rt::test]
 async fn a_hanging_upstream_times_out_with_504() {
     let hanging = spawn_mock_with(Behaviour {
         fault: Some(Fault::Hang),

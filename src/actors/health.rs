@@ -361,8 +361,8 @@ impl Handler<Report> for HealthActor {
         }
         let h = &mut self.health[idx];
         let count = &mut h.fails[failed.class.index()];
-        *count += 1;
-        if *count < threshold {
+        *count = count.saturating_add(1);
+        if *count < threshold || self.config.disable_cooldowns {
             // Failing, still in rotation: a partial outage for LiteLLM's
             // `litellm_deployment_state` (1), over (and its failures
             // forgotten) once a cooldown's length passes without another.

@@ -316,7 +316,7 @@ impl Translator<'_> {
                     self.set(&["router", "cooldown_secs"], toml_int(&p, n)?);
                 }
                 "allowed_fails" => self.allowed_fails(&p, v)?,
-                "enable_pre_call_checks" | "enable_tag_filtering" => {
+                "enable_pre_call_checks" | "enable_tag_filtering" | "disable_cooldowns" => {
                     let b = self.boolean(&p, v)?;
                     self.set(&["router", &key], b.into());
                 }

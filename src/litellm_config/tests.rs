@@ -355,6 +355,16 @@ fn the_logging_page_shape_maps_callbacks_and_names_what_tollgate_lacks() {
 }
 
 #[test]
+fn disable_cooldowns_carries_over_and_reaches_the_router() {
+    let yaml = "model_list:\n  - model_name: local\n    litellm_params: {model: hosted_vllm/llama, api_base: http://vllm:8000/v1}\nrouter_settings:\n  disable_cooldowns: true\n";
+    let (imported, t) = import(yaml, &[]);
+    assert_eq!(at(&t, "router|disable_cooldowns").as_bool(), Some(true));
+    assert!(imported.ignored.is_empty(), "{:#?}", imported.ignored);
+    let config: Config = toml::from_str(&imported.toml).unwrap();
+    assert!(config.router.disable_cooldowns);
+}
+
+#[test]
 fn every_fixture_imports_into_tollgates_schema() {
     let env = [("AZURE_API_BASE", "https://eastus.openai.azure.com")];
     for (name, yaml) in [
