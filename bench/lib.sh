@@ -29,7 +29,10 @@ batch_size = ${OBS_BATCH:-100}";;
   echo 'master_key = "sk-master-bench"'
   [[ -n $url ]] && echo "database_url = \"$url\""
   printf '[server]\nhost = "127.0.0.1"\nport = %s\nworkers = %s\n[storage]\nredis_prefix = "%s-%s-%s"\n[logging]\nlevel = "warn"\nrequest_log = "off"\n%s\n' $GP $workers $tag $name $$ "$dest"
-  printf '[[models.bench-gpt.deployments]]\nprovider = "openai_compatible"\nmodel = "mock-gpt"\napi_base = "http://127.0.0.1:%s/v1"\napi_key = "sk-up"\n' $MP
+  # Priced (gpt-4o-mini's list prices), so that every request has a cost
+  # and spend = spend + x reaches the key, as with real traffic: unpriced,
+  # the spend writer skips the increments and only the log rows are paid.
+  printf '[[models.bench-gpt.deployments]]\nprovider = "openai_compatible"\nmodel = "mock-gpt"\napi_base = "http://127.0.0.1:%s/v1"\napi_key = "sk-up"\ninput_cost_per_token = 0.00000015\noutput_cost_per_token = 0.0000006\n' $MP
 }
 
 # Drops the databases bench_config made (FORCE: a gateway still shutting
