@@ -14,7 +14,7 @@
 #   obs        the master key; A with logging off, B with Langfuse and OTLP
 #              destinations (the B mock receives them), as bench/observability.sh
 # Environment: CONNS (wrk connections, 8; bench/observability.sh uses 64),
-#   SQL_B (vk-pg: SQL run on B's database after its migrations, e.g. to try
+#   CONF_A, CONF_B (TOML appended to that side's config), SQL_B (vk-pg: SQL run on B's database after its migrations, e.g. to try
 #   an index change before writing its migration), PERF_DIR (a directory:
 #   each run is also recorded with `perf record` on its gateway; then
 #   `bench/perfdiff.py PERF_DIR` prints what B spends per request, by

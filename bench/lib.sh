@@ -33,6 +33,11 @@ batch_size = ${OBS_BATCH:-100}";;
   # and spend = spend + x reaches the key, as with real traffic: unpriced,
   # the spend writer skips the increments and only the log rows are paid.
   printf '[[models.bench-gpt.deployments]]\nprovider = "openai_compatible"\nmodel = "mock-gpt"\napi_base = "http://127.0.0.1:%s/v1"\napi_key = "sk-up"\ninput_cost_per_token = 0.00000015\noutput_cost_per_token = 0.0000006\n' $MP
+  # CONF_A / CONF_B: TOML appended to that side's config (to compare two
+  # settings of one build, e.g. CONF_B=$'[spend]\nmax_batch = 20000').
+  local extra=CONF_${name^^}
+  [[ -n ${!extra:-} ]] && printf '%s\n' "${!extra}"
+  return 0
 }
 
 # Drops the databases bench_config made (FORCE: a gateway still shutting

@@ -372,9 +372,13 @@ pub struct SpendConfig {
     /// at 80 %.
     pub spool_max_bytes: u64,
     /// How often settled spend is written to the database (one
-    /// transaction per batch).
+    /// transaction per write). Each write adds to every key, user, team
+    /// and key×model its rows touch, whatever their number: a longer
+    /// interval makes those increments rarer per request, and spend shows
+    /// in `/key/info` up to this much later.
     pub flush_interval_ms: u64,
-    /// Most settlements per transaction.
+    /// Most settlements per transaction (a backlog after an outage is
+    /// written in pieces of this size).
     pub max_batch: usize,
     /// HTTP status of a budget refusal: 400 (LiteLLM's long-standing
     /// answer) or 429 (its newer one). The error type is `budget_exceeded`.
@@ -392,8 +396,8 @@ impl Default for SpendConfig {
         SpendConfig {
             spool_dir: None,
             spool_max_bytes: 1 << 30,
-            flush_interval_ms: 500,
-            max_batch: 5_000,
+            flush_interval_ms: 1_000,
+            max_batch: 50_000,
             budget_exceeded_status: 400,
             default_max_tokens: 1_024,
             budget_reset_interval_secs: 10,

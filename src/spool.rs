@@ -14,7 +14,7 @@
 //! writable); a settlement is one copy into the mapping. The mapping is the
 //! file's page cache, so once the copy is done a crash of the process loses
 //! nothing — without a `write` system call per request. A segment still
-//! uncommitted a second after it is closed is fsynced (by SpendActor),
+//! uncommitted two write intervals (at least a second) after it is closed is fsynced (by SpendActor),
 //! which covers power loss. The part of a segment not written yet reads as zero
 //! bytes, and a record's length is written after its body: a reader stops
 //! at the first zero length, so a crash mid-copy (which the client never

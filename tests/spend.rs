@@ -14,6 +14,7 @@ use tollgate::mock::Behaviour;
 
 on_both_backends!(spend_reaches_every_owner_and_the_log);
 on_both_backends!(a_keys_spend_per_model_is_stored_and_holds_its_model_budget_after_a_restart);
+on_both_backends!(replicas_writing_the_same_keys_at_once_neither_deadlock_nor_lose_spend);
 
 async fn generate(gw: &tollgate::RunningGateway, body: Value) -> Value {
     let r = post_json(gw, "/key/generate", MASTER, body).await;
@@ -174,6 +175,140 @@ async fn spend_reaches_every_owner_and_the_log(backend: Backend) {
     }
     let logs = get(&gw, "/spend/logs", Some(MASTER)).await.json();
     assert_eq!(logs.as_array().map(Vec::len), Some(9), "{logs}");
+    // Each row's metadata reads as LiteLLM's: who called, the request id
+    // the caller saw, and the request's own metadata.
+    let mut runs = Vec::new();
+    for row in logs.as_array().unwrap() {
+        let m = &row["metadata"];
+        assert_eq!(m["user_api_key_user_id"], "u1", "{row}");
+        assert_eq!(m["user_api_key_team_id"], "t1", "{row}");
+        assert!(m["user_api_key_alias"].is_null(), "{row}");
+        assert_eq!(m["attempts"], 1, "{row}");
+        assert!(!m["x_request_id"].as_str().unwrap().is_empty(), "{row}");
+        runs.extend(m["requester_metadata"]["run"].as_i64());
+    }
+    runs.sort();
+    assert_eq!(runs, [0, 1, 2, 3, 4]);
+    gw.stop().await;
+    db.cleanup().await;
+}
+
+/// Two replicas' spend writers adding to the same keys, users, teams, end
+/// users and key×model rows at the same moment, their batches naming them
+/// in opposite orders: every batch commits (no deadlock, no error) and
+/// every cent lands once.
+async fn replicas_writing_the_same_keys_at_once_neither_deadlock_nor_lose_spend(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mock = spawn_mock().await;
+    let gw = spawn_gateway_db(&model("m", &mock), &db, None).await;
+    post_json(&gw, "/team/new", MASTER, json!({"team_id": "t1"})).await;
+    post_json(&gw, "/team/new", MASTER, json!({"team_id": "t2"})).await;
+    let mut keys = Vec::new();
+    for i in 0..12 {
+        let team = if i % 2 == 0 { "t1" } else { "t2" };
+        let key = generate(&gw, json!({"team_id": team})).await["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut body = chat_body("m");
+        body["user"] = json!(format!("c{}", i % 3));
+        let r = post(&gw, "/v1/chat/completions", Some(&key), &body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        keys.push(key);
+    }
+    let connect = || {
+        tollgate::store::Store::connect(
+            &db.url,
+            2,
+            Duration::from_secs(5),
+            tollgate::breaker::Breaker::new("test", Default::default()),
+        )
+    };
+    let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+    let mut seen: Vec<tollgate::store::SpendLogRow>;
+    assert!(
+        wait_until!(5, {
+            seen = a
+                .spend_logs(&tollgate::store::SpendFilter::default(), 100)
+                .await
+                .unwrap();
+            seen.len() == keys.len()
+        }),
+        "{} rows",
+        seen.len()
+    );
+    seen.sort_by(|x, y| x.api_key.cmp(&y.api_key));
+    let before: Vec<f64> =
+        futures_util::future::join_all(keys.iter().map(|k| key_spend(&gw, k))).await;
+    // 2 writers × 15 batches × 60 rows: each batch goes through every key,
+    // A's in ascending key order, B's in descending.
+    let batches = |descending: bool| -> Vec<Vec<tollgate::store::SpendLogRow>> {
+        (0..15)
+            .map(|_| {
+                let mut rows: Vec<_> = (0..60)
+                    .map(|i| {
+                        let mut r = seen[i % seen.len()].clone();
+                        r.request_id = uuid::Uuid::now_v7().to_string();
+                        r.spend = 0.001;
+                        r
+                    })
+                    .collect();
+                rows.sort_by(|x, y| x.api_key.cmp(&y.api_key));
+                if descending {
+                    rows.reverse();
+                }
+                rows
+            })
+            .collect()
+    };
+    let write = |store: tollgate::store::Store, batches: Vec<Vec<_>>| async move {
+        let mut written = 0;
+        for batch in batches {
+            written += store
+                .record_spend(batch)
+                .await
+                .expect("a batch failed")
+                .written;
+        }
+        written
+    };
+    let (wa, wb) = futures_util::join!(write(a.clone(), batches(false)), write(b, batches(true)));
+    assert_eq!((wa, wb), (900, 900));
+    // Each key: 2 × 15 × 5 rows of 0.001 on top of what it had.
+    for (key, before) in keys.iter().zip(&before) {
+        let now = key_spend(&gw, key).await;
+        assert!(
+            close(now, before + 0.15),
+            "key spend {now}, expected {}",
+            before + 0.15
+        );
+    }
+    for (path, field, expected) in [
+        ("/team/info?team_id=t1", "/team_info/spend", 6.0 * 0.15),
+        ("/team/info?team_id=t2", "/team_info/spend", 6.0 * 0.15),
+        ("/customer/info?end_user_id=c0", "/spend", 4.0 * 0.15),
+    ] {
+        let info = get(&gw, path, Some(MASTER)).await.json();
+        let spend = info.pointer(field).and_then(Value::as_f64).unwrap();
+        let first: f64 = seen
+            .iter()
+            .filter(|r| match path {
+                p if p.contains("t1") => r.team_id.as_deref() == Some("t1"),
+                p if p.contains("t2") => r.team_id.as_deref() == Some("t2"),
+                _ => r.end_user.as_deref() == Some("c0"),
+            })
+            .map(|r| r.spend)
+            .sum();
+        assert!(close(spend, first + expected), "{path}: {info}");
+    }
+    let per_model: f64 = a
+        .key_model_spend(&seen[0].api_key)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, x)| x)
+        .sum();
+    assert!(close(per_model, seen[0].spend + 0.15), "{per_model}");
     gw.stop().await;
     db.cleanup().await;
 }

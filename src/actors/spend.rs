@@ -26,16 +26,18 @@ use crate::shared::Invalidation;
 use crate::store::{now_ms, BudgetReset};
 use crate::store::{SpendCommit, SpendLogRow, Store, StoreError};
 
-/// Rows kept in memory while they wait; beyond this, batches are re-read
-/// from their spool segments when their turn comes.
-const MAX_IN_MEMORY: usize = 10_000;
+/// Rows kept in memory while they wait, at least; beyond this (or twice
+/// `spend.max_batch`, if more), batches are re-read from their spool
+/// segments when their turn comes.
+const MIN_IN_MEMORY: usize = 10_000;
 /// Pause before retrying a failed write.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-/// A segment still waiting this long after its hand-over is fsynced. One
-/// committed sooner (nearly all of them) is deleted without ever being
-/// written to disk: its pages die in the page cache, which was enough to
-/// survive a crash of the process, and the database holds its rows.
-const SYNC_AFTER: Duration = Duration::from_secs(1);
+/// A segment still waiting this long after its hand-over (or twice the
+/// write interval, if longer) is fsynced. One committed sooner (nearly all
+/// of them) is deleted without ever being written to disk: its pages die
+/// in the page cache, which was enough to survive a crash of the process,
+/// and the database holds its rows. A power loss may lose this much.
+const MIN_SYNC_AFTER: Duration = Duration::from_secs(1);
 
 struct Batch {
     /// `None` once dropped from memory (re-read from `segment`).
@@ -56,6 +58,8 @@ pub struct SpendActor {
     retry_at: Option<Instant>,
     failing_since: Option<Instant>,
     max_batch: usize,
+    max_in_memory: usize,
+    sync_after: Duration,
     /// Rows per write now: halved after a failure (down to 100), doubled
     /// back after each success — a backlog drains in pieces that fit.
     batch_limit: usize,
@@ -92,6 +96,8 @@ impl SpendActor {
             retry_at: None,
             failing_since: None,
             max_batch: config.max_batch.max(1),
+            max_in_memory: MIN_IN_MEMORY.max(config.max_batch.saturating_mul(2)),
+            sync_after: MIN_SYNC_AFTER.max(Duration::from_millis(config.flush_interval_ms) * 2),
             batch_limit: config.max_batch.max(1),
             flush_every: Duration::from_millis(config.flush_interval_ms),
             spool_max_bytes: config.spool_max_bytes,
@@ -124,7 +130,7 @@ impl SpendActor {
 
     fn enqueue(&mut self, mut batch: Batch) {
         if let Some(rows) = &batch.rows {
-            if self.in_memory + rows.len() > MAX_IN_MEMORY && batch.segment.is_some() {
+            if self.in_memory + rows.len() > self.max_in_memory && batch.segment.is_some() {
                 batch.rows = None; // on disk only until its turn
             } else {
                 self.in_memory += rows.len();
@@ -406,7 +412,7 @@ impl Handler<SettleBatch> for SpendActor {
             None => (None, 0),
         };
         if let Some(path) = segment.clone() {
-            ctx.run_later(SYNC_AFTER, move |_, _| {
+            ctx.run_later(self.sync_after, move |_, _| {
                 actix_rt::task::spawn_blocking(move || {
                     // Gone: committed and deleted, nothing to keep.
                     if let Ok(file) = std::fs::File::open(&path) {

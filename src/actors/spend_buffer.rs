@@ -7,7 +7,7 @@
 //! call it directly (same thread, no lock): the row is copied into the
 //! worker's memory-mapped spool segment — durable against a crash of the
 //! process as soon as the copy is done (see `crate::spool`) — and kept for
-//! the next hand-over. Every 100 ms (or at 1,000 rows) the batch and its
+//! the next hand-over. Every 250 ms (or at 2,500 rows) the batch and its
 //! closed segment go to SpendActor, which writes them to the database and
 //! deletes the segment; the segment's fsync runs off this thread meanwhile
 //! (group fsync: a power loss may lose the last interval). When the worker
@@ -32,7 +32,12 @@ use crate::store::SpendLogRow;
 /// costs a segment (a file made, mapped, unmapped and deleted) and a
 /// message, so they are as rare as the spend write interval allows.
 const FLUSH_AT: usize = 2_500;
-/// Room in a new segment: twice what the last one held, within these
+/// Longest a settlement waits here before SpendActor has it: the write
+/// interval (a second by default) then adds to it, so a short hand-over
+/// keeps spend visible soon after a request, at the cost of a segment per
+/// hand-over (at high rates `FLUSH_AT` sets the pace anyway).
+const HAND_OVER_EVERY: Duration = Duration::from_millis(250);
+/// Room in a new segment: a quarter over what the last one held, within these
 /// bounds (a full segment is handed over early, nothing more). Its pages
 /// are faulted in when it is made, and unused room is cut off at close.
 const SEGMENT_MIN: usize = 256 << 10;
@@ -62,8 +67,8 @@ struct Buffer {
 
 impl SpendBuffer {
     /// A buffer for the current worker; hands over every `every` (the
-    /// spend write interval) from a task on this worker's event loop, which
-    /// ends with the buffer.
+    /// spend write interval) or `HAND_OVER_EVERY`, whichever is shorter,
+    /// from a task on this worker's event loop, which ends with the buffer.
     pub fn start(
         spool: Option<PathBuf>,
         every: Duration,
@@ -88,7 +93,8 @@ impl SpendBuffer {
         buffer.state.borrow_mut().make_spare();
         let weak: Weak<RefCell<Buffer>> = Rc::downgrade(&buffer.state);
         actix_rt::spawn(async move {
-            let mut tick = actix_rt::time::interval(every.max(Duration::from_millis(10)));
+            let every = every.clamp(Duration::from_millis(10), HAND_OVER_EVERY);
+            let mut tick = actix_rt::time::interval(every);
             tick.tick().await;
             loop {
                 tick.tick().await;

@@ -45,6 +45,27 @@ fn parse_day(field: &'static str, s: &str) -> Result<i64, GatewayError> {
         })
 }
 
+/// A row's metadata as LiteLLM logs it. The row stores only what its
+/// columns do not hold (the request id the caller saw, attempts when more
+/// than one, the request's own `metadata`); the key's alias, user and team
+/// come from their columns. Rows written whole (before) read the same.
+fn metadata_json(r: &SpendLogRow) -> Value {
+    let mut m = match serde_json::from_str::<Value>(&r.metadata) {
+        Ok(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    for (field, column) in [
+        ("user_api_key_alias", &r.key_alias),
+        ("user_api_key_user_id", &r.user_id),
+        ("user_api_key_team_id", &r.team_id),
+    ] {
+        m.entry(field).or_insert_with(|| json!(column));
+    }
+    m.entry("attempts").or_insert(json!(1));
+    m.entry("requester_metadata").or_insert(Value::Null);
+    Value::Object(m)
+}
+
 /// A spend log row under LiteLLM's column names.
 pub fn row_json(r: &SpendLogRow) -> Value {
     json!({
@@ -64,7 +85,7 @@ pub fn row_json(r: &SpendLogRow) -> Value {
         "model_group": r.model_group,
         "api_base": r.api_base,
         "user": r.user_id.clone().unwrap_or_default(),
-        "metadata": serde_json::from_str::<Value>(&r.metadata).unwrap_or(json!({})),
+        "metadata": metadata_json(r),
         "cache_hit": if r.cache_hit { "True" } else { "False" },
         "cache_key": "Cache OFF",
         "request_tags": [],

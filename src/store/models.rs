@@ -149,6 +149,8 @@ pub struct SpendLogRow {
     pub user_id: Option<String>,
     pub team_id: Option<String>,
     pub end_user: Option<String>,
+    /// JSON: what no column holds (`http::spend::metadata_json` reads it
+    /// back whole, LiteLLM's shape).
     pub metadata: String,
     pub cache_hit: bool,
     pub status: String,
