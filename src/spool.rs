@@ -247,7 +247,7 @@ fn decode(body: &[u8]) -> Option<SpendLogRow> {
     let mut c = Cursor(body);
     let row = SpendLogRow {
         request_id: c.s()?,
-        call_type: c.s()?,
+        call_type: c.s()?.into(),
         api_key: c.s()?,
         key_alias: c.opt()?,
         spend: f64::from_le_bytes(c.take(8)?.try_into().ok()?),
@@ -270,7 +270,7 @@ fn decode(body: &[u8]) -> Option<SpendLogRow> {
         end_user: c.opt()?,
         metadata: c.s()?,
         cache_hit: c.byte()? != 0,
-        status: c.s()?,
+        status: c.s()?.into(),
         usage_estimated: c.byte()? != 0,
     };
     c.0.is_empty().then_some(row)

@@ -100,13 +100,18 @@ pub struct Check {
 /// organization's, and its per-model limits. Empty when none applies (no round trip at all then).
 pub fn checks_for(limits: &LimitsConfig, key: &KeyInfo, group: &str) -> Vec<Check> {
     let mut out = Vec::new();
-    let mut push = |scope, caps: Caps| {
+    // The scope is made (its ids copied) only for a limit that is set:
+    // most keys have none, and this runs on every request.
+    let mut push = |scope: &dyn Fn() -> Scope, caps: Caps| {
         if caps.any() {
-            out.push(Check { scope, caps });
+            out.push(Check {
+                scope: scope(),
+                caps,
+            });
         }
     };
     push(
-        Scope::Global,
+        &|| Scope::Global,
         Caps {
             rpm: limits.global_rpm.map(u64::from),
             tpm: limits.global_tpm,
@@ -117,37 +122,29 @@ pub fn checks_for(limits: &LimitsConfig, key: &KeyInfo, group: &str) -> Vec<Chec
         return out;
     }
     push(
-        Scope::Key(key.id.clone()),
+        &|| Scope::Key(key.id.clone()),
         Caps {
             rpm: key.rpm_limit.or(limits.default_key_rpm.map(u64::from)),
             tpm: key.tpm_limit.or(limits.default_key_tpm),
             parallel: key.max_parallel_requests,
         },
     );
-    for (owner, scope) in [
-        (
-            &key.user,
-            key.user.as_ref().map(|u| Scope::User(u.id.clone())),
-        ),
-        (
-            &key.team,
-            key.team.as_ref().map(|t| Scope::Team(t.id.clone())),
-        ),
-        (&key.org, key.org.as_ref().map(|o| Scope::Org(o.id.clone()))),
-    ] {
-        if let (Some(o), Some(scope)) = (owner, scope) {
-            push(
-                scope,
-                Caps {
-                    rpm: o.rpm_limit,
-                    tpm: o.tpm_limit,
-                    parallel: o.max_parallel_requests,
-                },
-            );
-        }
+    let caps = |o: &crate::access::Owner| Caps {
+        rpm: o.rpm_limit,
+        tpm: o.tpm_limit,
+        parallel: o.max_parallel_requests,
+    };
+    if let Some(u) = &key.user {
+        push(&|| Scope::User(u.id.clone()), caps(u));
+    }
+    if let Some(t) = &key.team {
+        push(&|| Scope::Team(t.id.clone()), caps(t));
+    }
+    if let Some(o) = &key.org {
+        push(&|| Scope::Org(o.id.clone()), caps(o));
     }
     push(
-        Scope::KeyModel(key.id.clone(), group.to_string()),
+        &|| Scope::KeyModel(key.id.clone(), group.to_string()),
         Caps {
             rpm: key.model_rpm_limit.get(group).copied(),
             tpm: key.model_tpm_limit.get(group).copied(),

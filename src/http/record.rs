@@ -462,7 +462,7 @@ impl RequestRecord {
         .unwrap_or_else(|_| "{}".into());
         Some(SpendLogRow {
             request_id: self.call_id.clone(),
-            call_type: self.endpoint.call_type().into(),
+            call_type: std::borrow::Cow::Borrowed(self.endpoint.call_type()),
             api_key: key.id.clone(),
             key_alias: key.alias.clone(),
             spend: cost,
@@ -481,7 +481,7 @@ impl RequestRecord {
             end_user: self.end_user.clone(),
             metadata,
             cache_hit: false,
-            status: if status == 200 { "success" } else { "failure" }.into(),
+            status: std::borrow::Cow::Borrowed(if status == 200 { "success" } else { "failure" }),
             usage_estimated: self.usage_estimated,
         })
     }

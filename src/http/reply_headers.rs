@@ -59,15 +59,26 @@ fn count(n: u32) -> HeaderValue {
     }
 }
 
-/// Milliseconds with three decimals, without a heap string.
-fn millis(d: Duration) -> HeaderValue {
+/// A formatted value, written on the stack rather than a heap string (a
+/// header value copies its bytes anyway) unless it is long.
+fn formatted(args: std::fmt::Arguments<'_>) -> Option<HeaderValue> {
     use std::io::Write as _;
-    let micros = d.as_micros();
     let mut buf = [0u8; 48];
     let mut w = &mut buf[..];
-    let _ = write!(w, "{}.{:03}", micros / 1000, micros % 1000);
-    let len = 48 - w.len();
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("0.000"))
+    match w.write_fmt(args) {
+        Ok(()) => {
+            let len = 48 - w.len();
+            HeaderValue::from_bytes(&buf[..len]).ok()
+        }
+        Err(_) => HeaderValue::from_str(&args.to_string()).ok(),
+    }
+}
+
+/// Milliseconds with three decimals.
+fn millis(d: Duration) -> HeaderValue {
+    let micros = d.as_micros();
+    formatted(format_args!("{}.{:03}", micros / 1000, micros % 1000))
+        .unwrap_or(HeaderValue::from_static("0.000"))
 }
 
 fn put(resp: &mut HttpResponseBuilder, name: HeaderName, value: Option<HeaderValue>) {
@@ -110,16 +121,14 @@ pub fn write(
     put(resp, FALLBACKS, Some(fallbacks.clone()));
     put(resp, LITELLM_FALLBACKS, Some(fallbacks));
     if let Some(cost) = cost {
-        put(
-            resp,
-            COST,
-            HeaderValue::from_str(&format!("{cost:.10}")).ok(),
-        );
+        put(resp, COST, formatted(format_args!("{cost:.10}")));
         if cost > 0.0 {
+            // The string becomes the value's bytes as it is, uncopied.
+            let python = bytes::Bytes::from(python_float(cost));
             put(
                 resp,
                 LITELLM_COST,
-                HeaderValue::from_str(&python_float(cost)).ok(),
+                HeaderValue::from_maybe_shared(python).ok(),
             );
         }
     }
@@ -140,6 +149,17 @@ mod tests {
         assert_eq!(millis(Duration::from_micros(1_234)), "1.234");
         assert_eq!(millis(Duration::from_micros(12_345_678)), "12345.678");
         assert_eq!(millis(Duration::from_nanos(999)), "0.000");
+    }
+
+    #[test]
+    fn a_value_longer_than_the_stack_buffer_is_still_written() {
+        let cost = 1e40_f64;
+        let v = formatted(format_args!("{cost:.10}")).unwrap();
+        assert_eq!(v.to_str().unwrap(), format!("{cost:.10}"));
+        assert_eq!(
+            formatted(format_args!("{:.10}", 0.25)).unwrap(),
+            "0.2500000000"
+        );
     }
 
     #[test]

@@ -132,7 +132,9 @@ pub struct MemberRow {
 #[diesel(table_name = spend_logs, treat_none_as_default_value = false)]
 pub struct SpendLogRow {
     pub request_id: String,
-    pub call_type: String,
+    /// The usual values are static: not a heap string per request.
+    #[diesel(deserialize_as = String)]
+    pub call_type: std::borrow::Cow<'static, str>,
     pub api_key: String,
     pub key_alias: Option<String>,
     pub spend: f64,
@@ -153,7 +155,8 @@ pub struct SpendLogRow {
     /// back whole, LiteLLM's shape).
     pub metadata: String,
     pub cache_hit: bool,
-    pub status: String,
+    #[diesel(deserialize_as = String)]
+    pub status: std::borrow::Cow<'static, str>,
     pub usage_estimated: bool,
 }
 

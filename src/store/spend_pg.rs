@@ -269,7 +269,7 @@ async fn insert_rows(
     };
     let query = diesel::sql_query(sql)
         .bind::<Array<Text>, _>(col(rows, |r| r.request_id.as_str()))
-        .bind::<Array<Text>, _>(col(rows, |r| r.call_type.as_str()))
+        .bind::<Array<Text>, _>(col(rows, |r| &*r.call_type))
         .bind::<Array<Text>, _>(col(rows, |r| r.api_key.as_str()))
         .bind::<Array<Nullable<Text>>, _>(col(rows, |r| r.key_alias.as_deref()))
         .bind::<Array<Double>, _>(col(rows, |r| r.spend))
@@ -288,7 +288,7 @@ async fn insert_rows(
         .bind::<Array<Nullable<Text>>, _>(col(rows, |r| r.end_user.as_deref()))
         .bind::<Array<Text>, _>(col(rows, |r| r.metadata.as_str()))
         .bind::<Array<Bool>, _>(col(rows, |r| r.cache_hit))
-        .bind::<Array<Text>, _>(col(rows, |r| r.status.as_str()))
+        .bind::<Array<Text>, _>(col(rows, |r| &*r.status))
         .bind::<Array<Bool>, _>(col(rows, |r| r.usage_estimated));
     Ok(match how {
         Insert::AllNew => {
