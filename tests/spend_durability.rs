@@ -210,6 +210,18 @@ output_cost_per_token = 0.000002
 
 #[actix_rt::test]
 async fn a_database_outage_under_load_fails_no_request_and_loses_no_spend() {
+    database_fault_under_load(ProxyMode::Refuse).await;
+}
+
+/// The spend writer keeps its connection between batches: one that dies
+/// without a word (no FIN, no RST) is given up and replaced, and what was
+/// queued meanwhile lands.
+#[actix_rt::test]
+async fn a_spend_connection_that_dies_silently_is_replaced_and_loses_no_spend() {
+    database_fault_under_load(ProxyMode::Silent).await;
+}
+
+async fn database_fault_under_load(fault: ProxyMode) {
     let db = TestDb::new(Backend::Postgres).await;
     let mock = spawn_mock().await;
     let pg = FaultProxy::start("127.0.0.1:5432");
@@ -242,7 +254,7 @@ async fn a_database_outage_under_load_fails_no_request_and_loses_no_spend() {
         }));
     }
     actix_rt::time::sleep(Duration::from_secs(1)).await;
-    pg.set(ProxyMode::Refuse);
+    pg.set(fault);
     actix_rt::time::sleep(Duration::from_secs(8)).await;
     pg.set(ProxyMode::Pass);
     for t in tasks {
@@ -253,7 +265,7 @@ async fn a_database_outage_under_load_fails_no_request_and_loses_no_spend() {
     // Everything queued meanwhile lands.
     let t0 = Instant::now();
     let mut rows = 0;
-    while t0.elapsed() < Duration::from_secs(15) {
+    while t0.elapsed() < Duration::from_secs(30) {
         let r = get(&gw, "/spend/logs?limit=100000", Some(MASTER)).await;
         if r.status == 200 {
             rows = r.json().as_array().unwrap().len();

@@ -54,6 +54,9 @@ struct Inner {
     /// SQLite: the one connection spend batches are written on (see
     /// `Store::record_spend`); opened on first use, dropped after an error.
     spend_writer: tokio::sync::Mutex<Option<rusqlite::Connection>>,
+    /// PostgreSQL: the same, a connection outside the pool (it sends rows
+    /// by COPY, which the pool's diesel connections cannot).
+    pg_spend_writer: tokio::sync::Mutex<Option<spend_pg::Writer>>,
 }
 
 #[derive(Clone)]
@@ -308,6 +311,7 @@ impl Store {
                 breaker,
                 timeout,
                 spend_writer: tokio::sync::Mutex::new(None),
+                pg_spend_writer: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -1112,6 +1116,7 @@ impl Store {
 // After `with_conn!`, which they use.
 mod customers;
 mod orgs;
+mod pg_copy;
 mod proxy_models;
 mod spend;
 mod spend_pg;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::models::{CustomerRow, SpendLogRow};
 use super::schema::{customers, key_model_spend, spend_logs};
@@ -112,11 +112,29 @@ impl Store {
         let timeout = self.inner.timeout.max(SPEND_WRITE_TIMEOUT);
         self.guarded_for(timeout, true, async {
             match &pools {
-                Pools::Postgres(pool) => {
-                    let mut conn = pool.get().await.map_err(pool_error)?;
-                    let conn: &mut AsyncPgConnection = &mut conn;
-                    conn.transaction(async |conn| super::spend_pg::record(conn, &rows).await)
-                        .await
+                Pools::Postgres(_) => {
+                    let mut slot = self.inner.pg_spend_writer.lock().await;
+                    let mut writer = match slot.take() {
+                        Some(w) if !w.is_closed() => w,
+                        _ => {
+                            let connect =
+                                super::spend_pg::Writer::connect(&self.inner.url, timeout);
+                            match tokio::time::timeout(self.inner.timeout, connect).await {
+                                Ok(w) => w?,
+                                Err(_) => {
+                                    return Err(StoreError::Slow(
+                                        "the spend writer could not connect in time".into(),
+                                    ))
+                                }
+                            }
+                        }
+                    };
+                    let result = super::spend_pg::record(&mut writer, &rows).await;
+                    // Whatever went wrong, the next batch starts afresh.
+                    if result.is_ok() {
+                        *slot = Some(writer);
+                    }
+                    result
                 }
                 Pools::Sqlite(_) => {
                     // Always the same connection, not the pool's next one:
