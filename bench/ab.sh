@@ -18,7 +18,8 @@
 #   an index change before writing its migration), PERF_DIR (a directory:
 #   each run is also recorded with `perf record` on its gateway; then
 #   `bench/perfdiff.py PERF_DIR` prints what B spends per request, by
-#   symbol, against A).
+#   symbol, against A); THREADS=1 (each run's gateway CPU per request by
+#   thread, on stderr).
 # Needs wrk (apt-get install wrk), python3, curl; psql for vk-pg. Only
 # 127.0.0.1 is contacted.
 set -euo pipefail
@@ -51,6 +52,7 @@ run() { # name secs -> rps cpu_us
   local c0=$(awk '{print $14+$15}' /proc/$pid/stat) u0=$(awk '{print $14}' /proc/$pid/stat) mpid=$(cat $T/$1.mockpid)
   local m0=$(awk '{print $14+$15}' /proc/$mpid/stat)
   local p0=$(pgcpu) f="" pp=""
+  [[ -n ${THREADS:-} ]] && python3 $HERE/threads.py snap $pid > $T/$name.t0
   if [[ -n ${PERF_DIR:-} ]]; then
     mkdir -p "$PERF_DIR"
     f=$PERF_DIR/$name.$(date +%s%N)
@@ -64,6 +66,10 @@ run() { # name secs -> rps cpu_us
   local n=$(echo "$out" | grep -o '"requests":[0-9]*' | cut -d: -f2)
   local bad=$(echo "$out" | grep -o '"non2xx":[0-9]*' | cut -d: -f2)
   [[ -n $f ]] && echo "$f $n" >> $PERF_DIR/counts
+  if [[ -n ${THREADS:-} ]]; then
+    python3 $HERE/threads.py snap $pid > $T/$name.t1
+    { echo "  side $name by thread:"; python3 $HERE/threads.py diff $T/$name.t0 $T/$name.t1 $n; } >&2
+  fi
   if [[ ${bad:-0} -gt 0 ]]; then # say why, before cleanup deletes the logs
     { echo "side $name answered $bad non-2xx; its gateway's and mock's last log lines:"
       grep -v 'no price known' $T/$name-gw.log | tail -5; tail -3 $T/$name-mock.log
