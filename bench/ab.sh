@@ -19,7 +19,9 @@
 #   each run is also recorded with `perf record` on its gateway; then
 #   `bench/perfdiff.py PERF_DIR` prints what B spends per request, by
 #   symbol, against A); THREADS=1 (each run's gateway CPU per request by
-#   thread, on stderr).
+#   thread, on stderr); RATE=n (latency instead: each round, each side's
+#   p50 at n req/s through the gateway with one virtual key and straight
+#   to its mock, with oha; prints what B adds over what A adds).
 # Needs wrk (apt-get install wrk), python3, curl; psql for vk-pg. Only
 # 127.0.0.1 is contacted.
 set -euo pipefail
@@ -77,6 +79,31 @@ run() { # name secs -> rps cpu_us
   fi
   echo "$(echo "$out" | awk '/Requests\/sec/{print $2}') $(python3 -c "print(round(($c1-$c0)*1e4/$n,1))")(usr$(python3 -c "print(round(($u1-$u0)*1e4/$n,1))"))+pg$(python3 -c "print(round(($p1-$p0)*1e4/$n,1))")+mock$(python3 -c "print(round(($m1-$m0)*1e4/$n,1))") $bad"
 }
+if [[ -n ${RATE:-} ]]; then
+  # Latency at a fixed rate instead of throughput at saturation: per round
+  # each side's p50 through the gateway (one virtual key, the first made)
+  # and straight to its mock; what the gateway adds is the difference.
+  OHA=${OHA:-$(command -v oha || echo ~/.cargo/bin/oha)}
+  p50() { # url key body -> p50 in ms (oha, RATE req/s for SECS s, 50 connections)
+    local auth=(); [[ -n $2 ]] && auth=(-H "Authorization: Bearer $2")
+    "$OHA" --no-tui --output-format json -z "${SECS}s" -c 50 -q "$RATE" --latency-correction \
+      -m POST -H 'Content-Type: application/json' "${auth[@]}" -d "$3" "$1" \
+      | python3 -c "import json,sys; d=json.load(sys.stdin); print(round(d['latencyPercentiles']['p50']*1000, 3))"
+  }
+  side() { # name -> "gateway_p50 direct_p50"
+    local gp=$(cat $T/$1.port) mp=$(( $(cat $T/$1.port) - 1 )) key=$(head -1 $T/$1.keys)
+    echo "$(p50 http://127.0.0.1:$gp/v1/chat/completions "$key" "$BODY") $(p50 http://127.0.0.1:$mp/v1/chat/completions "" "${BODY/bench-gpt/mock-gpt}")"
+  }
+  side a >/dev/null; side b >/dev/null
+  D=()
+  for r in $(seq $ROUNDS); do
+    read ga da < <(side a); read gb db < <(side b)
+    d=$(python3 -c "print(round(($gb-$db)-($ga-$da), 3))"); D+=($d)
+    echo "round $r at $RATE req/s, p50 ms: A $ga (mock $da, added $(python3 -c "print(round($ga-$da,3))")) | B $gb (mock $db, added $(python3 -c "print(round($gb-$db,3))")) | B adds $d more"
+  done
+  python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print('median added p50, B - A:', round(statistics.median(v),3), 'ms; mean', round(statistics.mean(v),3))" ${D[@]}
+  exit 0
+fi
 run a 3 >/dev/null; run b 3 >/dev/null
 R=()
 for r in $(seq $ROUNDS); do
