@@ -98,7 +98,7 @@ pub fn choose(strategy: Strategy, candidates: &[Candidate], rng: &mut impl Rng) 
                 .copied()
                 .collect();
             let b = weighted(&rest, rng);
-            if expected_wait(b) < expected_wait(a) {
+            if clearly_faster(expected_wait(b), expected_wait(a)) {
                 b.idx
             } else {
                 a.idx
@@ -111,6 +111,15 @@ pub fn choose(strategy: Strategy, candidates: &[Candidate], rng: &mut impl Rng) 
 /// measured; in-flight requests multiply what a new one waits behind.
 fn expected_wait(c: &Candidate) -> f64 {
     c.latency_ms * f64::from(c.in_flight + 1)
+}
+
+/// Whether a wait of `b` ms beats one of `a` by more than measurement
+/// noise (a tenth, and a millisecond). Otherwise the first draw, itself
+/// random, stands: equal deployments whose averages differ by a hair would
+/// else see the marginally faster one win every comparison and take most
+/// of the traffic.
+fn clearly_faster(b: f64, a: f64) -> bool {
+    b < a * 0.9 && a - b > 1.0
 }
 
 fn weighted<'a>(candidates: &'a [Candidate], rng: &mut impl Rng) -> &'a Candidate {
@@ -264,6 +273,18 @@ mod tests {
         let n = counts(Strategy::PowerOfTwo, &[slow, a, b], 3000);
         // The slow one wins only when both draws are it, which the
         // distinct second draw rules out.
+        assert_eq!(n[0], 0, "{n:?}");
+        assert!(n[1] > 1200 && n[2] > 1200, "{n:?}");
+        // Equal deployments whose averages differ by a hair share evenly.
+        let a_hair = Candidate {
+            latency_ms: 0.30,
+            ..c(1)
+        };
+        let b_hair = Candidate {
+            latency_ms: 0.32,
+            ..c(2)
+        };
+        let n = counts(Strategy::PowerOfTwo, &[slow, a_hair, b_hair], 3000);
         assert_eq!(n[0], 0, "{n:?}");
         assert!(n[1] > 1200 && n[2] > 1200, "{n:?}");
         // A busy fast deployment loses to an idle one of equal speed.
