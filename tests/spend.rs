@@ -47,6 +47,18 @@ async fn key_spend(gw: &tollgate::RunningGateway, key: &str) -> f64 {
         .unwrap()
 }
 
+/// A store of its own on the test's database, as another replica's.
+async fn store_on(db: &TestDb) -> tollgate::store::Store {
+    tollgate::store::Store::connect(
+        &db.url,
+        2,
+        Duration::from_secs(5),
+        tollgate::breaker::Breaker::new("test", Default::default()),
+    )
+    .await
+    .unwrap()
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
@@ -138,14 +150,7 @@ async fn spend_reaches_every_owner_and_the_log(backend: Backend) {
     // A batch written again (the spool replayed after a crash between the
     // commit and its truncation) adds nothing twice: with one new row in
     // it, only that row's cost and log row land.
-    let store = tollgate::store::Store::connect(
-        &db.url,
-        2,
-        Duration::from_secs(5),
-        tollgate::breaker::Breaker::new("test", Default::default()),
-    )
-    .await
-    .unwrap();
+    let store = store_on(&db).await;
     let mut batch = store
         .spend_logs(&tollgate::store::SpendFilter::default(), 100)
         .await
@@ -200,14 +205,7 @@ async fn spend_reaches_every_owner_and_the_log(backend: Backend) {
 async fn a_spend_row_reads_back_exactly_as_written(backend: Backend) {
     let db = TestDb::new(backend).await;
     tollgate::store::Store::migrate(&db.url).await.unwrap();
-    let store = tollgate::store::Store::connect(
-        &db.url,
-        2,
-        Duration::from_secs(5),
-        tollgate::breaker::Breaker::new("test", Default::default()),
-    )
-    .await
-    .unwrap();
+    let store = store_on(&db).await;
     let full = tollgate::store::SpendLogRow {
         request_id: uuid::Uuid::now_v7().to_string(),
         call_type: "acompletion".into(),
@@ -285,15 +283,7 @@ async fn replicas_writing_the_same_keys_at_once_neither_deadlock_nor_lose_spend(
         assert_eq!(r.status, 200, "{}", r.text());
         keys.push(key);
     }
-    let connect = || {
-        tollgate::store::Store::connect(
-            &db.url,
-            2,
-            Duration::from_secs(5),
-            tollgate::breaker::Breaker::new("test", Default::default()),
-        )
-    };
-    let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+    let (a, b) = (store_on(&db).await, store_on(&db).await);
     let mut seen: Vec<tollgate::store::SpendLogRow>;
     assert!(
         wait_until!(5, {
