@@ -114,21 +114,13 @@ impl Store {
             match &pools {
                 Pools::Postgres(_) => {
                     let mut slot = self.inner.pg_spend_writer.lock().await;
-                    let mut writer = match slot.take() {
-                        Some(w) if !w.is_closed() => w,
-                        _ => {
-                            let connect =
-                                super::spend_pg::Writer::connect(&self.inner.url, timeout);
-                            match tokio::time::timeout(self.inner.timeout, connect).await {
-                                Ok(w) => w?,
-                                Err(_) => {
-                                    return Err(StoreError::Slow(
-                                        "the spend writer could not connect in time".into(),
-                                    ))
-                                }
-                            }
-                        }
-                    };
+                    let mut writer = super::spend_pg::Writer::take_or_connect(
+                        &mut slot,
+                        &self.inner.url,
+                        self.inner.timeout,
+                        timeout,
+                    )
+                    .await?;
                     let result = super::spend_pg::record(&mut writer, &rows).await;
                     // Whatever went wrong, the next batch starts afresh.
                     if result.is_ok() {

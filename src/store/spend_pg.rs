@@ -30,6 +30,7 @@
 //! and only the missing ones inserted.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::SinkExt;
@@ -60,6 +61,26 @@ impl Drop for Writer {
 }
 
 impl Writer {
+    /// The writer in `slot` if its connection is still open, else a new
+    /// one (given `connect_within` to connect). The caller puts it back
+    /// after a batch that succeeded: after any error the next batch starts
+    /// afresh.
+    pub async fn take_or_connect(
+        slot: &mut Option<Writer>,
+        url: &str,
+        connect_within: Duration,
+        give_up: Duration,
+    ) -> Result<Writer, StoreError> {
+        match slot.take() {
+            Some(w) if !w.client.is_closed() => Ok(w),
+            _ => tokio::time::timeout(connect_within, Writer::connect(url, give_up))
+                .await
+                .map_err(|_| {
+                    StoreError::Slow("the spend writer could not connect in time".into())
+                })?,
+        }
+    }
+
     /// Connects; the server ends this session's statements and its
     /// transaction's idle waits after `give_up`, the time the gateway
     /// waits for a batch. A connection that went silent mid-transaction
@@ -67,7 +88,7 @@ impl Writer {
     /// connects anew) would otherwise keep its transaction open, and the
     /// increments lock with it, until the server's TCP keepalive noticed
     /// — hours — and every replica's spend would wait on it.
-    pub async fn connect(url: &str, give_up: std::time::Duration) -> Result<Writer, StoreError> {
+    async fn connect(url: &str, give_up: Duration) -> Result<Writer, StoreError> {
         let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
         let io = tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -83,11 +104,6 @@ impl Writer {
             ))
             .await?;
         Ok(writer)
-    }
-
-    /// Whether the server closed it (or it broke) since the last batch.
-    pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
     }
 }
 
